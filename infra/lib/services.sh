@@ -1,0 +1,126 @@
+# shellcheck shell=bash
+# The project's own processes: the Kakao Pay simulator and the three services.
+
+service_bin() { printf '%s/debug/%s' "$CARGO_TARGET" "$1"; }
+
+service_port() {
+    case $1 in
+        kakaopay-sim) printf '%s' "$KAKAOPAY_SIM_PORT" ;;
+        payment) printf '%s' "$PAYMENT_PORT" ;;
+        order) printf '%s' "$ORDER_PORT" ;;
+        notifier) printf '%s' "$NOTIFIER_PORT" ;;
+        tansu) printf '%s' "$KAFKA_PORT" ;;
+        mongodb) printf '%s' "$MONGODB_PORT" ;;
+        smtp) printf '%s' "$SMTP_PORT" ;;
+    esac
+}
+
+service_host() {
+    case $1 in
+        kakaopay-sim) printf '%s' "$KAKAOPAY_SIM_HOST" ;;
+        payment) printf '%s' "$PAYMENT_HOST" ;;
+        order) printf '%s' "$ORDER_HOST" ;;
+        notifier) printf '%s' "$NOTIFIER_HOST" ;;
+        *) printf '127.0.0.1' ;;
+    esac
+}
+
+service_url() { printf 'http://%s:%s' "$(service_host "$1")" "$(service_port "$1")"; }
+
+# The readiness probe of each process (the simulator has no dependencies: /healthz).
+service_probe() {
+    case $1 in
+        kakaopay-sim) printf '%s/healthz' "$(service_url "$1")" ;;
+        *) printf '%s/readyz' "$(service_url "$1")" ;;
+    esac
+}
+
+build_services() {
+    log "building the services: cargo build --bins (in $STACK_ROOT)"
+    (cd "$STACK_ROOT" && cargo build --bins) || die "cargo build --bins failed"
+    local s
+    for s in "${SERVICE_NAMES[@]}"; do
+        [[ -x "$(service_bin "$s")" ]] || die "binary $(service_bin "$s") was not built"
+    done
+}
+
+start_services() {
+    local s
+    for s in "${SERVICE_NAMES[@]}"; do
+        if ! is_running "$s" && ! port_taken "$s" "$(service_port "$s")"; then
+            start_bg "$s" "$s" "$STACK_ROOT" "$(service_bin "$s")"
+        fi
+    done
+}
+
+# Polls every service's probe until it answers 200, printing what it still waits for.
+wait_services_ready() {
+    local timeout=${1:-$STACK_READY_TIMEOUT} deadline s code pending last=""
+    deadline=$((SECONDS + timeout))
+    log "waiting up to ${timeout}s for: ${SERVICE_NAMES[*]}"
+    while :; do
+        pending=()
+        for s in "${SERVICE_NAMES[@]}"; do
+            if ! is_running "$s"; then
+                tail_log "$s"
+                die "$s exited (log: $(log_file "$s")); run 'infra/stack down' to stop the rest"
+            fi
+            code="$(http_status "$(service_probe "$s")")"
+            [[ "$code" == 200 ]] || pending+=("$s($code)")
+        done
+        ((${#pending[@]} == 0)) && break
+        if [[ "${pending[*]}" != "$last" ]]; then
+            log "  not ready yet: ${pending[*]}"
+            last="${pending[*]}"
+        fi
+        if ((SECONDS >= deadline)); then
+            for s in "${SERVICE_NAMES[@]}"; do tail_log "$s" 15; done
+            die "not ready after ${timeout}s: ${pending[*]} (processes left running; 'infra/stack down' stops them)"
+        fi
+        sleep 1
+    done
+    log "all services ready"
+}
+
+services_running() {
+    local s
+    for s in "${SERVICE_NAMES[@]}"; do
+        is_running "$s" || return 1
+    done
+}
+
+stop_services() {
+    local i
+    for ((i = ${#SERVICE_NAMES[@]} - 1; i >= 0; i--)); do
+        stop_one "${SERVICE_NAMES[i]}"
+    done
+}
+
+print_urls() {
+    cat <<EOF
+Saga shop is up (case $SAGA_CASE):
+  order         $(service_url order)          POST /orders, GET /orders/{id}
+  payment       $(service_url payment)
+  notifier      $(service_url notifier)          GET /notifications?order_id=ID  (Authorization: Bearer \$NOTIFIER_API_TOKEN)
+  kakaopay-sim  $(service_url kakaopay-sim)          GET /__sim/ledger
+  every service: /healthz /readyz /metrics
+  Kafka         $KAFKA_BROKERS   MongoDB $MONGODB_URI   SMTP $SMTP_HOST:$SMTP_PORT (Maildir $SMTP_MAILDIR)
+  logs          $LOG_DIR   (infra/stack logs NAME)
+EOF
+}
+
+print_status() {
+    local s pid alive port listening
+    printf '%-13s %-8s %-6s %-6s %s\n' NAME PID ALIVE PORT LISTENING
+    for s in "${DEP_NAMES[@]}" "${SERVICE_NAMES[@]}"; do
+        port="$(service_port "$s")"
+        if pid="$(running_pid "$s")"; then
+            alive=yes
+        else
+            alive=no
+            if [[ -f "$(pid_file "$s")" ]]; then pid="stale"; else pid="-"; fi
+        fi
+        if port_open "$port" "$(service_host "$s")"; then listening=yes; else listening=no; fi
+        printf '%-13s %-8s %-6s %-6s %s\n' "$s" "$pid" "$alive" "$port" "$listening"
+    done
+}

@@ -1,0 +1,37 @@
+//! order-service settings: defaults, overridden by environment variables, overridden by
+//! flags (`order --help` lists them all).
+//!
+//! | env var | default | meaning |
+//! |---|---|---|
+//! | `ORDER_HOST` | `127.0.0.1` | address to listen on |
+//! | `ORDER_PORT` | `8081` | port (0 = any free port) |
+//! | `ORDER_DATABASE_URL` | `postgres://postgres@127.0.0.1:5432/orders` | PostgreSQL (secret) |
+//! | `ORDER_DB_POOL_SIZE` | `10` | r2d2 pool size |
+//! | `ORDER_HTTP_WORKERS` | `2` | actix-web worker threads |
+//! | `ORDER_CONSUMER_GROUP` | `order-service` | Kafka consumer group |
+//! | `ORDER_PAYMENT_DEADLINE_SECS` | `900` | an unpaid order is cancelled after this |
+//! | `KAFKA_BROKERS`, `KAFKA_TOPIC_PREFIX`, `KAFKA_PARTITIONS` | | see `shared_events::kafka` |
+
+use secrecy::SecretString;
+use shared_events::kafka::KafkaSettings;
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "order", about = "order-service: storefront API and the order side of the saga")]
+pub struct Settings {
+    #[arg(long, env = "ORDER_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    #[arg(long, env = "ORDER_PORT", default_value_t = 8081)]
+    pub port: u16,
+    #[arg(long, env = "ORDER_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/orders", hide_default_value = false)]
+    pub database_url: SecretString,
+    #[arg(long, env = "ORDER_DB_POOL_SIZE", default_value_t = 10)]
+    pub db_pool_size: u32,
+    #[arg(long, env = "ORDER_HTTP_WORKERS", default_value_t = 2)]
+    pub http_workers: usize,
+    #[arg(long, env = "ORDER_CONSUMER_GROUP", default_value = "order-service")]
+    pub consumer_group: String,
+    #[arg(long, env = "ORDER_PAYMENT_DEADLINE_SECS", default_value_t = 900)]
+    pub payment_deadline_secs: u64,
+    #[command(flatten)]
+    pub kafka: KafkaSettings,
+}

@@ -1,0 +1,269 @@
+//! The order domain: what a valid order is, and how its status may change.
+//!
+//! Input is parsed into [`NewOrder`] at the HTTP edge; past that point every order is
+//! valid by construction. Each refused field is reported with its JSON path.
+
+use serde::Deserialize;
+use shared_events::http::InvalidParam;
+use shared_events::{CancelReason, LineItem};
+use std::fmt;
+use std::str::FromStr;
+
+pub const MAX_ITEMS: usize = 100;
+pub const MAX_QUANTITY: i64 = 1_000;
+/// Kakao Pay limits ids and names to 100 characters; we keep to the same.
+pub const MAX_TEXT: usize = 100;
+/// One hundred million won: beyond any single shop order, far below `i64` overflow.
+pub const MAX_TOTAL: i64 = 100_000_000;
+
+/// The body of `POST /orders`, as sent.
+#[derive(Debug, Deserialize)]
+pub struct PlaceOrder {
+    pub customer_id: String,
+    pub customer_email: String,
+    pub items: Vec<PlaceOrderItem>,
+    /// `ko` (default) or `en`: the language of the shopper's mails.
+    #[serde(default)]
+    pub locale: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PlaceOrderItem {
+    pub name: String,
+    pub quantity: i64,
+    pub unit_price: i64,
+}
+
+/// A valid order, ready to be stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewOrder {
+    pub customer_id: String,
+    pub customer_email: String,
+    pub locale: Locale,
+    pub items: Vec<LineItem>,
+    pub total_amount: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Locale {
+    Ko,
+    En,
+}
+
+impl Locale {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Locale::Ko => "ko",
+            Locale::En => "en",
+        }
+    }
+}
+
+impl TryFrom<PlaceOrder> for NewOrder {
+    type Error = Vec<InvalidParam>;
+
+    fn try_from(request: PlaceOrder) -> Result<Self, Self::Error> {
+        let mut invalid = Vec::new();
+        let customer_id = request.customer_id.trim().to_owned();
+        check_text("customer_id", &customer_id, &mut invalid);
+        let customer_email = request.customer_email.trim().to_owned();
+        if !email_address::EmailAddress::is_valid(&customer_email) || !customer_email.contains('.') {
+            invalid.push(InvalidParam::new("customer_email", "must be a valid e-mail address"));
+        }
+        let locale = match request.locale.as_deref().map(str::trim) {
+            None | Some("") | Some("ko") => Locale::Ko,
+            Some("en") => Locale::En,
+            Some(_) => {
+                invalid.push(InvalidParam::new("locale", "must be \"ko\" or \"en\""));
+                Locale::Ko
+            }
+        };
+        let items = parse_items(request.items, &mut invalid);
+        let total_amount = total(&items);
+        if invalid.is_empty() {
+            match total_amount {
+                Some(total) if total > 0 && total <= MAX_TOTAL => {}
+                Some(0) => invalid.push(InvalidParam::new("items", "the order total must be above 0")),
+                _ => invalid.push(InvalidParam::new("items", format!("the order total must not exceed {MAX_TOTAL}"))),
+            }
+        }
+        if !invalid.is_empty() {
+            return Err(invalid);
+        }
+        Ok(NewOrder {
+            customer_id,
+            customer_email,
+            locale,
+            items,
+            total_amount: total_amount.unwrap_or_default(),
+        })
+    }
+}
+
+fn check_text(name: &str, value: &str, invalid: &mut Vec<InvalidParam>) {
+    if value.is_empty() {
+        invalid.push(InvalidParam::new(name, "must not be empty"));
+    } else if value.chars().count() > MAX_TEXT {
+        invalid.push(InvalidParam::new(name, format!("must be at most {MAX_TEXT} characters")));
+    }
+}
+
+fn parse_items(items: Vec<PlaceOrderItem>, invalid: &mut Vec<InvalidParam>) -> Vec<LineItem> {
+    if items.is_empty() {
+        invalid.push(InvalidParam::new("items", "must contain at least one item"));
+    } else if items.len() > MAX_ITEMS {
+        invalid.push(InvalidParam::new("items", format!("must contain at most {MAX_ITEMS} items")));
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, item)| {
+            let name = item.name.trim().to_owned();
+            let before = invalid.len();
+            check_text(&format!("items[{i}].name"), &name, invalid);
+            if !(1..=MAX_QUANTITY).contains(&item.quantity) {
+                invalid.push(InvalidParam::new(
+                    format!("items[{i}].quantity"),
+                    format!("must be between 1 and {MAX_QUANTITY}"),
+                ));
+            }
+            if !(0..=MAX_TOTAL).contains(&item.unit_price) {
+                invalid.push(InvalidParam::new(
+                    format!("items[{i}].unit_price"),
+                    format!("must be between 0 and {MAX_TOTAL} (KRW)"),
+                ));
+            }
+            (invalid.len() == before).then(|| LineItem {
+                name,
+                quantity: u32::try_from(item.quantity).unwrap_or_default(),
+                unit_price: item.unit_price,
+            })
+        })
+        .collect()
+}
+
+/// The order total, or `None` if it overflows.
+fn total(items: &[LineItem]) -> Option<i64> {
+    items.iter().try_fold(0i64, |sum, item| {
+        item.unit_price
+            .checked_mul(i64::from(item.quantity))
+            .and_then(|line| sum.checked_add(line))
+    })
+}
+
+/// Where an order is in the saga.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderStatus {
+    PendingPayment,
+    Completed,
+    Cancelled,
+}
+
+impl OrderStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::PendingPayment => "PENDING_PAYMENT",
+            OrderStatus::Completed => "COMPLETED",
+            OrderStatus::Cancelled => "CANCELLED",
+        }
+    }
+
+    /// The status after the payment's outcome, or `None` when the outcome no longer
+    /// applies (the order was already settled: a late or repeated outcome).
+    pub fn settle(self, outcome: PaymentOutcome) -> Option<OrderStatus> {
+        match (self, outcome) {
+            (OrderStatus::PendingPayment, PaymentOutcome::Approved) => Some(OrderStatus::Completed),
+            (OrderStatus::PendingPayment, PaymentOutcome::Failed(_)) => Some(OrderStatus::Cancelled),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for OrderStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for OrderStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "PENDING_PAYMENT" => Ok(OrderStatus::PendingPayment),
+            "COMPLETED" => Ok(OrderStatus::Completed),
+            "CANCELLED" => Ok(OrderStatus::Cancelled),
+            other => Err(format!("unknown order status {other:?}")),
+        }
+    }
+}
+
+/// What the payment service reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentOutcome {
+    Approved,
+    Failed(CancelReason),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(items: Vec<(&str, i64, i64)>) -> PlaceOrder {
+        PlaceOrder {
+            customer_id: "c-1".into(),
+            customer_email: "kim@example.com".into(),
+            items: items
+                .into_iter()
+                .map(|(name, quantity, unit_price)| PlaceOrderItem {
+                    name: name.into(),
+                    quantity,
+                    unit_price,
+                })
+                .collect(),
+            locale: None,
+        }
+    }
+
+    fn names(err: Vec<InvalidParam>) -> Vec<String> {
+        err.into_iter().map(|p| p.name).collect()
+    }
+
+    #[test]
+    fn a_valid_order_gets_its_total_computed() {
+        let order = NewOrder::try_from(request(vec![("커피", 2, 4500), ("쿠키", 1, 3000)])).expect("valid");
+        assert_eq!(order.total_amount, 12_000);
+        assert_eq!(order.locale, Locale::Ko);
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let mut bad = request(vec![("", 0, -1)]);
+        bad.customer_email = "not-an-email".into();
+        let err = NewOrder::try_from(bad).expect_err("invalid");
+        assert_eq!(
+            names(err),
+            ["customer_email", "items[0].name", "items[0].quantity", "items[0].unit_price"]
+        );
+    }
+
+    #[test]
+    fn empty_items_and_zero_totals_are_refused() {
+        assert_eq!(names(NewOrder::try_from(request(vec![])).expect_err("no items")), ["items"]);
+        assert_eq!(names(NewOrder::try_from(request(vec![("free", 1, 0)])).expect_err("zero")), ["items"]);
+    }
+
+    #[test]
+    fn totals_that_overflow_are_refused() {
+        let err = NewOrder::try_from(request(vec![("gold", 1000, MAX_TOTAL)])).expect_err("too much");
+        assert_eq!(names(err), ["items"]);
+    }
+
+    #[test]
+    fn an_order_is_settled_once() {
+        let failed = PaymentOutcome::Failed(CancelReason::PaymentDeclined);
+        assert_eq!(OrderStatus::PendingPayment.settle(PaymentOutcome::Approved), Some(OrderStatus::Completed));
+        assert_eq!(OrderStatus::PendingPayment.settle(failed), Some(OrderStatus::Cancelled));
+        assert_eq!(OrderStatus::Completed.settle(failed), None);
+        assert_eq!(OrderStatus::Cancelled.settle(PaymentOutcome::Approved), None);
+    }
+}

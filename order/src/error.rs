@@ -1,0 +1,94 @@
+//! The one error type of order-service's HTTP API, and its mapping to responses.
+//!
+//! Policy: the shopper's mistakes (bad JSON, invalid fields, oversized bodies, unknown
+//! orders) are answered with a problem+json body that says exactly what is wrong and
+//! which field. Everything else is the service's problem: it is logged with its full
+//! cause chain and answered with an opaque 500 (or 503 when the database is out of
+//! reach), never leaking internals such as SQL or connection strings.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use shared_events::db::DbError;
+use shared_events::http::{InvalidParam, Problem};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid order")]
+    Invalid(Vec<InvalidParam>),
+    #[error("request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("request body larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] DbError),
+    #[error("internal error: {0}")]
+    Internal(#[source] DbError),
+}
+
+impl From<DbError> for ApiError {
+    fn from(error: DbError) -> Self {
+        match error {
+            DbError::Pool(_) => ApiError::Unavailable(error),
+            other => ApiError::Internal(other),
+        }
+    }
+}
+
+impl ApiError {
+    fn problem(&self) -> Problem {
+        match self {
+            ApiError::Invalid(params) => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "/problems/invalid-order",
+                "Invalid order",
+                "One or more fields are invalid.",
+            )
+            .with_invalid_params(params.clone()),
+            ApiError::MalformedJson(detail) => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "/problems/malformed-json",
+                "Malformed request body",
+                detail.clone(),
+            ),
+            ApiError::PayloadTooLarge { limit } => Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "/problems/payload-too-large",
+                "Request body too large",
+                format!("The body must be at most {limit} bytes."),
+            ),
+            ApiError::NotFound(what) => Problem::new(
+                StatusCode::NOT_FOUND,
+                "/problems/not-found",
+                "Not found",
+                format!("No such {what}."),
+            ),
+            ApiError::Unavailable(_) => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "/problems/unavailable",
+                "Service unavailable",
+                "The order store is unreachable; try again shortly.",
+            ),
+            ApiError::Internal(_) => Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "/problems/internal",
+                "Internal error",
+                "Something went wrong on our side.",
+            ),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.problem().status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let ApiError::Unavailable(cause) | ApiError::Internal(cause) = self {
+            tracing::error!(error.message = %self, error.cause = ?cause, "Request failed.");
+        }
+        self.problem().response()
+    }
+}

@@ -1,0 +1,19 @@
+//! order-service: the storefront's REST API and the order side of the saga.
+//!
+//! `POST /orders` stores the order `PENDING_PAYMENT` together with its `OrderPlaced`
+//! event (outbox) and answers `202` at once: the shopper never waits for payment. The
+//! payment service's events then settle the order: `PaymentApproved` completes it,
+//! `PaymentFailed` cancels it (the compensation), each with its own event.
+
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod orders;
+pub mod routes;
+pub mod saga;
+pub mod startup;
+pub mod store;
+
+/// The order database's own migrations (the outbox and inbox come from `shared-events`).
+pub const MIGRATIONS: diesel_migrations::EmbeddedMigrations =
+    diesel_migrations::embed_migrations!("../diesel-migrations/order");

@@ -1,0 +1,47 @@
+//! Placing and reading orders: the use cases behind the REST API.
+
+use crate::domain::NewOrder;
+use crate::error::ApiError;
+use crate::store::{self, Order};
+use chrono::Utc;
+use diesel::Connection;
+use shared_events::db::{run_blocking, DbError, PgPool};
+use shared_events::outbox::Outbox;
+use shared_events::{Event, OrderPlaced};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Stores the order `PENDING_PAYMENT` and its `OrderPlaced` event in one transaction.
+#[tracing::instrument(name = "Placing an order", skip_all, fields(order_id))]
+pub async fn place(pool: &PgPool, outbox: &Outbox, order: NewOrder, deadline: Duration) -> Result<Order, ApiError> {
+    let id = Uuid::now_v7();
+    tracing::Span::current().record("order_id", tracing::field::display(id));
+    let payment_deadline = Utc::now() + chrono::Duration::from_std(deadline).unwrap_or(chrono::Duration::minutes(15));
+    let writer = outbox.clone();
+    let placed = run_blocking(pool, move |conn| {
+        conn.transaction::<_, DbError, _>(|conn| {
+            store::insert(conn, id, &order, payment_deadline)?;
+            let stored = store::find(conn, id, false)?.ok_or(diesel::result::Error::NotFound)?;
+            let event = Event::new(
+                id,
+                None,
+                OrderPlaced {
+                    order: stored.snapshot(),
+                    payment_deadline,
+                },
+            );
+            writer.enqueue(conn, &event)?;
+            Ok(stored)
+        })
+    })
+    .await?;
+    outbox.notify();
+    metrics::counter!("order_orders_placed_total").increment(1);
+    Ok(placed)
+}
+
+pub async fn get(pool: &PgPool, id: Uuid) -> Result<Order, ApiError> {
+    run_blocking(pool, move |conn| Ok::<_, DbError>(store::find(conn, id, false)?))
+        .await?
+        .ok_or(ApiError::NotFound("order"))
+}

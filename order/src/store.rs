@@ -1,0 +1,201 @@
+//! The order tables and every query on them. Functions take a connection so the caller
+//! decides the transaction; nothing here commits on its own.
+
+use crate::domain::{NewOrder, OrderStatus};
+use chrono::{DateTime, Utc};
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use serde::Serialize;
+use shared_events::{CancelReason, LineItem, OrderSnapshot, PaymentReady};
+use uuid::Uuid;
+
+diesel::table! {
+    orders (id) {
+        id -> Uuid,
+        customer_id -> Text,
+        customer_email -> Text,
+        locale -> Text,
+        status -> Text,
+        total_amount -> Int8,
+        cancel_reason -> Nullable<Text>,
+        payment_deadline -> Timestamptz,
+        payment_id -> Nullable<Uuid>,
+        payment_tid -> Nullable<Text>,
+        payment_status -> Nullable<Text>,
+        payment_redirect_url -> Nullable<Text>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        completed_at -> Nullable<Timestamptz>,
+        cancelled_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    order_items (order_id, line_no) {
+        order_id -> Uuid,
+        line_no -> Int4,
+        name -> Text,
+        quantity -> Int4,
+        unit_price -> Int8,
+    }
+}
+
+diesel::joinable!(order_items -> orders (order_id));
+diesel::allow_tables_to_appear_in_same_query!(orders, order_items);
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = orders)]
+pub struct OrderRow {
+    pub id: Uuid,
+    pub customer_id: String,
+    pub customer_email: String,
+    pub locale: String,
+    pub status: String,
+    pub total_amount: i64,
+    pub cancel_reason: Option<String>,
+    pub payment_deadline: DateTime<Utc>,
+    pub payment_id: Option<Uuid>,
+    pub payment_tid: Option<String>,
+    pub payment_status: Option<String>,
+    pub payment_redirect_url: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub cancelled_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[diesel(table_name = order_items)]
+pub struct ItemRow {
+    #[serde(skip)]
+    pub line_no: i32,
+    pub name: String,
+    pub quantity: i32,
+    pub unit_price: i64,
+}
+
+/// An order with its lines.
+#[derive(Debug, Clone)]
+pub struct Order {
+    pub row: OrderRow,
+    pub items: Vec<ItemRow>,
+}
+
+impl Order {
+    pub fn status(&self) -> OrderStatus {
+        self.row
+            .status
+            .parse()
+            .expect("the status column only holds known statuses (CHECK constraint)")
+    }
+
+    /// What later saga steps need to know about this order.
+    pub fn snapshot(&self) -> OrderSnapshot {
+        OrderSnapshot {
+            customer_id: self.row.customer_id.clone(),
+            customer_email: self.row.customer_email.clone(),
+            locale: self.row.locale.clone(),
+            items: self
+                .items
+                .iter()
+                .map(|item| LineItem {
+                    name: item.name.clone(),
+                    quantity: u32::try_from(item.quantity).unwrap_or_default(),
+                    unit_price: item.unit_price,
+                })
+                .collect(),
+            total_amount: self.row.total_amount,
+        }
+    }
+}
+
+pub fn insert(conn: &mut PgConnection, id: Uuid, order: &NewOrder, deadline: DateTime<Utc>) -> QueryResult<()> {
+    diesel::insert_into(orders::table)
+        .values((
+            orders::id.eq(id),
+            orders::customer_id.eq(&order.customer_id),
+            orders::customer_email.eq(&order.customer_email),
+            orders::locale.eq(order.locale.as_str()),
+            orders::status.eq(OrderStatus::PendingPayment.as_str()),
+            orders::total_amount.eq(order.total_amount),
+            orders::payment_deadline.eq(deadline),
+        ))
+        .execute(conn)?;
+    let lines: Vec<_> = order
+        .items
+        .iter()
+        .zip(1..)
+        .map(|(item, line_no): (&LineItem, i32)| {
+            (
+                order_items::order_id.eq(id),
+                order_items::line_no.eq(line_no),
+                order_items::name.eq(&item.name),
+                order_items::quantity.eq(i32::try_from(item.quantity).unwrap_or(i32::MAX)),
+                order_items::unit_price.eq(item.unit_price),
+            )
+        })
+        .collect();
+    diesel::insert_into(order_items::table).values(&lines).execute(conn)?;
+    Ok(())
+}
+
+/// The order, or `None`. With `for_update`, the row stays locked until the transaction
+/// ends, so two events for one order cannot settle it concurrently.
+pub fn find(conn: &mut PgConnection, id: Uuid, for_update: bool) -> QueryResult<Option<Order>> {
+    let query = orders::table.find(id).select(OrderRow::as_select());
+    let row = if for_update {
+        query.for_update().first(conn).optional()?
+    } else {
+        query.first(conn).optional()?
+    };
+    let Some(row) = row else { return Ok(None) };
+    let items = order_items::table
+        .filter(order_items::order_id.eq(id))
+        .order(order_items::line_no)
+        .select(ItemRow::as_select())
+        .load(conn)?;
+    Ok(Some(Order { row, items }))
+}
+
+pub fn record_payment_ready(conn: &mut PgConnection, id: Uuid, ready: &PaymentReady) -> QueryResult<()> {
+    diesel::update(orders::table.find(id))
+        .set((
+            orders::payment_id.eq(ready.payment_id),
+            orders::payment_tid.eq(&ready.tid),
+            orders::payment_status.eq("READY"),
+            orders::payment_redirect_url.eq(&ready.redirect_url),
+            orders::updated_at.eq(diesel::dsl::now),
+        ))
+        .execute(conn)
+        .map(|_| ())
+}
+
+pub fn complete(conn: &mut PgConnection, id: Uuid, payment_id: Uuid) -> QueryResult<()> {
+    diesel::update(orders::table.find(id))
+        .set((
+            orders::status.eq(OrderStatus::Completed.as_str()),
+            orders::payment_id.eq(payment_id),
+            orders::payment_status.eq("APPROVED"),
+            orders::completed_at.eq(diesel::dsl::now),
+            orders::updated_at.eq(diesel::dsl::now),
+        ))
+        .execute(conn)
+        .map(|_| ())
+}
+
+pub fn cancel(conn: &mut PgConnection, id: Uuid, reason: CancelReason, payment_status: &str) -> QueryResult<()> {
+    let reason = serde_json::to_value(reason)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    diesel::update(orders::table.find(id))
+        .set((
+            orders::status.eq(OrderStatus::Cancelled.as_str()),
+            orders::cancel_reason.eq(reason),
+            orders::payment_status.eq(payment_status),
+            orders::cancelled_at.eq(diesel::dsl::now),
+            orders::updated_at.eq(diesel::dsl::now),
+        ))
+        .execute(conn)
+        .map(|_| ())
+}

@@ -1,0 +1,103 @@
+//! The r2d2 pool and the one way the services touch it.
+//!
+//! Diesel and r2d2 block — `pool.get()` included — so every database call goes through
+//! [`run_blocking`], which runs the closure on Tokio's blocking pool inside the caller's
+//! tracing span. Nothing else in the services calls `pool.get()`.
+
+use diesel::pg::PgConnection;
+use diesel::r2d2::{ConnectionManager, Pool, PoolError};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
+use std::time::Duration;
+
+pub type PgPool = Pool<ConnectionManager<PgConnection>>;
+
+/// Migrations every Diesel service shares: the outbox and the processed-event inbox.
+pub const COMMON_MIGRATIONS: EmbeddedMigrations =
+    diesel_migrations::embed_migrations!("../diesel-migrations/common");
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("no database connection: {0}")]
+    Pool(#[from] PoolError),
+    #[error("database query failed: {0}")]
+    Query(#[from] diesel::result::Error),
+    #[error("database task did not finish: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl DbError {
+    /// True when the row asked for does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, DbError::Query(diesel::result::Error::NotFound))
+    }
+}
+
+/// A pool that does not connect until first used, so a service can start (and answer
+/// `/healthz`) while the database is still coming up.
+pub fn build_pool(database_url: &str, max_size: u32) -> PgPool {
+    Pool::builder()
+        .max_size(max_size)
+        .min_idle(Some(1))
+        .connection_timeout(Duration::from_secs(5))
+        .test_on_check_out(false)
+        .build_unchecked(ConnectionManager::new(database_url))
+}
+
+/// Runs `f` with a pooled connection on the blocking pool, in the current span.
+pub async fn run_blocking<T, E, F>(pool: &PgPool, f: F) -> Result<T, E>
+where
+    F: FnOnce(&mut PgConnection) -> Result<T, E> + Send + 'static,
+    T: Send + 'static,
+    E: From<DbError> + Send + 'static,
+{
+    let pool = pool.clone();
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || {
+        span.in_scope(|| {
+            let mut conn = pool.get().map_err(DbError::from)?;
+            f(&mut conn)
+        })
+    })
+    .await
+    .map_err(DbError::from)?
+}
+
+pub type MigrationError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Applies the common migrations, then the service's own.
+pub fn run_migrations(
+    conn: &mut PgConnection,
+    service_migrations: EmbeddedMigrations,
+) -> Result<(), MigrationError> {
+    conn.run_pending_migrations(COMMON_MIGRATIONS)?;
+    conn.run_pending_migrations(service_migrations)?;
+    Ok(())
+}
+
+/// Reverts the service's migrations, then the common ones (for the up/down/up test).
+pub fn revert_migrations(
+    conn: &mut PgConnection,
+    service_migrations: EmbeddedMigrations,
+) -> Result<(), MigrationError> {
+    conn.revert_all_migrations(service_migrations)?;
+    conn.revert_all_migrations(COMMON_MIGRATIONS)?;
+    Ok(())
+}
+
+/// Creates database `name` on the server of `server_url` (a URL without a database or
+/// with `postgres`) unless it exists. For the stack script's tests and tools.
+pub fn create_database(server_url: &str, name: &str) -> Result<(), DbError> {
+    use diesel::{Connection, RunQueryDsl};
+    let mut conn = PgConnection::establish(server_url).map_err(|e| {
+        DbError::Query(diesel::result::Error::QueryBuilderError(Box::new(e)))
+    })?;
+    let exists: bool = diesel::select(diesel::dsl::sql::<diesel::sql_types::Bool>(&format!(
+        "EXISTS (SELECT 1 FROM pg_database WHERE datname = '{}')",
+        name.replace('\'', "''")
+    )))
+    .get_result(&mut conn)?;
+    if !exists {
+        diesel::sql_query(format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""))).execute(&mut conn)?;
+    }
+    Ok(())
+}

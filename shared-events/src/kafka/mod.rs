@@ -1,0 +1,164 @@
+//! Kafka plumbing shared by every service.
+//!
+//! Delivery is at least once, as Vector's Kafka source does it: offsets are *stored* only
+//! after a message's work is committed (`enable.auto.offset.store=false`), librdkafka
+//! auto-commits what was stored, and the stored offsets are committed synchronously when
+//! partitions are revoked and when the consumer stops. A redelivered message is expected;
+//! consumers make it harmless (see the `inbox` module and the notifier's unique index).
+
+mod consumer;
+mod dead_letter;
+
+pub use consumer::{ConsumerLoop, EventHandler, HandlerError, RetryPolicy};
+pub use dead_letter::{DeadLetter, DeadLetterPublisher, DLQ_HEADERS};
+
+use crate::event::Event;
+use crate::topics::Topics;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientContext;
+use std::time::Duration;
+
+/// Where the broker is and which topics to use.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KafkaSettings {
+    /// Kafka bootstrap servers.
+    #[arg(long = "kafka-brokers", env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// Prefix for every topic name (tests and shared brokers keep their traffic apart).
+    #[arg(long = "kafka-topic-prefix", env = "KAFKA_TOPIC_PREFIX", default_value = "")]
+    pub topic_prefix: String,
+    /// Partitions for topics this service creates when they are missing.
+    #[arg(long = "kafka-partitions", env = "KAFKA_PARTITIONS", default_value_t = 3)]
+    pub partitions: i32,
+}
+
+impl KafkaSettings {
+    pub fn local(brokers: &str, topic_prefix: &str) -> Self {
+        Self {
+            brokers: brokers.to_owned(),
+            topic_prefix: topic_prefix.to_owned(),
+            partitions: 3,
+        }
+    }
+
+    pub fn topics(&self) -> Topics {
+        Topics::with_prefix(&self.topic_prefix)
+    }
+
+    /// A producer tuned for the outbox relay: one order's events must stay in order, so at
+    /// most one request is in flight per connection; `linger.ms` is short because every
+    /// batch is awaited before the next (measured here: librdkafka's default 5 ms made
+    /// every lone message wait; 1 ms still lets a batch travel together).
+    pub fn producer(&self) -> KafkaResult<FutureProducer> {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("linger.ms", "1")
+            .set("max.in.flight.requests.per.connection", "1")
+            .set("message.timeout.ms", "30000")
+            .set("acks", "all")
+            .create()
+    }
+
+    /// An at-least-once consumer in `group_id`, starting from the earliest offset when
+    /// the group has none (a new service must see events published before it started).
+    pub fn consumer<C: ConsumerContext + 'static>(&self, group_id: &str, context: C) -> KafkaResult<
+        rdkafka::consumer::StreamConsumer<C>,
+    > {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", group_id)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("fetch.wait.max.ms", "50")
+            .create_with_context(context)
+    }
+
+    /// Creates the topics that do not exist yet. Existing ones are left alone.
+    pub async fn ensure_topics(&self) -> KafkaResult<()> {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .create()?;
+        let topics = self.topics();
+        let new_topics: Vec<NewTopic<'_>> = topics
+            .all()
+            .into_iter()
+            .map(|name| NewTopic::new(name, self.partitions, TopicReplication::Fixed(1)))
+            .collect();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        for result in admin.create_topics(&new_topics, &options).await? {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    tracing::error!(%topic, ?code, "Could not create topic.");
+                    return Err(rdkafka::error::KafkaError::AdminOp(code));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Headers every published event carries, so tools can route or inspect a message
+/// without parsing it.
+pub fn event_headers(event_type: &str, event_id: &str) -> OwnedHeaders {
+    OwnedHeaders::new()
+        .insert(Header {
+            key: "event_type",
+            value: Some(event_type),
+        })
+        .insert(Header {
+            key: "event_id",
+            value: Some(event_id),
+        })
+        .insert(Header {
+            key: "content-type",
+            value: Some("application/json"),
+        })
+}
+
+/// Publishes one event directly (not through an outbox). For tools and tests; services
+/// publish through their outbox so the event and the state change commit together.
+pub async fn publish(producer: &FutureProducer, topics: &Topics, event: &Event) -> KafkaResult<()> {
+    let payload = event.to_json();
+    let key = event.key();
+    let record = FutureRecord::to(topics.for_event(&event.body))
+        .key(&key)
+        .payload(&payload)
+        .headers(event_headers(event.event_type().as_str(), &event.event_id.to_string()));
+    producer
+        .send(record, Duration::from_secs(30))
+        .await
+        .map(|_| ())
+        .map_err(|(err, _)| err)
+}
+
+/// Commits the stored offsets when partitions are taken away, so the next owner does not
+/// redo work this instance already finished.
+#[derive(Debug, Default, Clone)]
+pub struct CommitOnRevoke;
+
+impl ClientContext for CommitOnRevoke {}
+
+impl ConsumerContext for CommitOnRevoke {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            if partitions.count() == 0 {
+                return;
+            }
+            match consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) | Err(rdkafka::error::KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                Err(error) => tracing::warn!(%error, "Could not commit offsets on revoke."),
+            }
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! The contract between the shop's services and the plumbing they share.
+//!
+//! * [`event`]: the JSON envelope and the typed events of the saga, with a decoder that
+//!   rejects malformed JSON, unknown event types and unsupported schema versions with a
+//!   typed error (so the consumer can dead-letter them with a reason).
+//! * [`topics`]: topic names. Every event is keyed by its order id, which is also the saga
+//!   id, so one order's events stay in order within a partition.
+//! * `kafka` (feature `kafka`): producer/consumer configuration, the at-least-once consumer
+//!   loop with retries and dead letters, topic creation.
+//! * `db`, `outbox`, `inbox` (feature `outbox`): the r2d2 pool and the one helper that runs
+//!   Diesel work off the async executor, the transactional outbox and its relay, and the
+//!   processed-event table that makes consumers idempotent.
+//! * `telemetry` (feature `telemetry`): the tracing subscriber every binary installs and
+//!   the process's Prometheus recorder.
+//! * `http` (feature `http`): RFC 9457 problem details and the `/healthz` and `/metrics`
+//!   routes every service serves.
+
+pub mod event;
+pub mod topics;
+
+#[cfg(feature = "outbox")]
+pub mod db;
+#[cfg(feature = "http")]
+pub mod http;
+#[cfg(feature = "outbox")]
+pub mod inbox;
+#[cfg(feature = "kafka")]
+pub mod kafka;
+#[cfg(feature = "outbox")]
+pub mod outbox;
+#[cfg(feature = "telemetry")]
+pub mod telemetry;
+
+pub use event::{
+    CancelReason, DecodeError, Event, EventBody, EventType, LineItem, OrderCancelled,
+    OrderCompleted, OrderPlaced, OrderSnapshot, PaymentApproved, PaymentFailed,
+    PaymentFailureReason, PaymentReady, PaymentRefunded,
+};
+pub use topics::Topics;
