@@ -16,13 +16,21 @@ use secrecy::SecretString;
 use shared_events::kafka::KafkaSettings;
 
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "order", about = "order-service: storefront API and the order side of the saga")]
+#[command(
+    name = "order",
+    about = "order-service: storefront API and the order side of the saga"
+)]
 pub struct Settings {
     #[arg(long, env = "ORDER_HOST", default_value = "127.0.0.1")]
     pub host: String,
     #[arg(long, env = "ORDER_PORT", default_value_t = 8081)]
     pub port: u16,
-    #[arg(long, env = "ORDER_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/orders", hide_default_value = false)]
+    #[arg(
+        long,
+        env = "ORDER_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/orders",
+        hide_default_value = false
+    )]
     pub database_url: SecretString,
     #[arg(long, env = "ORDER_DB_POOL_SIZE", default_value_t = 10)]
     pub db_pool_size: u32,

@@ -67,8 +67,12 @@ impl TryFrom<PlaceOrder> for NewOrder {
         let customer_id = request.customer_id.trim().to_owned();
         check_text("customer_id", &customer_id, &mut invalid);
         let customer_email = request.customer_email.trim().to_owned();
-        if !email_address::EmailAddress::is_valid(&customer_email) || !customer_email.contains('.') {
-            invalid.push(InvalidParam::new("customer_email", "must be a valid e-mail address"));
+        if !email_address::EmailAddress::is_valid(&customer_email) || !customer_email.contains('.')
+        {
+            invalid.push(InvalidParam::new(
+                "customer_email",
+                "must be a valid e-mail address",
+            ));
         }
         let locale = match request.locale.as_deref().map(str::trim) {
             None | Some("") | Some("ko") => Locale::Ko,
@@ -83,8 +87,14 @@ impl TryFrom<PlaceOrder> for NewOrder {
         if invalid.is_empty() {
             match total_amount {
                 Some(total) if total > 0 && total <= MAX_TOTAL => {}
-                Some(0) => invalid.push(InvalidParam::new("items", "the order total must be above 0")),
-                _ => invalid.push(InvalidParam::new("items", format!("the order total must not exceed {MAX_TOTAL}"))),
+                Some(0) => invalid.push(InvalidParam::new(
+                    "items",
+                    "the order total must be above 0",
+                )),
+                _ => invalid.push(InvalidParam::new(
+                    "items",
+                    format!("the order total must not exceed {MAX_TOTAL}"),
+                )),
             }
         }
         if !invalid.is_empty() {
@@ -104,7 +114,10 @@ fn check_text(name: &str, value: &str, invalid: &mut Vec<InvalidParam>) {
     if value.is_empty() {
         invalid.push(InvalidParam::new(name, "must not be empty"));
     } else if value.chars().count() > MAX_TEXT {
-        invalid.push(InvalidParam::new(name, format!("must be at most {MAX_TEXT} characters")));
+        invalid.push(InvalidParam::new(
+            name,
+            format!("must be at most {MAX_TEXT} characters"),
+        ));
     }
 }
 
@@ -112,7 +125,10 @@ fn parse_items(items: Vec<PlaceOrderItem>, invalid: &mut Vec<InvalidParam>) -> V
     if items.is_empty() {
         invalid.push(InvalidParam::new("items", "must contain at least one item"));
     } else if items.len() > MAX_ITEMS {
-        invalid.push(InvalidParam::new("items", format!("must contain at most {MAX_ITEMS} items")));
+        invalid.push(InvalidParam::new(
+            "items",
+            format!("must contain at most {MAX_ITEMS} items"),
+        ));
     }
     items
         .into_iter()
@@ -173,7 +189,9 @@ impl OrderStatus {
     pub fn settle(self, outcome: PaymentOutcome) -> Option<OrderStatus> {
         match (self, outcome) {
             (OrderStatus::PendingPayment, PaymentOutcome::Approved) => Some(OrderStatus::Completed),
-            (OrderStatus::PendingPayment, PaymentOutcome::Failed(_)) => Some(OrderStatus::Cancelled),
+            (OrderStatus::PendingPayment, PaymentOutcome::Failed(_)) => {
+                Some(OrderStatus::Cancelled)
+            }
             _ => None,
         }
     }
@@ -230,7 +248,8 @@ mod tests {
 
     #[test]
     fn a_valid_order_gets_its_total_computed() {
-        let order = NewOrder::try_from(request(vec![("커피", 2, 4500), ("쿠키", 1, 3000)])).expect("valid");
+        let order =
+            NewOrder::try_from(request(vec![("커피", 2, 4500), ("쿠키", 1, 3000)])).expect("valid");
         assert_eq!(order.total_amount, 12_000);
         assert_eq!(order.locale, Locale::Ko);
     }
@@ -242,28 +261,49 @@ mod tests {
         let err = NewOrder::try_from(bad).expect_err("invalid");
         assert_eq!(
             names(err),
-            ["customer_email", "items[0].name", "items[0].quantity", "items[0].unit_price"]
+            [
+                "customer_email",
+                "items[0].name",
+                "items[0].quantity",
+                "items[0].unit_price"
+            ]
         );
     }
 
     #[test]
     fn empty_items_and_zero_totals_are_refused() {
-        assert_eq!(names(NewOrder::try_from(request(vec![])).expect_err("no items")), ["items"]);
-        assert_eq!(names(NewOrder::try_from(request(vec![("free", 1, 0)])).expect_err("zero")), ["items"]);
+        assert_eq!(
+            names(NewOrder::try_from(request(vec![])).expect_err("no items")),
+            ["items"]
+        );
+        assert_eq!(
+            names(NewOrder::try_from(request(vec![("free", 1, 0)])).expect_err("zero")),
+            ["items"]
+        );
     }
 
     #[test]
     fn totals_that_overflow_are_refused() {
-        let err = NewOrder::try_from(request(vec![("gold", 1000, MAX_TOTAL)])).expect_err("too much");
+        let err =
+            NewOrder::try_from(request(vec![("gold", 1000, MAX_TOTAL)])).expect_err("too much");
         assert_eq!(names(err), ["items"]);
     }
 
     #[test]
     fn an_order_is_settled_once() {
         let failed = PaymentOutcome::Failed(CancelReason::PaymentDeclined);
-        assert_eq!(OrderStatus::PendingPayment.settle(PaymentOutcome::Approved), Some(OrderStatus::Completed));
-        assert_eq!(OrderStatus::PendingPayment.settle(failed), Some(OrderStatus::Cancelled));
+        assert_eq!(
+            OrderStatus::PendingPayment.settle(PaymentOutcome::Approved),
+            Some(OrderStatus::Completed)
+        );
+        assert_eq!(
+            OrderStatus::PendingPayment.settle(failed),
+            Some(OrderStatus::Cancelled)
+        );
         assert_eq!(OrderStatus::Completed.settle(failed), None);
-        assert_eq!(OrderStatus::Cancelled.settle(PaymentOutcome::Approved), None);
+        assert_eq!(
+            OrderStatus::Cancelled.settle(PaymentOutcome::Approved),
+            None
+        );
     }
 }

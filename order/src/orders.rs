@@ -13,10 +13,16 @@ use uuid::Uuid;
 
 /// Stores the order `PENDING_PAYMENT` and its `OrderPlaced` event in one transaction.
 #[tracing::instrument(name = "Placing an order", skip_all, fields(order_id))]
-pub async fn place(pool: &PgPool, outbox: &Outbox, order: NewOrder, deadline: Duration) -> Result<Order, ApiError> {
+pub async fn place(
+    pool: &PgPool,
+    outbox: &Outbox,
+    order: NewOrder,
+    deadline: Duration,
+) -> Result<Order, ApiError> {
     let id = Uuid::now_v7();
     tracing::Span::current().record("order_id", tracing::field::display(id));
-    let payment_deadline = Utc::now() + chrono::Duration::from_std(deadline).unwrap_or(chrono::Duration::minutes(15));
+    let payment_deadline =
+        Utc::now() + chrono::Duration::from_std(deadline).unwrap_or(chrono::Duration::minutes(15));
     let writer = outbox.clone();
     let placed = run_blocking(pool, move |conn| {
         conn.transaction::<_, DbError, _>(|conn| {
@@ -41,7 +47,9 @@ pub async fn place(pool: &PgPool, outbox: &Outbox, order: NewOrder, deadline: Du
 }
 
 pub async fn get(pool: &PgPool, id: Uuid) -> Result<Order, ApiError> {
-    run_blocking(pool, move |conn| Ok::<_, DbError>(store::find(conn, id, false)?))
-        .await?
-        .ok_or(ApiError::NotFound("order"))
+    run_blocking(pool, move |conn| {
+        Ok::<_, DbError>(store::find(conn, id, false)?)
+    })
+    .await?
+    .ok_or(ApiError::NotFound("order"))
 }

@@ -24,7 +24,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/orders/{id}", web::get().to(get_order));
 }
 
-async fn place_order(state: web::Data<AppState>, body: web::Payload) -> Result<HttpResponse, ApiError> {
+async fn place_order(
+    state: web::Data<AppState>,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let bytes = read_limited(body, MAX_BODY_BYTES).await?;
     let request: PlaceOrder = parse_json(&bytes)?;
     let order = NewOrder::try_from(request).map_err(ApiError::Invalid)?;
@@ -34,7 +37,10 @@ async fn place_order(state: web::Data<AppState>, body: web::Payload) -> Result<H
         .json(OrderView::from(placed)))
 }
 
-async fn get_order(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn get_order(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("order"))?;
     let order = orders::get(&state.pool, id).await?;
     Ok(HttpResponse::Ok().json(OrderView::from(order)))
@@ -44,7 +50,9 @@ async fn get_order(state: web::Data<AppState>, id: web::Path<String>) -> Result<
 async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     run_blocking(&state.pool, |conn| {
         use diesel::RunQueryDsl;
-        diesel::sql_query("SELECT 1").execute(conn).map_err(DbError::from)
+        diesel::sql_query("SELECT 1")
+            .execute(conn)
+            .map_err(DbError::from)
     })
     .await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"})))
@@ -72,12 +80,25 @@ fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
     serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
-        if inner.is_syntax() || inner.is_eof() || path == "." {
+        if inner.is_syntax() || inner.is_eof() {
             return ApiError::MalformedJson(inner.to_string());
         }
-        let reason = inner.to_string();
-        let reason = reason.split(" at line ").next().unwrap_or(&reason).to_owned();
-        ApiError::Invalid(vec![shared_events::http::InvalidParam::new(path, reason)])
+        let message = inner.to_string();
+        let message = message.split(" at line ").next().unwrap_or(&message);
+        // serde names a missing field in its message, at the path of the enclosing object.
+        let (name, reason) = match message.strip_prefix("missing field `") {
+            Some(rest) => {
+                let field = rest.trim_end_matches('`');
+                let name = if path == "." {
+                    field.to_owned()
+                } else {
+                    format!("{path}.{field}")
+                };
+                (name, "is required".to_owned())
+            }
+            None => (path, message.to_owned()),
+        };
+        ApiError::Invalid(vec![shared_events::http::InvalidParam::new(name, reason)])
     })
 }
 
@@ -111,12 +132,13 @@ struct PaymentView {
 impl From<Order> for OrderView {
     fn from(order: Order) -> Self {
         let row = order.row;
-        let payment = (row.payment_id.is_some() || row.payment_status.is_some()).then(|| PaymentView {
-            id: row.payment_id,
-            tid: row.payment_tid,
-            status: row.payment_status,
-            redirect_url: row.payment_redirect_url,
-        });
+        let payment =
+            (row.payment_id.is_some() || row.payment_status.is_some()).then_some(PaymentView {
+                id: row.payment_id,
+                tid: row.payment_tid,
+                status: row.payment_status,
+                redirect_url: row.payment_redirect_url,
+            });
         Self {
             id: row.id,
             status: row.status,

@@ -68,9 +68,13 @@ fn apply(conn: &mut PgConnection, outbox: &Outbox, event: &Event) -> Result<bool
                 store::record_payment_ready(conn, event.order_id, ready)?;
                 Ok(false)
             }
-            EventBody::PaymentApproved(approved) => {
-                settle(conn, outbox, event, PaymentOutcome::Approved, Some(approved.payment_id))
-            }
+            EventBody::PaymentApproved(approved) => settle(
+                conn,
+                outbox,
+                event,
+                PaymentOutcome::Approved,
+                Some(approved.payment_id),
+            ),
             EventBody::PaymentFailed(failed) => {
                 let outcome = PaymentOutcome::Failed(CancelReason::from(failed.reason));
                 settle(conn, outbox, event, outcome, failed.payment_id)
@@ -118,7 +122,8 @@ fn settle(
         }
     };
     outbox.enqueue(conn, &follow_up)?;
-    metrics::counter!("order_transitions_total", "from" => from.as_str(), "to" => to.as_str()).increment(1);
+    metrics::counter!("order_transitions_total", "from" => from.as_str(), "to" => to.as_str())
+        .increment(1);
     tracing::info!(order_id = %event.order_id, %from, %to, "Order settled.");
     Ok(true)
 }

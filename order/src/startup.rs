@@ -36,9 +36,16 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let pool = db::build_pool(settings.database_url.expose_secret(), settings.db_pool_size);
         migrate(&pool).await?;
-        settings.kafka.ensure_topics().await.context("creating Kafka topics")?;
+        settings
+            .kafka
+            .ensure_topics()
+            .await
+            .context("creating Kafka topics")?;
         let topics = settings.kafka.topics();
-        let producer = settings.kafka.producer().context("creating the Kafka producer")?;
+        let producer = settings
+            .kafka
+            .producer()
+            .context("creating the Kafka producer")?;
         let outbox = Outbox::new(topics.clone());
         let shutdown = CancellationToken::new();
 
@@ -104,7 +111,8 @@ impl Application {
 
 async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     run_blocking(pool, |conn| {
-        db::run_migrations(conn, crate::MIGRATIONS).map_err(|e| anyhow::anyhow!("migrations failed: {e}"))
+        db::run_migrations(conn, crate::MIGRATIONS)
+            .map_err(|e| anyhow::anyhow!("migrations failed: {e}"))
     })
     .await
 }

@@ -109,7 +109,12 @@ impl Order {
     }
 }
 
-pub fn insert(conn: &mut PgConnection, id: Uuid, order: &NewOrder, deadline: DateTime<Utc>) -> QueryResult<()> {
+pub fn insert(
+    conn: &mut PgConnection,
+    id: Uuid,
+    order: &NewOrder,
+    deadline: DateTime<Utc>,
+) -> QueryResult<()> {
     diesel::insert_into(orders::table)
         .values((
             orders::id.eq(id),
@@ -135,7 +140,9 @@ pub fn insert(conn: &mut PgConnection, id: Uuid, order: &NewOrder, deadline: Dat
             )
         })
         .collect();
-    diesel::insert_into(order_items::table).values(&lines).execute(conn)?;
+    diesel::insert_into(order_items::table)
+        .values(&lines)
+        .execute(conn)?;
     Ok(())
 }
 
@@ -157,7 +164,11 @@ pub fn find(conn: &mut PgConnection, id: Uuid, for_update: bool) -> QueryResult<
     Ok(Some(Order { row, items }))
 }
 
-pub fn record_payment_ready(conn: &mut PgConnection, id: Uuid, ready: &PaymentReady) -> QueryResult<()> {
+pub fn record_payment_ready(
+    conn: &mut PgConnection,
+    id: Uuid,
+    ready: &PaymentReady,
+) -> QueryResult<()> {
     diesel::update(orders::table.find(id))
         .set((
             orders::payment_id.eq(ready.payment_id),
@@ -183,7 +194,12 @@ pub fn complete(conn: &mut PgConnection, id: Uuid, payment_id: Uuid) -> QueryRes
         .map(|_| ())
 }
 
-pub fn cancel(conn: &mut PgConnection, id: Uuid, reason: CancelReason, payment_status: &str) -> QueryResult<()> {
+pub fn cancel(
+    conn: &mut PgConnection,
+    id: Uuid,
+    reason: CancelReason,
+    payment_status: &str,
+) -> QueryResult<()> {
     let reason = serde_json::to_value(reason)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))

@@ -4,6 +4,7 @@
 //! [`run_blocking`], which runs the closure on Tokio's blocking pool inside the caller's
 //! tracing span. Nothing else in the services calls `pool.get()`.
 
+use diesel::migration::MigrationSource;
 use diesel::pg::PgConnection;
 use diesel::r2d2::{ConnectionManager, Pool, PoolError};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
@@ -79,8 +80,24 @@ pub fn revert_migrations(
     conn: &mut PgConnection,
     service_migrations: EmbeddedMigrations,
 ) -> Result<(), MigrationError> {
-    conn.revert_all_migrations(service_migrations)?;
-    conn.revert_all_migrations(COMMON_MIGRATIONS)?;
+    revert_source(conn, service_migrations)?;
+    revert_source(conn, COMMON_MIGRATIONS)
+}
+
+/// Reverts the applied migrations of one source, newest first. (`revert_all_migrations`
+/// would also try the other source's versions, which this source does not know.)
+fn revert_source(
+    conn: &mut PgConnection,
+    source: EmbeddedMigrations,
+) -> Result<(), MigrationError> {
+    let applied = conn.applied_migrations()?;
+    let mut migrations = MigrationSource::<diesel::pg::Pg>::migrations(&source)?;
+    migrations.sort_by_key(|m| std::cmp::Reverse(m.name().version().as_owned()));
+    for migration in migrations {
+        if applied.contains(&migration.name().version()) {
+            conn.revert_migration(migration.as_ref())?;
+        }
+    }
     Ok(())
 }
 
@@ -88,16 +105,16 @@ pub fn revert_migrations(
 /// with `postgres`) unless it exists. For the stack script's tests and tools.
 pub fn create_database(server_url: &str, name: &str) -> Result<(), DbError> {
     use diesel::{Connection, RunQueryDsl};
-    let mut conn = PgConnection::establish(server_url).map_err(|e| {
-        DbError::Query(diesel::result::Error::QueryBuilderError(Box::new(e)))
-    })?;
+    let mut conn = PgConnection::establish(server_url)
+        .map_err(|e| DbError::Query(diesel::result::Error::QueryBuilderError(Box::new(e))))?;
     let exists: bool = diesel::select(diesel::dsl::sql::<diesel::sql_types::Bool>(&format!(
         "EXISTS (SELECT 1 FROM pg_database WHERE datname = '{}')",
         name.replace('\'', "''")
     )))
     .get_result(&mut conn)?;
     if !exists {
-        diesel::sql_query(format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""))).execute(&mut conn)?;
+        diesel::sql_query(format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\"")))
+            .execute(&mut conn)?;
     }
     Ok(())
 }

@@ -129,7 +129,9 @@ pub enum DecodeError {
     Malformed(#[source] serde_json::Error),
     #[error("unknown event type {0:?}")]
     UnknownEventType(String),
-    #[error("unsupported schema version {version} of {event_type} (this build reads {SCHEMA_VERSION})")]
+    #[error(
+        "unsupported schema version {version} of {event_type} (this build reads {SCHEMA_VERSION})"
+    )]
     UnsupportedVersion { event_type: String, version: u16 },
     #[error("invalid {event_type} payload: {source}")]
     InvalidPayload {
@@ -433,7 +435,10 @@ mod tests {
         let mut json: serde_json::Value = serde_json::from_str(&event.to_json()).expect("json");
         json["schema_version"] = 2.into();
         let err = Event::from_json(json.to_string().as_bytes()).expect_err("rejected");
-        assert!(matches!(err, DecodeError::UnsupportedVersion { version: 2, .. }));
+        assert!(matches!(
+            err,
+            DecodeError::UnsupportedVersion { version: 2, .. }
+        ));
     }
 
     #[test]
@@ -458,6 +463,9 @@ mod tests {
         let mut json: serde_json::Value = serde_json::from_str(&event.to_json()).expect("json");
         json["payload"] = serde_json::json!({"order": 5});
         let err = Event::from_json(json.to_string().as_bytes()).expect_err("rejected");
-        assert!(err.to_string().contains("invalid OrderPlaced payload"), "{err}");
+        assert!(
+            err.to_string().contains("invalid OrderPlaced payload"),
+            "{err}"
+        );
     }
 }

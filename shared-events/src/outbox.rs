@@ -165,9 +165,11 @@ impl OutboxRelay {
             run_blocking(&self.pool, move |conn| mark_published(conn, &ids)).await?;
         }
         if published < rows.len() {
-            return Err(RelayError::Publish(rdkafka::error::KafkaError::MessageProduction(
-                rdkafka::types::RDKafkaErrorCode::MessageTimedOut,
-            )));
+            return Err(RelayError::Publish(
+                rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::MessageTimedOut,
+                ),
+            ));
         }
         Ok(published)
     }

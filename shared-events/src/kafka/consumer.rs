@@ -145,7 +145,11 @@ impl<H: EventHandler> ConsumerLoop<H> {
     }
 
     /// Handles one event; `None` when done, `Some(reason)` when it must be dead-lettered.
-    async fn handle_with_retries(&self, event: &Event, shutdown: &CancellationToken) -> Option<String> {
+    async fn handle_with_retries(
+        &self,
+        event: &Event,
+        shutdown: &CancellationToken,
+    ) -> Option<String> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -171,7 +175,12 @@ impl<H: EventHandler> ConsumerLoop<H> {
 
     /// Publishes the dead letter, retrying until it is out. Returns false if shutdown
     /// came first (the offset is then not stored and the message comes again).
-    async fn dead_letter(&self, message: &BorrowedMessage<'_>, reason: &str, shutdown: &CancellationToken) -> bool {
+    async fn dead_letter(
+        &self,
+        message: &BorrowedMessage<'_>,
+        reason: &str,
+        shutdown: &CancellationToken,
+    ) -> bool {
         let letter = DeadLetter::from_message(message, reason);
         let mut attempt = 0;
         loop {

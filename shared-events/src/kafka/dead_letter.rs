@@ -61,16 +61,21 @@ impl DeadLetter {
     fn headers(&self) -> OwnedHeaders {
         let partition = self.source_partition.to_string();
         let offset = self.source_offset.to_string();
-        let values = [self.source_topic.as_str(), &partition, &offset, &self.reason];
-        DLQ_HEADERS
-            .iter()
-            .zip(values)
-            .fold(event_headers("DeadLetter", ""), |headers, (key, value)| {
+        let values = [
+            self.source_topic.as_str(),
+            &partition,
+            &offset,
+            &self.reason,
+        ];
+        DLQ_HEADERS.iter().zip(values).fold(
+            event_headers("DeadLetter", ""),
+            |headers, (key, value)| {
                 headers.insert(Header {
                     key,
                     value: Some(value),
                 })
-            })
+            },
+        )
     }
 }
 

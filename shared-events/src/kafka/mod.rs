@@ -28,13 +28,25 @@ use std::time::Duration;
 #[derive(Debug, Clone, clap::Args)]
 pub struct KafkaSettings {
     /// Kafka bootstrap servers.
-    #[arg(long = "kafka-brokers", env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    #[arg(
+        long = "kafka-brokers",
+        env = "KAFKA_BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
     pub brokers: String,
     /// Prefix for every topic name (tests and shared brokers keep their traffic apart).
-    #[arg(long = "kafka-topic-prefix", env = "KAFKA_TOPIC_PREFIX", default_value = "")]
+    #[arg(
+        long = "kafka-topic-prefix",
+        env = "KAFKA_TOPIC_PREFIX",
+        default_value = ""
+    )]
     pub topic_prefix: String,
     /// Partitions for topics this service creates when they are missing.
-    #[arg(long = "kafka-partitions", env = "KAFKA_PARTITIONS", default_value_t = 3)]
+    #[arg(
+        long = "kafka-partitions",
+        env = "KAFKA_PARTITIONS",
+        default_value_t = 3
+    )]
     pub partitions: i32,
 }
 
@@ -67,9 +79,11 @@ impl KafkaSettings {
 
     /// An at-least-once consumer in `group_id`, starting from the earliest offset when
     /// the group has none (a new service must see events published before it started).
-    pub fn consumer<C: ConsumerContext + 'static>(&self, group_id: &str, context: C) -> KafkaResult<
-        rdkafka::consumer::StreamConsumer<C>,
-    > {
+    pub fn consumer<C: ConsumerContext + 'static>(
+        &self,
+        group_id: &str,
+        context: C,
+    ) -> KafkaResult<rdkafka::consumer::StreamConsumer<C>> {
         ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
             .set("group.id", group_id)
@@ -134,7 +148,10 @@ pub async fn publish(producer: &FutureProducer, topics: &Topics, event: &Event) 
     let record = FutureRecord::to(topics.for_event(&event.body))
         .key(&key)
         .payload(&payload)
-        .headers(event_headers(event.event_type().as_str(), &event.event_id.to_string()));
+        .headers(event_headers(
+            event.event_type().as_str(),
+            &event.event_id.to_string(),
+        ));
     producer
         .send(record, Duration::from_secs(30))
         .await
@@ -156,7 +173,8 @@ impl ConsumerContext for CommitOnRevoke {
                 return;
             }
             match consumer.commit_consumer_state(CommitMode::Sync) {
-                Ok(()) | Err(rdkafka::error::KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                Ok(())
+                | Err(rdkafka::error::KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
                 Err(error) => tracing::warn!(%error, "Could not commit offsets on revoke."),
             }
         }

@@ -1,0 +1,2 @@
+DROP TABLE gateway_calls;
+DROP TABLE payments;

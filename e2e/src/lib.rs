@@ -1,0 +1,285 @@
+//! The end-to-end harness: the whole shop, in-process, against real servers.
+//!
+//! [`Stack::spawn`] starts the Kakao Pay simulator and the three services with the same
+//! `Application::build` their binaries use, each on a free port, against fresh PostgreSQL
+//! databases, a fresh MongoDB database, Kafka topics of their own (a unique prefix) and
+//! the shared SMTP sink, so tests run side by side without seeing each other's traffic.
+//! Any service can be stopped and started again on the same port mid-test.
+//!
+//! Logs are shown when `TEST_LOG` is set. The servers are found through the environment `infra/stack test` sets: `POSTGRES_URL`,
+//! `KAFKA_BROKERS`, `MONGODB_URI`, `SMTP_HOST`, `SMTP_PORT`, `SMTP_MAILDIR`.
+
+pub mod mail;
+mod services;
+
+pub use mail::{Mail, Maildir};
+pub use services::Service;
+
+use anyhow::{bail, Context};
+use kakaopay::sim::{SimConfig, SimHandle};
+use serde_json::{json, Value};
+use shared_events::kafka::KafkaSettings;
+use std::future::Future;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// How long an asynchronous outcome may take before a test gives up.
+pub const DEADLINE: Duration = Duration::from_secs(45);
+
+/// Where the real servers are.
+#[derive(Debug, Clone)]
+pub struct Infra {
+    pub postgres_url: String,
+    pub kafka_brokers: String,
+    pub mongodb_uri: String,
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    pub maildir: Maildir,
+}
+
+impl Infra {
+    /// Reads the environment and checks every server answers; fails with a hint if not.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let var =
+            |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
+        let infra = Self {
+            postgres_url: var("POSTGRES_URL", "postgres://postgres@127.0.0.1:5432"),
+            kafka_brokers: var("KAFKA_BROKERS", "127.0.0.1:9092"),
+            mongodb_uri: var("MONGODB_URI", "mongodb://127.0.0.1:27017"),
+            smtp_host: var("SMTP_HOST", "127.0.0.1"),
+            smtp_port: var("SMTP_PORT", "2525").parse().context("SMTP_PORT")?,
+            maildir: Maildir::new(var(
+                "SMTP_MAILDIR",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../.stack/mail"),
+            )),
+        };
+        let mongo = infra
+            .mongodb_uri
+            .trim_start_matches("mongodb://")
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let postgres = infra
+            .postgres_url
+            .trim_start_matches("postgres://")
+            .split('@')
+            .last()
+            .unwrap_or_default();
+        let postgres = postgres.split('/').next().unwrap_or_default().to_owned();
+        let smtp = format!("{}:{}", infra.smtp_host, infra.smtp_port);
+        for (name, address) in [
+            ("PostgreSQL", postgres),
+            ("Kafka", infra.kafka_brokers.clone()),
+            ("MongoDB", mongo),
+            ("SMTP", smtp),
+        ] {
+            if TcpStream::connect(&address).is_err() {
+                bail!("{name} is not reachable at {address}: start the servers with `infra/stack deps` (or run the suite with `infra/stack test`)");
+            }
+        }
+        Ok(infra)
+    }
+
+    pub fn kafka(&self, topic_prefix: &str) -> KafkaSettings {
+        KafkaSettings::local(&self.kafka_brokers, topic_prefix)
+    }
+}
+
+/// The shop, running.
+pub struct Stack {
+    pub infra: Infra,
+    pub id: String,
+    pub sim: SimHandle,
+    pub order: Service,
+    pub payment: Service,
+    pub notifier: Service,
+    pub http: reqwest::Client,
+    pub notifier_token: String,
+}
+
+impl Stack {
+    /// Starts everything with the simulator configured by `sim`.
+    pub async fn spawn(sim: SimConfig) -> anyhow::Result<Self> {
+        if std::env::var_os("TEST_LOG").is_some() {
+            shared_events::telemetry::init("e2e");
+        }
+        let infra = Infra::from_env()?;
+        let id = Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let sim = kakaopay::sim::spawn(sim)
+            .await
+            .context("starting the Kakao Pay simulator")?;
+        let plan = services::Plan::new(&infra, &id, &sim)?;
+        let payment = Service::start(services::Kind::Payment, plan.clone()).await?;
+        let order = Service::start(services::Kind::Order, plan.clone()).await?;
+        let notifier = Service::start(services::Kind::Notifier, plan.clone()).await?;
+        Ok(Self {
+            infra,
+            id,
+            sim,
+            order,
+            payment,
+            notifier,
+            http: reqwest::Client::new(),
+            notifier_token: plan.notifier_token.clone(),
+        })
+    }
+
+    /// Stops the services and drops the test's databases.
+    pub async fn stop(mut self) {
+        for service in [&mut self.notifier, &mut self.order, &mut self.payment] {
+            service.stop().await;
+        }
+        services::drop_databases(&self.infra, &self.id);
+    }
+
+    /// A recipient address no other test uses.
+    pub fn shopper_email(&self, tag: &str) -> String {
+        format!(
+            "{tag}-{}-{}@example.com",
+            self.id,
+            &Uuid::new_v4().simple().to_string()[..6]
+        )
+    }
+
+    pub fn order_request(&self, email: &str) -> Value {
+        json!({
+            "customer_id": format!("shopper-{}", self.id),
+            "customer_email": email,
+            "items": [
+                {"name": "아메리카노", "quantity": 2, "unit_price": 4500},
+                {"name": "Cookie <b>", "quantity": 1, "unit_price": 3000}
+            ]
+        })
+    }
+
+    pub async fn post_order(&self, body: &Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/orders", self.order.url()))
+            .json(body)
+            .send()
+            .await
+            .expect("order-service answers")
+    }
+
+    /// Places a valid order for `email` and returns its id.
+    pub async fn place_order(&self, email: &str) -> Uuid {
+        let response = self.post_order(&self.order_request(email)).await;
+        assert_eq!(response.status(), 202, "order accepted");
+        let order: Value = response.json().await.expect("order JSON");
+        order["id"]
+            .as_str()
+            .and_then(|id| id.parse().ok())
+            .expect("order id")
+    }
+
+    pub async fn get_order(&self, id: Uuid) -> Value {
+        self.http
+            .get(format!("{}/orders/{id}", self.order.url()))
+            .send()
+            .await
+            .expect("order-service answers")
+            .json()
+            .await
+            .expect("order JSON")
+    }
+
+    /// Waits until the order's payment is ready and returns where the shopper pays.
+    pub async fn redirect_url(&self, id: Uuid) -> String {
+        eventually("the payment redirect URL", || async {
+            let order = self.get_order(id).await;
+            order["payment"]["redirect_url"].as_str().map(str::to_owned)
+        })
+        .await
+    }
+
+    /// The shopper opens the Kakao Pay page and follows every redirect (approval, in the
+    /// simulator's `auto` mode). `action` picks another button: `cancel` or `fail`.
+    pub async fn shopper_visits(
+        &self,
+        redirect_url: &str,
+        action: Option<&str>,
+    ) -> reqwest::Response {
+        let url = match action {
+            Some(action) => format!("{redirect_url}?action={action}"),
+            None => redirect_url.to_owned(),
+        };
+        self.http
+            .get(url)
+            .send()
+            .await
+            .expect("the payment page answers")
+    }
+
+    pub async fn wait_for_status(&self, id: Uuid, status: &str) -> Value {
+        eventually(&format!("order {id} to be {status}"), || async {
+            let order = self.get_order(id).await;
+            (order["status"] == status).then_some(order)
+        })
+        .await
+    }
+
+    /// The notifier's history for the order.
+    pub async fn notifications(&self, order_id: Uuid) -> Vec<Value> {
+        let response = self
+            .http
+            .get(format!(
+                "{}/notifications?order_id={order_id}",
+                self.notifier.url()
+            ))
+            .bearer_auth(&self.notifier_token)
+            .send()
+            .await
+            .expect("notifier answers");
+        assert_eq!(response.status(), 200, "history readable with the token");
+        let body: Value = response.json().await.expect("history JSON");
+        match body {
+            Value::Array(items) => items,
+            Value::Object(mut page) => match page.remove("items") {
+                Some(Value::Array(items)) => items,
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
+        }
+    }
+
+    /// Waits until `count` mails to `recipient` have arrived, then returns them.
+    pub async fn mails_to(&self, recipient: &str, count: usize) -> Vec<Mail> {
+        eventually(&format!("{count} mail(s) to {recipient}"), || async {
+            let mails = self.infra.maildir.to(recipient);
+            (mails.len() >= count).then_some(mails)
+        })
+        .await
+    }
+
+    /// A fresh payment-service database URL, for tests that look at rows directly.
+    pub fn payment_database_url(&self) -> String {
+        services::database_url(&self.infra, "payments", &self.id)
+    }
+
+    pub fn order_database_url(&self) -> String {
+        services::database_url(&self.infra, "orders", &self.id)
+    }
+}
+
+/// Polls `check` until it yields a value, failing the test after [`DEADLINE`].
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    let mut wait = Duration::from_millis(20);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "gave up waiting for {what} after {DEADLINE:?}"
+        );
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_millis(250));
+    }
+}

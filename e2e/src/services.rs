@@ -1,0 +1,192 @@
+//! Starting, stopping and restarting the services in-process.
+
+use crate::Infra;
+use anyhow::Context;
+use clap::Parser;
+use kakaopay::sim::SimHandle;
+use secrecy::{ExposeSecret, SecretString};
+use std::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Everything the services of one stack share: ports (kept across restarts, so URLs
+/// handed out before a restart still work), databases, topics and the simulator.
+#[derive(Clone)]
+pub(crate) struct Plan {
+    infra: Infra,
+    id: String,
+    sim_url: url::Url,
+    sim_secret: SecretString,
+    order_port: u16,
+    payment_port: u16,
+    notifier_port: u16,
+    pub(crate) notifier_token: String,
+}
+
+impl Plan {
+    pub(crate) fn new(infra: &Infra, id: &str, sim: &SimHandle) -> anyhow::Result<Self> {
+        for database in ["orders", "payments"] {
+            shared_events::db::create_database(
+                &format!("{}/postgres", infra.postgres_url),
+                &format!("{database}_{id}"),
+            )
+            .with_context(|| format!("creating database {database}_{id}"))?;
+        }
+        Ok(Self {
+            infra: infra.clone(),
+            id: id.to_owned(),
+            sim_url: sim.base_url.clone(),
+            sim_secret: sim.client_config().secret_key,
+            order_port: free_port()?,
+            payment_port: free_port()?,
+            notifier_port: free_port()?,
+            notifier_token: format!("token-{id}"),
+        })
+    }
+
+    fn topic_prefix(&self) -> String {
+        format!("t{}.", self.id)
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+pub(crate) fn database_url(infra: &Infra, database: &str, id: &str) -> String {
+    format!("{}/{database}_{id}", infra.postgres_url)
+}
+
+/// Drops the stack's databases (connections still open are terminated).
+pub(crate) fn drop_databases(infra: &Infra, id: &str) {
+    use diesel::{Connection, RunQueryDsl};
+    let Ok(mut conn) = diesel::PgConnection::establish(&format!("{}/postgres", infra.postgres_url))
+    else {
+        return;
+    };
+    for database in ["orders", "payments"] {
+        let sql = format!("DROP DATABASE IF EXISTS \"{database}_{id}\" WITH (FORCE)");
+        if let Err(error) = diesel::sql_query(sql).execute(&mut conn) {
+            tracing::warn!(%error, "Could not drop a test database.");
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Order,
+    Payment,
+    Notifier,
+}
+
+/// One running service.
+pub struct Service {
+    kind: Kind,
+    plan: Plan,
+    port: u16,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Service {
+    pub(crate) async fn start(kind: Kind, plan: Plan) -> anyhow::Result<Self> {
+        let (port, shutdown, task) = launch(kind, &plan).await?;
+        Ok(Self {
+            kind,
+            plan,
+            port,
+            shutdown,
+            task: Some(task),
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the service gracefully and waits until it has.
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(?self.kind, %error, "Service stopped with an error.")
+                }
+                Err(error) => tracing::warn!(?self.kind, %error, "Service task failed."),
+            }
+        }
+    }
+
+    /// Starts the service again, on the same port, with the same databases and topics.
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        let (port, shutdown, task) = launch(self.kind, &self.plan).await?;
+        self.port = port;
+        self.shutdown = shutdown;
+        self.task = Some(task);
+        Ok(())
+    }
+}
+
+type Launched = (u16, CancellationToken, JoinHandle<anyhow::Result<()>>);
+
+async fn launch(kind: Kind, plan: &Plan) -> anyhow::Result<Launched> {
+    let kafka = plan.infra.kafka(&plan.topic_prefix());
+    match kind {
+        Kind::Order => {
+            let mut settings = order::config::Settings::try_parse_from(["order"])?;
+            settings.port = plan.order_port;
+            settings.database_url = database_url(&plan.infra, "orders", &plan.id).into();
+            settings.consumer_group = format!("order-{}", plan.id);
+            settings.kafka = kafka;
+            let app = order::startup::Application::build(settings).await?;
+            Ok((
+                app.port(),
+                app.shutdown_token(),
+                tokio::spawn(app.run_until_stopped()),
+            ))
+        }
+        Kind::Payment => {
+            let secret = plan.sim_secret.expose_secret().to_owned();
+            let mut settings = payment::config::Settings::try_parse_from([
+                "payment",
+                "--kakaopay-secret-key",
+                &secret,
+            ])?;
+            settings.port = plan.payment_port;
+            settings.public_url = format!("http://127.0.0.1:{}", plan.payment_port).parse()?;
+            settings.database_url = database_url(&plan.infra, "payments", &plan.id).into();
+            settings.consumer_group = format!("payment-{}", plan.id);
+            settings.kakaopay_base_url = plan.sim_url.clone();
+            settings.gateway_backoff_ms = 50;
+            settings.kafka = kafka;
+            let app = payment::startup::Application::build(settings).await?;
+            Ok((
+                app.port(),
+                app.shutdown_token(),
+                tokio::spawn(app.run_until_stopped()),
+            ))
+        }
+        Kind::Notifier => {
+            let mut settings = notifier::settings::Settings::try_parse_from(["notifier"])?;
+            settings.port = plan.notifier_port;
+            settings.consumer_group = format!("notifier-{}", plan.id);
+            settings.mongodb_uri = plan.infra.mongodb_uri.clone();
+            settings.mongodb_database = format!("notifier_{}", plan.id);
+            settings.smtp_host = plan.infra.smtp_host.clone();
+            settings.smtp_port = plan.infra.smtp_port;
+            settings.api_token = plan.notifier_token.clone().into();
+            settings.kafka = kafka;
+            let app = notifier::Application::build(settings).await?;
+            Ok((
+                app.port(),
+                app.shutdown_token(),
+                tokio::spawn(app.run_until_stopped()),
+            ))
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests: the shop against real PostgreSQL, Kafka (tansu), MongoDB (nx-27017)
+//! and SMTP, with the Kakao Pay simulator. Run them with `infra/stack test`.
+
+mod bad_input;
+mod flow;
+mod migrations;
+mod restart;

@@ -1,0 +1,100 @@
+//! `GET /__sim/pay/{tid}`: the page the shopper's browser opens instead of
+//! Kakao Pay's payment screens. It ends with a 302 to the merchant's
+//! `approval_url?pg_token=…`, `cancel_url` or `fail_url`.
+
+use actix_web::http::header;
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+
+use super::error::ApiError;
+use super::payment::{ShopperAction, ShopperOutcome};
+use super::routes::Data;
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct PageQuery {
+    action: Option<String>,
+}
+
+pub(crate) async fn page(
+    state: Data,
+    tid: web::Path<String>,
+    query: web::Query<PageQuery>,
+) -> HttpResponse {
+    let action = match query.action.as_deref() {
+        None | Some("") => None,
+        Some("approve") => Some(ShopperAction::Approve),
+        Some("cancel") => Some(ShopperAction::Cancel),
+        Some("fail") => Some(ShopperAction::Fail),
+        Some(_) => {
+            return html(
+                400,
+                "Unknown action",
+                "<p>action must be approve, cancel or fail.</p>",
+            )
+        }
+    };
+    let ctx = state.ctx();
+    let outcome = state.with_payment(&tid, |p| Ok(p.shopper(action, &ctx)));
+    match outcome {
+        // The Location carries the pg_token: it is deliberately not logged.
+        Ok(ShopperOutcome::Redirect(url)) => {
+            tracing::info!(tid = %tid, ?action, "shopper redirected");
+            HttpResponse::Found()
+                .insert_header((header::LOCATION, url.as_str()))
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .finish()
+        }
+        Ok(ShopperOutcome::Choose { item_name, total }) => choice_page(&item_name, total),
+        Err(ApiError { code: -721, .. }) => {
+            html(404, "Payment not found", "<p>No such payment.</p>")
+        }
+        Err(err) => err.response(),
+    }
+}
+
+/// Manual mode: let a human (or a test) pick the outcome.
+fn choice_page(item_name: &str, total: i64) -> HttpResponse {
+    let body = format!(
+        "<p>{} &mdash; {total} KRW</p>\n<ul>\n\
+         <li><a href=\"?action=approve\">Approve</a></li>\n\
+         <li><a href=\"?action=cancel\">Cancel</a></li>\n\
+         <li><a href=\"?action=fail\">Fail</a></li>\n</ul>",
+        escape(item_name)
+    );
+    html(200, "Kakao Pay simulator", &body)
+}
+
+fn html(status: u16, title: &str, body: &str) -> HttpResponse {
+    let status =
+        actix_web::http::StatusCode::from_u16(status).expect("callers pass valid status codes");
+    HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .body(format!(
+            "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title></head>\n\
+             <body><h1>{title}</h1>\n{body}\n</body></html>\n"
+        ))
+}
+
+fn escape(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '<' => "&lt;".to_owned(),
+            '>' => "&gt;".to_owned(),
+            '&' => "&amp;".to_owned(),
+            '"' => "&quot;".to_owned(),
+            '\'' => "&#39;".to_owned(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escapes_html() {
+        assert_eq!(
+            super::escape("<a href='x'>&"),
+            "&lt;a href=&#39;x&#39;&gt;&amp;"
+        );
+    }
+}

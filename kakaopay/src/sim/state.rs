@@ -1,0 +1,174 @@
+//! Shared simulator state: payments, knobs and the (shiftable) clock.
+//!
+//! Every lock here is a `std::sync::Mutex` taken inside a synchronous method
+//! and released before it returns, so no lock is ever held across an `.await`.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rand::distr::{Alphanumeric, SampleString};
+use rand::Rng;
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+
+use super::error::ApiError;
+use super::faults::{CallPlan, Knobs};
+use super::ledger::Ledger;
+use super::payment::Payment;
+use super::SimMode;
+
+/// Payment method the simulated shopper pays with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Method {
+    Card,
+    Money,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Card => "CARD",
+            Self::Money => "MONEY",
+        }
+    }
+}
+
+/// Clock and TTL for one operation, read once so a call sees one instant.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ctx {
+    pub now: DateTime<Utc>,
+    pub tid_ttl: Duration,
+    pub mode: SimMode,
+}
+
+pub(crate) struct SimState {
+    pub cid: String,
+    secret_key: SecretString,
+    /// Base for the shopper page links (always ends with `/`).
+    pub public_url: Url,
+    knobs: Mutex<Knobs>,
+    payments: Mutex<HashMap<String, Payment>>,
+    /// Added to the wall clock; lets tests expire a tid without waiting.
+    clock_offset: Mutex<chrono::Duration>,
+}
+
+/// A poisoned lock only means another handler panicked mid-update; the map is
+/// still usable for a simulator, so carry on rather than cascade the panic.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl SimState {
+    pub fn new(cid: String, secret_key: SecretString, public_url: Url, knobs: Knobs) -> Self {
+        Self {
+            cid,
+            secret_key,
+            public_url,
+            knobs: Mutex::new(knobs),
+            payments: Mutex::new(HashMap::new()),
+            clock_offset: Mutex::new(chrono::Duration::zero()),
+        }
+    }
+
+    pub fn key_matches(&self, presented: &str) -> bool {
+        presented == self.secret_key.expose_secret()
+    }
+
+    pub fn ctx(&self) -> Ctx {
+        let knobs = lock(&self.knobs);
+        Ctx {
+            now: Utc::now() + *lock(&self.clock_offset),
+            tid_ttl: knobs.tid_ttl,
+            mode: knobs.mode,
+        }
+    }
+
+    pub fn advance_clock(&self, by: Duration) {
+        let by = chrono::Duration::from_std(by).unwrap_or(chrono::Duration::MAX);
+        let mut offset = lock(&self.clock_offset);
+        *offset = offset.checked_add(&by).unwrap_or(chrono::Duration::MAX);
+    }
+
+    pub fn with_knobs<R>(&self, f: impl FnOnce(&mut Knobs) -> R) -> R {
+        f(&mut lock(&self.knobs))
+    }
+
+    pub fn plan_call(&self) -> CallPlan {
+        lock(&self.knobs).plan_call()
+    }
+
+    pub fn decline_code(&self) -> Option<String> {
+        lock(&self.knobs).faults.decline_code.clone()
+    }
+
+    /// Stores a new payment under a fresh tid and returns what `f` renders.
+    pub fn insert_new<R>(
+        &self,
+        make: impl FnOnce(String) -> Payment,
+        render: impl FnOnce(&Payment) -> R,
+    ) -> R {
+        let mut payments = lock(&self.payments);
+        let tid = loop {
+            let candidate = new_id('T');
+            if !payments.contains_key(&candidate) {
+                break candidate;
+            }
+        };
+        let payment = payments.entry(tid.clone()).or_insert(make(tid));
+        render(payment)
+    }
+
+    /// Runs `f` on the payment, or fails with `-721` (no such tid).
+    pub fn with_payment<R>(
+        &self,
+        tid: &str,
+        f: impl FnOnce(&mut Payment) -> Result<R, ApiError>,
+    ) -> Result<R, ApiError> {
+        let mut payments = lock(&self.payments);
+        let payment = payments
+            .get_mut(tid)
+            .ok_or_else(|| ApiError::payment(-721, "tid does not exist"))?;
+        f(payment)
+    }
+
+    pub fn ledger(&self) -> Ledger {
+        let payments = lock(&self.payments);
+        Ledger {
+            payments: payments
+                .iter()
+                .map(|(tid, p)| (tid.clone(), p.ledger_entry()))
+                .collect(),
+        }
+    }
+}
+
+/// A 20-character id: the prefix letter and 19 digits (`T…` tid, `A…` aid).
+pub(crate) fn new_id(prefix: char) -> String {
+    let digits: u64 = rand::rng().random_range(0..10_000_000_000_000_000_000);
+    format!("{prefix}{digits:019}")
+}
+
+/// A one-time 20-character `pg_token`.
+pub(crate) fn new_pg_token() -> String {
+    Alphanumeric.sample_string(&mut rand::rng(), 20)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_have_the_documented_shape() {
+        for prefix in ['T', 'A'] {
+            let id = new_id(prefix);
+            assert_eq!(id.len(), 20);
+            assert!(id.starts_with(prefix));
+            assert!(id[1..].chars().all(|c| c.is_ascii_digit()), "{id}");
+        }
+        let token = new_pg_token();
+        assert_eq!(token.len(), 20);
+        assert!(token.chars().all(|c| c.is_ascii_alphanumeric()));
+    }
+}

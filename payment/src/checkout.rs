@@ -1,0 +1,351 @@
+//! The payment side of the saga: starting a checkout when an order is placed, and the
+//! three ways the shopper comes back from Kakao Pay.
+//!
+//! Each state change is written with its event in one transaction and guarded by the
+//! status it comes from, so a redelivered `OrderPlaced` or a refreshed callback page never
+//! charges twice: only the caller that moves a payment `READY` → `APPROVING` calls
+//! `approve`, and an unclear approve outcome is settled by asking Kakao Pay (`order`),
+//! never by assuming failure.
+
+use crate::domain::{self, PaymentStatus};
+use crate::error::ApiError;
+use crate::gateway::{CallbackUrls, Gateway};
+use crate::store::{self, Payment};
+use chrono::Utc;
+use diesel::pg::PgConnection;
+use diesel::Connection;
+use kakaopay::KakaoPayError;
+use shared_events::db::{run_blocking, DbError, PgPool};
+use shared_events::kafka::{EventHandler, HandlerError};
+use shared_events::outbox::Outbox;
+use shared_events::{
+    inbox, Event, EventBody, OrderPlaced, PaymentApproved, PaymentFailed, PaymentFailureReason,
+    PaymentReady,
+};
+use std::sync::Arc;
+use uuid::Uuid;
+
+pub struct Checkout {
+    pub pool: PgPool,
+    pub outbox: Outbox,
+    pub gateway: Gateway,
+    pub urls: CallbackUrls,
+}
+
+/// A payment's next state and the event announcing it.
+type Step = Option<(Payment, Event)>;
+
+impl Checkout {
+    /// `OrderPlaced` → Kakao Pay `ready` → `READY` + `PaymentReady` (or `FAILED` +
+    /// `PaymentFailed` when the gateway refuses or stays unreachable).
+    pub async fn start(&self, placed_event: &Event, placed: &OrderPlaced) -> Result<(), DbError> {
+        let order = placed.order.clone();
+        let order_id = placed_event.order_id;
+        let payment = run_blocking(&self.pool, move |conn| {
+            let (name, quantity) = (domain::item_name(&order), domain::quantity(&order));
+            Ok::<_, DbError>(store::create_requested(
+                conn, order_id, &order, &name, quantity,
+            )?)
+        })
+        .await?;
+        if payment.status() != PaymentStatus::Requested {
+            return Ok(()); // a redelivery: this order's checkout already went further
+        }
+        let ready = self.gateway.ready(&payment, &self.urls).await;
+        let cause = placed_event.clone();
+        self.commit(Some(cause.clone()), move |conn| match ready {
+            Ok(ready) => Ok(store::mark_ready(
+                conn,
+                payment.id,
+                &ready.tid,
+                &ready.next_redirect_pc_url,
+                &ready.next_redirect_mobile_url,
+            )?
+            .map(|p| {
+                let event = cause.follow_up(PaymentReady {
+                    payment_id: p.id,
+                    tid: ready.tid.clone(),
+                    redirect_url: ready.next_redirect_pc_url.clone(),
+                    mobile_redirect_url: Some(ready.next_redirect_mobile_url.clone()),
+                });
+                (p, event)
+            })),
+            Err(error) => {
+                tracing::warn!(order_id = %payment.order_id, %error, "Kakao Pay ready failed.");
+                let reason = if error.is_transient() {
+                    PaymentFailureReason::GatewayUnavailable
+                } else {
+                    PaymentFailureReason::Rejected
+                };
+                fail(
+                    conn,
+                    &payment,
+                    PaymentStatus::Requested,
+                    reason,
+                    &error,
+                    Some(&cause),
+                )
+            }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// The shopper came back to the approval URL with `pg_token`.
+    pub async fn approve(&self, payment_id: Uuid, pg_token: &str) -> Result<Payment, ApiError> {
+        let begun = run_blocking(&self.pool, move |conn| {
+            Ok::<_, DbError>(store::begin_approval(conn, payment_id)?)
+        })
+        .await?;
+        let Some(payment) = begun else {
+            // Not READY: a refresh or double submit. Show where the payment is.
+            return self.find(payment_id).await;
+        };
+        match self.gateway.approve(&payment, pg_token).await {
+            Ok(approved) => {
+                let method = approved
+                    .payment_method_type
+                    .map(|m| format!("{m:?}").to_uppercase());
+                self.approved(payment, method).await
+            }
+            Err(error) if error.code() == Some(-702) || error.outcome_unknown() => {
+                tracing::warn!(%payment_id, %error, "Approve outcome unclear; asking Kakao Pay.");
+                self.reconcile(payment).await
+            }
+            Err(error) if error.is_transient() => {
+                // Certainly not applied (e.g. connection refused): let the shopper retry.
+                run_blocking(&self.pool, move |conn| {
+                    Ok::<_, DbError>(store::abandon_approval(conn, payment_id)?)
+                })
+                .await?;
+                Err(ApiError::GatewayUnavailable)
+            }
+            Err(error) => {
+                let reason = match error.code() {
+                    Some(-723) => PaymentFailureReason::Expired,
+                    Some(-780) => PaymentFailureReason::Declined,
+                    _ => PaymentFailureReason::Rejected,
+                };
+                tracing::info!(%payment_id, %error, ?reason, "Payment not approved.");
+                self.commit(None, move |conn| {
+                    fail(
+                        conn,
+                        &payment,
+                        PaymentStatus::Approving,
+                        reason,
+                        &error,
+                        None,
+                    )
+                })
+                .await?;
+                self.find(payment_id).await
+            }
+        }
+    }
+
+    /// The shopper left Kakao Pay through the cancel or the fail URL.
+    pub async fn abandoned(
+        &self,
+        payment_id: Uuid,
+        reason: PaymentFailureReason,
+    ) -> Result<Payment, ApiError> {
+        let payment = self.find(payment_id).await?;
+        if payment.status() == PaymentStatus::Ready {
+            self.commit(None, move |conn| {
+                let step =
+                    store::mark_failed(conn, payment.id, PaymentStatus::Ready, reason, None)?;
+                Ok(step.map(|p| {
+                    let event = failed_event(
+                        &p,
+                        reason,
+                        None,
+                        format!("shopper returned: {reason:?}"),
+                        None,
+                    );
+                    (p, event)
+                }))
+            })
+            .await?;
+        }
+        self.find(payment_id).await
+    }
+
+    pub async fn find(&self, payment_id: Uuid) -> Result<Payment, ApiError> {
+        run_blocking(&self.pool, move |conn| {
+            Ok::<_, DbError>(store::find(conn, payment_id)?)
+        })
+        .await?
+        .ok_or(ApiError::NotFound("payment"))
+    }
+
+    pub async fn find_by_order(&self, order_id: Uuid) -> Result<Vec<Payment>, ApiError> {
+        Ok(run_blocking(&self.pool, move |conn| {
+            Ok::<_, DbError>(store::find_by_order(conn, order_id)?)
+        })
+        .await?)
+    }
+
+    pub async fn gateway_calls(
+        &self,
+        payment_id: Uuid,
+    ) -> Result<Vec<store::GatewayCall>, ApiError> {
+        Ok(run_blocking(&self.pool, move |conn| {
+            Ok::<_, DbError>(store::gateway_calls_of(conn, payment_id)?)
+        })
+        .await?)
+    }
+
+    /// Settles an unclear approve by the gateway's own record of the payment.
+    async fn reconcile(&self, payment: Payment) -> Result<Payment, ApiError> {
+        let payment_id = payment.id;
+        match self.gateway.status(&payment).await {
+            Ok(status) if status.status.is_paid() => {
+                let method = status
+                    .payment_method_type
+                    .map(|m| format!("{m:?}").to_uppercase());
+                self.approved(payment, method).await
+            }
+            Ok(status) if status.status.is_failed() => {
+                let error = KakaoPayError::Api {
+                    http_status: 200,
+                    code: 0,
+                    message: format!("gateway reports {}", status.status),
+                    method_result_code: None,
+                };
+                self.commit(None, move |conn| {
+                    fail(
+                        conn,
+                        &payment,
+                        PaymentStatus::Approving,
+                        PaymentFailureReason::Declined,
+                        &error,
+                        None,
+                    )
+                })
+                .await?;
+                self.find(payment_id).await
+            }
+            Ok(_) => {
+                run_blocking(&self.pool, move |conn| {
+                    Ok::<_, DbError>(store::abandon_approval(conn, payment_id)?)
+                })
+                .await?;
+                Err(ApiError::GatewayUnavailable)
+            }
+            Err(error) => {
+                tracing::error!(%payment_id, %error, "Cannot learn the approve outcome; payment left APPROVING.");
+                Err(ApiError::GatewayUnavailable)
+            }
+        }
+    }
+
+    async fn approved(
+        &self,
+        payment: Payment,
+        method: Option<String>,
+    ) -> Result<Payment, ApiError> {
+        let payment_id = payment.id;
+        self.commit(None, move |conn| {
+            let step = store::mark_approved(conn, payment.id, method.as_deref(), Utc::now())?;
+            Ok(step.map(|p| {
+                let event = Event::new(
+                    p.order_id,
+                    None,
+                    PaymentApproved {
+                        payment_id: p.id,
+                        tid: p.tid().to_owned(),
+                        amount: p.amount,
+                        payment_method: p.payment_method.clone(),
+                        approved_at: p.approved_at.unwrap_or_else(Utc::now),
+                        order: p.snapshot(),
+                    },
+                );
+                (p, event)
+            }))
+        })
+        .await?;
+        metrics::counter!("payment_payments_approved_total").increment(1);
+        self.find(payment_id).await
+    }
+
+    /// Runs `step` in a transaction (claiming `cause` in the inbox first, when given),
+    /// enqueues the event it returns, and wakes the relay after the commit.
+    async fn commit<F>(&self, cause: Option<Event>, step: F) -> Result<Option<Payment>, DbError>
+    where
+        F: FnOnce(&mut PgConnection) -> Result<Step, DbError> + Send + 'static,
+    {
+        let outbox = self.outbox.clone();
+        let done = run_blocking(&self.pool, move |conn| {
+            conn.transaction::<_, DbError, _>(|conn| {
+                if let Some(cause) = &cause {
+                    if !inbox::claim(conn, cause)? {
+                        return Ok(None);
+                    }
+                }
+                let Some((payment, event)) = step(conn)? else {
+                    return Ok(None);
+                };
+                outbox.enqueue(conn, &event)?;
+                Ok(Some(payment))
+            })
+        })
+        .await?;
+        if done.is_some() {
+            self.outbox.notify();
+        }
+        Ok(done)
+    }
+}
+
+fn fail(
+    conn: &mut PgConnection,
+    payment: &Payment,
+    from: PaymentStatus,
+    reason: PaymentFailureReason,
+    error: &KakaoPayError,
+    cause: Option<&Event>,
+) -> Result<Step, DbError> {
+    let code = error.code().filter(|c| *c != 0);
+    let step = store::mark_failed(conn, payment.id, from, reason, code)?;
+    metrics::counter!("payment_payments_failed_total").increment(1);
+    Ok(step.map(|p| {
+        let event = failed_event(&p, reason, code, error.to_string(), cause);
+        (p, event)
+    }))
+}
+
+fn failed_event(
+    payment: &Payment,
+    reason: PaymentFailureReason,
+    error_code: Option<i32>,
+    detail: String,
+    cause: Option<&Event>,
+) -> Event {
+    let body = PaymentFailed {
+        payment_id: Some(payment.id),
+        tid: payment.tid.clone(),
+        reason,
+        error_code,
+        detail,
+    };
+    match cause {
+        Some(cause) => cause.follow_up(body),
+        None => Event::new(payment.order_id, None, body),
+    }
+}
+
+/// The consumer of order events.
+pub struct OrderEvents(pub Arc<Checkout>);
+
+impl EventHandler for OrderEvents {
+    async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
+        match &event.body {
+            EventBody::OrderPlaced(placed) => self
+                .0
+                .start(event, placed)
+                .await
+                .map_err(|error| HandlerError::Transient(error.into())),
+            _ => Ok(()),
+        }
+    }
+}

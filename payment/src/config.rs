@@ -1,0 +1,75 @@
+//! payment-service settings: defaults, overridden by environment variables, overridden by
+//! flags (`payment --help` lists them all).
+//!
+//! | env var | default | meaning |
+//! |---|---|---|
+//! | `PAYMENT_HOST` | `127.0.0.1` | address to listen on |
+//! | `PAYMENT_PORT` | `8082` | port (0 = any free port) |
+//! | `PAYMENT_PUBLIC_URL` | `http://127.0.0.1:8082` | base of the callback URLs Kakao Pay sends the shopper to |
+//! | `PAYMENT_DATABASE_URL` | `postgres://postgres@127.0.0.1:5432/payments` | PostgreSQL (secret) |
+//! | `PAYMENT_DB_POOL_SIZE` | `10` | r2d2 pool size |
+//! | `PAYMENT_HTTP_WORKERS` | `2` | actix-web worker threads |
+//! | `PAYMENT_CONSUMER_GROUP` | `payment-service` | Kafka consumer group |
+//! | `PAYMENT_GATEWAY_MAX_ATTEMPTS` | `4` | tries of a gateway call that fails transiently |
+//! | `PAYMENT_GATEWAY_BACKOFF_MS` | `200` | first wait between tries (doubles, with jitter) |
+//! | `KAKAOPAY_BASE_URL` | `http://127.0.0.1:8089` | Kakao Pay API (the simulator locally) |
+//! | `KAKAOPAY_SECRET_KEY` | — (required) | Kakao Pay secret key (secret) |
+//! | `KAKAOPAY_CID` | `TC0ONETIME` | merchant id |
+//! | `KAKAOPAY_TIMEOUT_MS` | `12000` | whole-request timeout (Kakao's platform gives up at 11 s) |
+//! | `KAFKA_BROKERS`, `KAFKA_TOPIC_PREFIX`, `KAFKA_PARTITIONS` | | see `shared_events::kafka` |
+
+use secrecy::SecretString;
+use shared_events::kafka::KafkaSettings;
+use url::Url;
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "payment",
+    about = "payment-service: the payment side of the saga, through Kakao Pay"
+)]
+pub struct Settings {
+    #[arg(long, env = "PAYMENT_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    #[arg(long, env = "PAYMENT_PORT", default_value_t = 8082)]
+    pub port: u16,
+    #[arg(
+        long,
+        env = "PAYMENT_PUBLIC_URL",
+        default_value = "http://127.0.0.1:8082"
+    )]
+    pub public_url: Url,
+    #[arg(
+        long,
+        env = "PAYMENT_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/payments"
+    )]
+    pub database_url: SecretString,
+    #[arg(long, env = "PAYMENT_DB_POOL_SIZE", default_value_t = 10)]
+    pub db_pool_size: u32,
+    #[arg(long, env = "PAYMENT_HTTP_WORKERS", default_value_t = 2)]
+    pub http_workers: usize,
+    #[arg(
+        long,
+        env = "PAYMENT_CONSUMER_GROUP",
+        default_value = "payment-service"
+    )]
+    pub consumer_group: String,
+    #[arg(long, env = "PAYMENT_GATEWAY_MAX_ATTEMPTS", default_value_t = 4)]
+    pub gateway_max_attempts: u32,
+    #[arg(long, env = "PAYMENT_GATEWAY_BACKOFF_MS", default_value_t = 200)]
+    pub gateway_backoff_ms: u64,
+    #[arg(
+        long,
+        env = "KAKAOPAY_BASE_URL",
+        default_value = "http://127.0.0.1:8089"
+    )]
+    pub kakaopay_base_url: Url,
+    #[arg(long, env = "KAKAOPAY_SECRET_KEY", hide_env_values = true)]
+    pub kakaopay_secret_key: SecretString,
+    #[arg(long, env = "KAKAOPAY_CID", default_value = kakaopay::TEST_CID)]
+    pub kakaopay_cid: String,
+    #[arg(long, env = "KAKAOPAY_TIMEOUT_MS", default_value_t = 12_000)]
+    pub kakaopay_timeout_ms: u64,
+    #[command(flatten)]
+    pub kafka: KafkaSettings,
+}

@@ -1,0 +1,87 @@
+//! The one error type of payment-service's HTTP API, and its mapping to responses.
+//!
+//! Policy: a caller's mistake (unknown payment, missing `pg_token`, bad id) gets a
+//! problem+json body saying what is wrong. A gateway that cannot be reached gets a 503
+//! that tells the shopper to retry; the payment is left where a retry is safe. Everything
+//! else is logged with its cause and answered with an opaque 500. Secrets and tokens
+//! never appear in a body or a log line.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use shared_events::db::DbError;
+use shared_events::http::{InvalidParam, Problem};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid request")]
+    Invalid(Vec<InvalidParam>),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("payment gateway unavailable")]
+    GatewayUnavailable,
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] DbError),
+    #[error("internal error: {0}")]
+    Internal(#[source] DbError),
+}
+
+impl From<DbError> for ApiError {
+    fn from(error: DbError) -> Self {
+        match error {
+            DbError::Pool(_) => ApiError::Unavailable(error),
+            other => ApiError::Internal(other),
+        }
+    }
+}
+
+impl ApiError {
+    fn problem(&self) -> Problem {
+        use StatusCode as S;
+        match self {
+            ApiError::Invalid(params) => Problem::new(
+                S::BAD_REQUEST,
+                "/problems/invalid-request",
+                "Invalid request",
+                "One or more parameters are invalid.",
+            )
+            .with_invalid_params(params.clone()),
+            ApiError::NotFound(what) => Problem::new(
+                S::NOT_FOUND,
+                "/problems/not-found",
+                "Not found",
+                format!("No such {what}."),
+            ),
+            ApiError::GatewayUnavailable => Problem::new(
+                S::SERVICE_UNAVAILABLE,
+                "/problems/gateway-unavailable",
+                "Payment gateway unavailable",
+                "Kakao Pay could not be reached; nothing was charged. Try again shortly.",
+            ),
+            ApiError::Unavailable(_) => Problem::new(
+                S::SERVICE_UNAVAILABLE,
+                "/problems/unavailable",
+                "Service unavailable",
+                "The payment store is unreachable; try again shortly.",
+            ),
+            ApiError::Internal(_) => Problem::new(
+                S::INTERNAL_SERVER_ERROR,
+                "/problems/internal",
+                "Internal error",
+                "Something went wrong on our side.",
+            ),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.problem().status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let ApiError::Unavailable(cause) | ApiError::Internal(cause) = self {
+            tracing::error!(error.message = %self, error.cause = ?cause, "Request failed.");
+        }
+        self.problem().response()
+    }
+}

@@ -1,0 +1,171 @@
+//! The payment gateway port: Kakao Pay calls with bounded retries, each attempt recorded.
+//!
+//! Transient failures (timeouts, refused connections, 5xx, platform errors) are retried
+//! with exponential backoff and jitter, a bounded number of times. Permanent ones
+//! (declines, `-7xx`, bad keys) fail at once. Every attempt is written to
+//! `gateway_calls` with its latency and outcome, and counted in metrics.
+
+use crate::store::{self, NewGatewayCall, Payment};
+use kakaopay::{
+    ApproveRequest, ApproveResponse, KakaoPayClient, KakaoPayError, OrderStatusResponse,
+    ReadyRequest, ReadyResponse,
+};
+use shared_events::db::{run_blocking, DbError, PgPool};
+use shared_events::kafka::RetryPolicy;
+use std::future::Future;
+use std::time::{Duration, Instant};
+use url::Url;
+
+/// Where Kakao Pay sends the shopper back to, per payment.
+#[derive(Debug, Clone)]
+pub struct CallbackUrls {
+    public_url: Url,
+}
+
+impl CallbackUrls {
+    pub fn new(public_url: Url) -> Self {
+        Self { public_url }
+    }
+
+    pub fn for_payment(&self, payment: &Payment, step: &str) -> String {
+        let base = self.public_url.as_str().trim_end_matches('/');
+        format!("{base}/payments/{}/{step}", payment.id)
+    }
+}
+
+#[derive(Clone)]
+pub struct Gateway {
+    client: KakaoPayClient,
+    pool: PgPool,
+    retry: RetryPolicy,
+}
+
+impl Gateway {
+    pub fn new(client: KakaoPayClient, pool: PgPool, max_attempts: u32, backoff: Duration) -> Self {
+        Self {
+            client,
+            pool,
+            retry: RetryPolicy {
+                max_attempts: max_attempts.max(1),
+                initial_backoff: backoff,
+                max_backoff: backoff.saturating_mul(16),
+            },
+        }
+    }
+
+    pub async fn ready(
+        &self,
+        payment: &Payment,
+        urls: &CallbackUrls,
+    ) -> Result<ReadyResponse, KakaoPayError> {
+        let request = ReadyRequest {
+            partner_order_id: payment.order_id.to_string(),
+            partner_user_id: payment.partner_user_id.clone(),
+            item_name: payment.item_name.clone(),
+            item_code: None,
+            quantity: i64::from(payment.quantity),
+            total_amount: payment.amount,
+            tax_free_amount: 0,
+            vat_amount: None,
+            approval_url: urls.for_payment(payment, "approve"),
+            cancel_url: urls.for_payment(payment, "cancel"),
+            fail_url: urls.for_payment(payment, "fail"),
+        };
+        self.call(payment, "ready", || self.client.ready(&request))
+            .await
+    }
+
+    /// Approves with the shopper's `pg_token`. Retrying with the same token is safe: a
+    /// second approve of a paid tid answers `-702`, which the caller reconciles.
+    pub async fn approve(
+        &self,
+        payment: &Payment,
+        pg_token: &str,
+    ) -> Result<ApproveResponse, KakaoPayError> {
+        let request = ApproveRequest {
+            tid: payment.tid().to_owned(),
+            partner_order_id: payment.order_id.to_string(),
+            partner_user_id: payment.partner_user_id.clone(),
+            pg_token: pg_token.to_owned(),
+            total_amount: Some(payment.amount),
+            payload: None,
+        };
+        self.call(payment, "approve", || self.client.approve(&request))
+            .await
+    }
+
+    /// The gateway's view of the payment: the authority when an outcome is unclear.
+    pub async fn status(&self, payment: &Payment) -> Result<OrderStatusResponse, KakaoPayError> {
+        self.call(payment, "order", || self.client.order(payment.tid()))
+            .await
+    }
+
+    async fn call<T, F, Fut>(
+        &self,
+        payment: &Payment,
+        kind: &'static str,
+        mut send: F,
+    ) -> Result<T, KakaoPayError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, KakaoPayError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let started = Instant::now();
+            let result = send().await;
+            self.record(payment, kind, &result, started.elapsed()).await;
+            match result {
+                Err(error) if error.is_transient() && attempt < self.retry.max_attempts => {
+                    tracing::warn!(payment_id = %payment.id, kind, attempt, %error, "Gateway call failed; retrying.");
+                    metrics::counter!("payment_gateway_retries_total", "endpoint" => kind)
+                        .increment(1);
+                    tokio::time::sleep(self.retry.backoff(attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn record<T>(
+        &self,
+        payment: &Payment,
+        kind: &'static str,
+        result: &Result<T, KakaoPayError>,
+        latency: Duration,
+    ) {
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(e) if e.outcome_unknown() => "unknown",
+            Err(e) if e.is_transient() => "transient",
+            Err(_) => "rejected",
+        };
+        let error = result.as_ref().err();
+        let code = error.and_then(KakaoPayError::code);
+        metrics::histogram!("payment_gateway_request_duration_seconds", "endpoint" => kind)
+            .record(latency.as_secs_f64());
+        metrics::counter!(
+            "payment_gateway_requests_total",
+            "endpoint" => kind,
+            "outcome" => outcome,
+            "error_code" => code.map(|c| c.to_string()).unwrap_or_default()
+        )
+        .increment(1);
+        let call = NewGatewayCall {
+            payment_id: payment.id,
+            kind,
+            outcome,
+            error_code: code,
+            http_status: error.and_then(KakaoPayError::http_status).map(i32::from),
+            latency_ms: latency.as_secs_f64() * 1000.0,
+        };
+        let recorded = run_blocking(&self.pool, move |conn| {
+            store::record_gateway_call(conn, &call).map_err(DbError::from)
+        })
+        .await;
+        if let Err(error) = recorded {
+            tracing::warn!(%error, "Could not record a gateway call.");
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! payment-service: the payment side of the saga, through Kakao Pay.
+//!
+//! `OrderPlaced` → Kakao Pay `ready` → payment `READY` + `PaymentReady` (where the shopper
+//! pays). Kakao Pay sends the shopper back to one of three callbacks: the approval URL
+//! (with `pg_token`) → `approve` → `APPROVED` + `PaymentApproved`; the cancel or fail URL
+//! → `FAILED` + `PaymentFailed`. Every gateway call is recorded with its latency and
+//! outcome.
+
+pub mod checkout;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod gateway;
+pub mod routes;
+pub mod startup;
+pub mod store;
+
+/// The payment database's own migrations (the outbox and inbox come from `shared-events`).
+pub const MIGRATIONS: diesel_migrations::EmbeddedMigrations =
+    diesel_migrations::embed_migrations!("../diesel-migrations/payment");

@@ -1,0 +1,135 @@
+//! The HTTP routes: Kakao Pay's three return URLs, and payment look-ups. Handlers parse
+//! input and call `Checkout`; no SQL here.
+
+use crate::checkout::Checkout;
+use crate::error::ApiError;
+use crate::store::{GatewayCall, Payment};
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+use shared_events::db::{run_blocking, DbError};
+use shared_events::http::InvalidParam;
+use shared_events::PaymentFailureReason;
+use uuid::Uuid;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.configure(shared_events::http::configure_common)
+        .route("/readyz", web::get().to(readyz))
+        .route("/payments", web::get().to(list_payments))
+        .route("/payments/{id}", web::get().to(get_payment))
+        .route("/payments/{id}/approve", web::get().to(approve))
+        .route("/payments/{id}/cancel", web::get().to(shopper_cancelled))
+        .route("/payments/{id}/fail", web::get().to(payment_failed));
+}
+
+#[derive(Deserialize)]
+struct ApprovalQuery {
+    pg_token: Option<String>,
+}
+
+/// Kakao Pay's `approval_url`: the shopper authenticated; approve with the `pg_token`.
+async fn approve(
+    checkout: web::Data<Checkout>,
+    id: web::Path<String>,
+    query: web::Query<ApprovalQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id, "payment")?;
+    let token = query
+        .into_inner()
+        .pg_token
+        .filter(|t| !t.trim().is_empty())
+        .ok_or_else(|| ApiError::Invalid(vec![InvalidParam::new("pg_token", "is required")]))?;
+    let payment = checkout.approve(id, &token).await?;
+    Ok(HttpResponse::Ok().json(PaymentView::new(payment, None)))
+}
+
+/// Kakao Pay's `cancel_url`: the shopper gave up on the payment page.
+async fn shopper_cancelled(
+    checkout: web::Data<Checkout>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let payment = checkout
+        .abandoned(
+            parse_id(&id, "payment")?,
+            PaymentFailureReason::ShopperCancelled,
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(PaymentView::new(payment, None)))
+}
+
+/// Kakao Pay's `fail_url`: the payment failed on Kakao Pay's side.
+async fn payment_failed(
+    checkout: web::Data<Checkout>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let payment = checkout
+        .abandoned(parse_id(&id, "payment")?, PaymentFailureReason::Failed)
+        .await?;
+    Ok(HttpResponse::Ok().json(PaymentView::new(payment, None)))
+}
+
+async fn get_payment(
+    checkout: web::Data<Checkout>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id, "payment")?;
+    let payment = checkout.find(id).await?;
+    let calls = checkout.gateway_calls(id).await?;
+    Ok(HttpResponse::Ok().json(PaymentView::new(payment, Some(calls))))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    order_id: Option<String>,
+}
+
+async fn list_payments(
+    checkout: web::Data<Checkout>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let Some(order_id) = query.into_inner().order_id else {
+        return Err(ApiError::Invalid(vec![InvalidParam::new(
+            "order_id",
+            "is required",
+        )]));
+    };
+    let order_id = Uuid::parse_str(&order_id)
+        .map_err(|_| ApiError::Invalid(vec![InvalidParam::new("order_id", "must be a UUID")]))?;
+    let payments = checkout.find_by_order(order_id).await?;
+    let views: Vec<_> = payments
+        .into_iter()
+        .map(|p| PaymentView::new(p, None))
+        .collect();
+    Ok(HttpResponse::Ok().json(views))
+}
+
+async fn readyz(checkout: web::Data<Checkout>) -> Result<HttpResponse, ApiError> {
+    run_blocking(&checkout.pool, |conn| {
+        use diesel::RunQueryDsl;
+        diesel::sql_query("SELECT 1")
+            .execute(conn)
+            .map_err(DbError::from)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"})))
+}
+
+fn parse_id(raw: &str, what: &'static str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound(what))
+}
+
+#[derive(Serialize)]
+struct PaymentView {
+    #[serde(flatten)]
+    payment: Payment,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gateway_calls: Option<Vec<GatewayCall>>,
+}
+
+impl PaymentView {
+    fn new(payment: Payment, gateway_calls: Option<Vec<GatewayCall>>) -> Self {
+        Self {
+            payment,
+            gateway_calls,
+        }
+    }
+}
