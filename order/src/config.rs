@@ -9,7 +9,8 @@
 //! | `ORDER_DB_POOL_SIZE` | `10` | r2d2 pool size |
 //! | `ORDER_HTTP_WORKERS` | `2` | actix-web worker threads |
 //! | `ORDER_CONSUMER_GROUP` | `order-service` | Kafka consumer group |
-//! | `ORDER_PAYMENT_DEADLINE_SECS` | `900` | an unpaid order is cancelled after this |
+//! | `ORDER_PAYMENT_DEADLINE_SECS` | `900` | an unpaid order is cancelled after this (the tid's lifetime) |
+//! | `ORDER_DEADLINE_CHECK_MS` | `1000` | how often overdue orders are looked for |
 //! | `KAFKA_BROKERS`, `KAFKA_TOPIC_PREFIX`, `KAFKA_PARTITIONS` | | see `shared_events::kafka` |
 
 use secrecy::SecretString;
@@ -40,6 +41,8 @@ pub struct Settings {
     pub consumer_group: String,
     #[arg(long, env = "ORDER_PAYMENT_DEADLINE_SECS", default_value_t = 900)]
     pub payment_deadline_secs: u64,
+    #[arg(long, env = "ORDER_DEADLINE_CHECK_MS", default_value_t = 1000)]
+    pub deadline_check_ms: u64,
     #[command(flatten)]
     pub kafka: KafkaSettings,
 }

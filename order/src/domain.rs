@@ -168,10 +168,15 @@ fn total(items: &[LineItem]) -> Option<i64> {
 }
 
 /// Where an order is in the saga.
+///
+/// `PENDING_PAYMENT` → `COMPLETED` when paid, or `CANCELLED` (declined, abandoned,
+/// deadline passed, cancelled by the shopper). A completed order the shopper cancels goes
+/// through `CANCELLING` while its payment is refunded, then `CANCELLED`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OrderStatus {
     PendingPayment,
     Completed,
+    Cancelling,
     Cancelled,
 }
 
@@ -180,21 +185,61 @@ impl OrderStatus {
         match self {
             OrderStatus::PendingPayment => "PENDING_PAYMENT",
             OrderStatus::Completed => "COMPLETED",
+            OrderStatus::Cancelling => "CANCELLING",
             OrderStatus::Cancelled => "CANCELLED",
         }
     }
 
-    /// The status after the payment's outcome, or `None` when the outcome no longer
-    /// applies (the order was already settled: a late or repeated outcome).
-    pub fn settle(self, outcome: PaymentOutcome) -> Option<OrderStatus> {
-        match (self, outcome) {
-            (OrderStatus::PendingPayment, PaymentOutcome::Approved) => Some(OrderStatus::Completed),
-            (OrderStatus::PendingPayment, PaymentOutcome::Failed(_)) => {
-                Some(OrderStatus::Cancelled)
+    /// What the order does about `trigger` in this status. The table is the saga's
+    /// order-side definition; everything not listed changes nothing (a late, repeated or
+    /// irrelevant trigger).
+    pub fn decide(self, trigger: Trigger) -> Decision {
+        use OrderStatus as S;
+        use Trigger as T;
+        match (self, trigger) {
+            (S::PendingPayment, T::PaymentApproved) => Decision::Complete,
+            (S::PendingPayment, T::PaymentFailed(reason)) => Decision::Cancel(reason),
+            (S::PendingPayment, T::ShopperCancels) => {
+                Decision::Cancel(CancelReason::CancelledByShopper)
             }
-            _ => None,
+            (S::PendingPayment, T::DeadlinePassed) => {
+                Decision::Cancel(CancelReason::DeadlineExpired)
+            }
+            (S::Completed, T::ShopperCancels) => {
+                Decision::RequestRefund(CancelReason::CancelledByShopper)
+            }
+            // Paid after the order was cancelled: the money goes back.
+            (S::Cancelled, T::PaymentApproved) => {
+                Decision::RequestRefund(CancelReason::PaymentExpired)
+            }
+            (S::Cancelling | S::Cancelled, T::Refunded) => Decision::FinishRefund,
+            _ => Decision::Nothing,
         }
     }
+}
+
+/// Something that happened to an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    PaymentApproved,
+    PaymentFailed(CancelReason),
+    ShopperCancels,
+    DeadlinePassed,
+    Refunded,
+}
+
+/// What the order does about a trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// → `COMPLETED` + `OrderCompleted`.
+    Complete,
+    /// → `CANCELLED` + `OrderCancelled`.
+    Cancel(CancelReason),
+    /// → `CANCELLING` (from `COMPLETED`) + `RefundRequested`.
+    RequestRefund(CancelReason),
+    /// → `CANCELLED`, refunded + `OrderCancelled` with the refunded amount.
+    FinishRefund,
+    Nothing,
 }
 
 impl fmt::Display for OrderStatus {
@@ -209,17 +254,11 @@ impl FromStr for OrderStatus {
         match s {
             "PENDING_PAYMENT" => Ok(OrderStatus::PendingPayment),
             "COMPLETED" => Ok(OrderStatus::Completed),
+            "CANCELLING" => Ok(OrderStatus::Cancelling),
             "CANCELLED" => Ok(OrderStatus::Cancelled),
             other => Err(format!("unknown order status {other:?}")),
         }
     }
-}
-
-/// What the payment service reported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PaymentOutcome {
-    Approved,
-    Failed(CancelReason),
 }
 
 #[cfg(test)]
@@ -291,19 +330,52 @@ mod tests {
 
     #[test]
     fn an_order_is_settled_once() {
-        let failed = PaymentOutcome::Failed(CancelReason::PaymentDeclined);
+        use Decision as D;
+        use OrderStatus as S;
+        use Trigger as T;
+        let declined = T::PaymentFailed(CancelReason::PaymentDeclined);
+        assert_eq!(S::PendingPayment.decide(T::PaymentApproved), D::Complete);
         assert_eq!(
-            OrderStatus::PendingPayment.settle(PaymentOutcome::Approved),
-            Some(OrderStatus::Completed)
+            S::PendingPayment.decide(declined),
+            D::Cancel(CancelReason::PaymentDeclined)
+        );
+        assert_eq!(S::Completed.decide(declined), D::Nothing);
+        assert_eq!(
+            S::Completed.decide(T::PaymentApproved),
+            D::Nothing,
+            "a redelivered approval"
+        );
+        assert_eq!(S::Cancelled.decide(declined), D::Nothing);
+    }
+
+    #[test]
+    fn cancelling_and_refunds_follow_the_saga() {
+        use Decision as D;
+        use OrderStatus as S;
+        use Trigger as T;
+        let by_shopper = CancelReason::CancelledByShopper;
+        assert_eq!(
+            S::PendingPayment.decide(T::ShopperCancels),
+            D::Cancel(by_shopper)
         );
         assert_eq!(
-            OrderStatus::PendingPayment.settle(failed),
-            Some(OrderStatus::Cancelled)
+            S::PendingPayment.decide(T::DeadlinePassed),
+            D::Cancel(CancelReason::DeadlineExpired)
         );
-        assert_eq!(OrderStatus::Completed.settle(failed), None);
         assert_eq!(
-            OrderStatus::Cancelled.settle(PaymentOutcome::Approved),
-            None
+            S::Completed.decide(T::ShopperCancels),
+            D::RequestRefund(by_shopper)
         );
+        assert_eq!(
+            S::Cancelling.decide(T::ShopperCancels),
+            D::Nothing,
+            "asked twice"
+        );
+        assert_eq!(S::Cancelling.decide(T::Refunded), D::FinishRefund);
+        assert!(
+            matches!(S::Cancelled.decide(T::PaymentApproved), D::RequestRefund(_)),
+            "late approval"
+        );
+        assert_eq!(S::Completed.decide(T::DeadlinePassed), D::Nothing);
     }
 }

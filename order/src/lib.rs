@@ -6,6 +6,7 @@
 //! `PaymentFailed` cancels it (the compensation), each with its own event.
 
 pub mod config;
+pub mod deadline;
 pub mod domain;
 pub mod error;
 pub mod orders;

@@ -1,7 +1,8 @@
 //! Placing and reading orders: the use cases behind the REST API.
 
-use crate::domain::NewOrder;
+use crate::domain::{NewOrder, Trigger};
 use crate::error::ApiError;
+use crate::saga::{self, Facts, SagaError};
 use crate::store::{self, Order};
 use chrono::Utc;
 use diesel::Connection;
@@ -37,6 +38,7 @@ pub async fn place(
                 },
             );
             writer.enqueue(conn, &event)?;
+            store::record_step(conn, &event, "order", "published")?;
             Ok(stored)
         })
     })
@@ -52,4 +54,28 @@ pub async fn get(pool: &PgPool, id: Uuid) -> Result<Order, ApiError> {
     })
     .await?
     .ok_or(ApiError::NotFound("order"))
+}
+
+/// The shopper cancels: an unpaid order is cancelled at once; a paid one is refunded
+/// first (`CANCELLING` until the refund is confirmed). Asking again changes nothing.
+#[tracing::instrument(name = "Cancelling an order", skip(pool, outbox))]
+pub async fn cancel(pool: &PgPool, outbox: &Outbox, id: Uuid) -> Result<Order, ApiError> {
+    saga::run(pool, outbox, id, Trigger::ShopperCancels, Facts::default())
+        .await
+        .map_err(|error| match error {
+            SagaError::UnknownOrder(_) => ApiError::NotFound("order"),
+            SagaError::Db(error) => error.into(),
+        })
+}
+
+/// Every step of the order's saga, oldest first.
+pub async fn timeline(pool: &PgPool, id: Uuid) -> Result<(Order, Vec<store::SagaStep>), ApiError> {
+    let found = run_blocking(pool, move |conn| {
+        let Some(order) = store::find(conn, id, false)? else {
+            return Ok::<_, DbError>(None);
+        };
+        Ok(Some((order, store::steps(conn, id)?)))
+    })
+    .await?;
+    found.ok_or(ApiError::NotFound("order"))
 }

@@ -21,7 +21,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.configure(shared_events::http::configure_common)
         .route("/readyz", web::get().to(readyz))
         .route("/orders", web::post().to(place_order))
-        .route("/orders/{id}", web::get().to(get_order));
+        .route("/orders/{id}", web::get().to(get_order))
+        .route("/orders/{id}/cancel", web::post().to(cancel_order))
+        .route("/orders/{id}/timeline", web::get().to(get_timeline));
 }
 
 async fn place_order(
@@ -44,6 +46,31 @@ async fn get_order(
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("order"))?;
     let order = orders::get(&state.pool, id).await?;
     Ok(HttpResponse::Ok().json(OrderView::from(order)))
+}
+
+/// The shopper cancels the order (refunded if it was paid).
+async fn cancel_order(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("order"))?;
+    let order = orders::cancel(&state.pool, &state.outbox, id).await?;
+    Ok(HttpResponse::Accepted().json(OrderView::from(order)))
+}
+
+/// Every step of the order's saga: which event, from which service, when, and what the
+/// order service did with it.
+async fn get_timeline(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("order"))?;
+    let (order, steps) = orders::timeline(&state.pool, id).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "order_id": id,
+        "status": order.row.status,
+        "steps": steps,
+    })))
 }
 
 /// Ready when the database answers.
@@ -113,6 +140,7 @@ struct OrderView {
     total_amount: i64,
     currency: &'static str,
     cancel_reason: Option<String>,
+    refunded_amount: Option<i64>,
     payment_deadline: DateTime<Utc>,
     payment: Option<PaymentView>,
     created_at: DateTime<Utc>,
@@ -149,6 +177,7 @@ impl From<Order> for OrderView {
             total_amount: row.total_amount,
             currency: "KRW",
             cancel_reason: row.cancel_reason,
+            refunded_amount: row.refunded_amount,
             payment_deadline: row.payment_deadline,
             payment,
             created_at: row.created_at,

@@ -1,15 +1,21 @@
-//! The order side of the saga: payment events settle orders.
+//! The order side of the saga.
 //!
-//! * `PaymentReady` → the order learns where the shopper pays (`payment.redirect_url`).
-//! * `PaymentApproved` → `COMPLETED` + `OrderCompleted`.
+//! Payment events, the shopper's cancel request and the payment deadline are all
+//! [`Trigger`]s. [`apply`] locks the order, asks the status table what to do
+//! ([`OrderStatus::decide`]), makes the change, enqueues the event that announces it and
+//! records the step for the timeline — all in the caller's transaction.
+//!
+//! * `PaymentReady` → the order learns where the shopper pays.
+//! * `PaymentApproved` → `COMPLETED` + `OrderCompleted`; for an order already cancelled,
+//!   `RefundRequested` (the money goes back).
 //! * `PaymentFailed` → `CANCELLED` + `OrderCancelled` (the compensation).
+//! * `PaymentRefunded` → `CANCELLED` (refunded) + `OrderCancelled` with the amount.
 //!
-//! Each event is claimed in the inbox in the same transaction as its effect, so a
-//! redelivered event changes nothing; an outcome for an order that is already settled is
-//! recorded and ignored.
+//! Consumed events are claimed in the inbox in the same transaction as their effect, so a
+//! redelivered event changes nothing.
 
-use crate::domain::PaymentOutcome;
-use crate::store;
+use crate::domain::{Decision, OrderStatus, Trigger};
+use crate::store::{self, Order};
 use chrono::Utc;
 use diesel::pg::PgConnection;
 use diesel::Connection;
@@ -17,14 +23,17 @@ use shared_events::db::{run_blocking, DbError, PgPool};
 use shared_events::inbox;
 use shared_events::kafka::{EventHandler, HandlerError};
 use shared_events::outbox::Outbox;
-use shared_events::{CancelReason, Event, EventBody, OrderCancelled, OrderCompleted};
+use shared_events::{
+    CancelReason, Event, EventBody, OrderCancelled, OrderCompleted, RefundRequested,
+};
+use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
-enum SagaError {
+pub enum SagaError {
     #[error(transparent)]
     Db(#[from] DbError),
-    #[error("event for an unknown order {0}")]
-    UnknownOrder(uuid::Uuid),
+    #[error("no order {0}")]
+    UnknownOrder(Uuid),
 }
 
 impl From<diesel::result::Error> for SagaError {
@@ -33,6 +42,147 @@ impl From<diesel::result::Error> for SagaError {
     }
 }
 
+/// What a trigger brings with it.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    /// The event that caused the trigger, if any (the new event's causation id).
+    pub cause: Option<Event>,
+    pub payment_id: Option<Uuid>,
+    pub refunded_amount: Option<i64>,
+}
+
+/// The order after a trigger, and whether an event was enqueued.
+pub struct Applied {
+    pub order: Order,
+    pub published: bool,
+}
+
+/// Applies `trigger` to order `order_id` inside the caller's transaction.
+pub fn apply(
+    conn: &mut PgConnection,
+    outbox: &Outbox,
+    order_id: Uuid,
+    trigger: Trigger,
+    facts: &Facts,
+) -> Result<Applied, SagaError> {
+    let order = store::find(conn, order_id, true)?.ok_or(SagaError::UnknownOrder(order_id))?;
+    let from = order.status();
+    let decision = from.decide(trigger);
+    let Some((to, event)) = carry_out(conn, &order, decision, facts)? else {
+        tracing::info!(%order_id, status = %from, ?trigger, "Trigger changes nothing.");
+        return Ok(Applied {
+            order,
+            published: false,
+        });
+    };
+    outbox.enqueue(conn, &event)?;
+    store::record_step(conn, &event, "order", "published")?;
+    metrics::counter!("order_transitions_total", "from" => from.as_str(), "to" => to.as_str())
+        .increment(1);
+    tracing::info!(%order_id, %from, %to, event = %event.event_type(), "Order moved.");
+    let order = store::find(conn, order_id, false)?.ok_or(SagaError::UnknownOrder(order_id))?;
+    Ok(Applied {
+        order,
+        published: true,
+    })
+}
+
+/// Makes the change `decision` asks for; returns the new status and its event.
+fn carry_out(
+    conn: &mut PgConnection,
+    order: &Order,
+    decision: Decision,
+    facts: &Facts,
+) -> Result<Option<(OrderStatus, Event)>, SagaError> {
+    let id = order.row.id;
+    let new_event = |body: shared_events::EventBody| match &facts.cause {
+        Some(cause) => cause.follow_up(body),
+        None => Event::new(id, None, body),
+    };
+    Ok(Some(match decision {
+        Decision::Nothing => return Ok(None),
+        Decision::Complete => {
+            let payment_id = facts
+                .payment_id
+                .or(order.row.payment_id)
+                .unwrap_or_default();
+            store::complete(conn, id, payment_id)?;
+            let body = OrderCompleted {
+                order: order.snapshot(),
+                payment_id,
+                completed_at: Utc::now(),
+            };
+            (OrderStatus::Completed, new_event(body.into()))
+        }
+        Decision::Cancel(reason) => {
+            store::cancel(conn, id, reason)?;
+            (
+                OrderStatus::Cancelled,
+                new_event(cancelled(order, reason, None).into()),
+            )
+        }
+        Decision::RequestRefund(reason) => {
+            let Some(payment_id) = facts.payment_id.or(order.row.payment_id) else {
+                return Ok(None);
+            };
+            // A completed order waits in CANCELLING for its refund; a cancelled one that
+            // was paid late stays CANCELLED.
+            let to = if order.status() == OrderStatus::Completed {
+                store::start_refund(conn, id, reason)?;
+                OrderStatus::Cancelling
+            } else {
+                order.status()
+            };
+            let body = RefundRequested {
+                payment_id,
+                amount: order.row.total_amount,
+                reason,
+            };
+            (to, new_event(body.into()))
+        }
+        Decision::FinishRefund => {
+            let amount = facts.refunded_amount.unwrap_or(order.row.total_amount);
+            store::finish_refund(conn, id, amount)?;
+            let reason = order
+                .cancel_reason()
+                .unwrap_or(CancelReason::CancelledByShopper);
+            (
+                OrderStatus::Cancelled,
+                new_event(cancelled(order, reason, Some(amount)).into()),
+            )
+        }
+    }))
+}
+
+fn cancelled(order: &Order, reason: CancelReason, refunded_amount: Option<i64>) -> OrderCancelled {
+    OrderCancelled {
+        order: order.snapshot(),
+        reason,
+        refunded_amount,
+        cancelled_at: Utc::now(),
+    }
+}
+
+/// Applies a trigger in a transaction of its own and wakes the relay if needed.
+pub async fn run(
+    pool: &PgPool,
+    outbox: &Outbox,
+    order_id: Uuid,
+    trigger: Trigger,
+    facts: Facts,
+) -> Result<Order, SagaError> {
+    let writer = outbox.clone();
+    let applied = run_blocking(pool, move |conn| {
+        conn.transaction(|conn| apply(conn, &writer, order_id, trigger, &facts))
+    })
+    .await?;
+    if applied.published {
+        outbox.notify();
+    }
+    Ok(applied.order)
+}
+
+/// The consumer of payment events.
 pub struct PaymentEvents {
     pub pool: PgPool,
     pub outbox: Outbox,
@@ -42,12 +192,14 @@ impl EventHandler for PaymentEvents {
     async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
         let event = event.clone();
         let outbox = self.outbox.clone();
-        let published = run_blocking(&self.pool, move |conn| apply(conn, &outbox, &event))
-            .await
-            .map_err(|error| match error {
-                SagaError::Db(_) => HandlerError::Transient(error.into()),
-                SagaError::UnknownOrder(_) => HandlerError::Permanent(error.into()),
-            })?;
+        let published = run_blocking(&self.pool, move |conn| {
+            conn.transaction(|conn| consume(conn, &outbox, &event))
+        })
+        .await
+        .map_err(|error| match error {
+            SagaError::Db(_) => HandlerError::Transient(error.into()),
+            SagaError::UnknownOrder(_) => HandlerError::Permanent(error.into()),
+        })?;
         if published {
             self.outbox.notify();
         }
@@ -55,75 +207,48 @@ impl EventHandler for PaymentEvents {
     }
 }
 
-/// Applies one event in one transaction; true when it enqueued an event of its own.
-fn apply(conn: &mut PgConnection, outbox: &Outbox, event: &Event) -> Result<bool, SagaError> {
-    conn.transaction(|conn| {
-        if !inbox::claim(conn, event)? {
-            tracing::debug!(event_id = %event.event_id, "Event already handled.");
+/// Handles one payment event in the caller's transaction; true when it enqueued one.
+fn consume(conn: &mut PgConnection, outbox: &Outbox, event: &Event) -> Result<bool, SagaError> {
+    if !inbox::claim(conn, event)? {
+        tracing::debug!(event_id = %event.event_id, "Event already handled.");
+        return Ok(false);
+    }
+    let facts = |payment_id: Option<Uuid>, refunded_amount: Option<i64>| Facts {
+        cause: Some(event.clone()),
+        payment_id,
+        refunded_amount,
+    };
+    let (trigger, facts) = match &event.body {
+        EventBody::PaymentReady(ready) => {
+            store::find(conn, event.order_id, true)?
+                .ok_or(SagaError::UnknownOrder(event.order_id))?;
+            store::record_payment_ready(conn, event.order_id, ready)?;
+            store::record_step(conn, event, "payment", "applied")?;
             return Ok(false);
         }
-        match &event.body {
-            EventBody::PaymentReady(ready) => {
-                lock(conn, event)?;
-                store::record_payment_ready(conn, event.order_id, ready)?;
-                Ok(false)
-            }
-            EventBody::PaymentApproved(approved) => settle(
-                conn,
-                outbox,
-                event,
-                PaymentOutcome::Approved,
-                Some(approved.payment_id),
-            ),
-            EventBody::PaymentFailed(failed) => {
-                let outcome = PaymentOutcome::Failed(CancelReason::from(failed.reason));
-                settle(conn, outbox, event, outcome, failed.payment_id)
-            }
-            _ => Ok(false),
+        EventBody::PaymentApproved(approved) => (
+            Trigger::PaymentApproved,
+            facts(Some(approved.payment_id), None),
+        ),
+        EventBody::PaymentFailed(failed) => {
+            store::record_payment_status(conn, event.order_id, "FAILED")?;
+            (
+                Trigger::PaymentFailed(CancelReason::from(failed.reason)),
+                facts(failed.payment_id, None),
+            )
         }
-    })
-}
-
-fn lock(conn: &mut PgConnection, event: &Event) -> Result<store::Order, SagaError> {
-    store::find(conn, event.order_id, true)?.ok_or(SagaError::UnknownOrder(event.order_id))
-}
-
-fn settle(
-    conn: &mut PgConnection,
-    outbox: &Outbox,
-    event: &Event,
-    outcome: PaymentOutcome,
-    payment_id: Option<uuid::Uuid>,
-) -> Result<bool, SagaError> {
-    let order = lock(conn, event)?;
-    let from = order.status();
-    let Some(to) = from.settle(outcome) else {
-        tracing::warn!(order_id = %event.order_id, status = %from, ?outcome, "Payment outcome for a settled order ignored.");
-        return Ok(false);
+        EventBody::PaymentRefunded(refunded) => (
+            Trigger::Refunded,
+            facts(Some(refunded.payment_id), Some(refunded.amount)),
+        ),
+        _ => return Ok(false),
     };
-    let follow_up = match outcome {
-        PaymentOutcome::Approved => {
-            let payment_id = payment_id.unwrap_or_default();
-            store::complete(conn, event.order_id, payment_id)?;
-            event.follow_up(OrderCompleted {
-                order: order.snapshot(),
-                payment_id,
-                completed_at: Utc::now(),
-            })
-        }
-        PaymentOutcome::Failed(reason) => {
-            store::cancel(conn, event.order_id, reason, "FAILED")?;
-            event.follow_up(OrderCancelled {
-                order: order.snapshot(),
-                reason,
-                refunded_amount: None,
-                cancelled_at: Utc::now(),
-            })
-        }
+    let applied = apply(conn, outbox, event.order_id, trigger, &facts)?;
+    let outcome = if applied.published {
+        "applied"
+    } else {
+        "ignored: order already settled"
     };
-    outbox.enqueue(conn, &follow_up)?;
-    metrics::counter!("order_transitions_total", "from" => from.as_str(), "to" => to.as_str())
-        .increment(1);
-    tracing::info!(order_id = %event.order_id, %from, %to, "Order settled.");
-    Ok(true)
+    store::record_step(conn, event, "payment", outcome)?;
+    Ok(applied.published)
 }

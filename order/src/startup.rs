@@ -49,7 +49,7 @@ impl Application {
         let outbox = Outbox::new(topics.clone());
         let shutdown = CancellationToken::new();
 
-        let relay = outbox.relay(pool.clone(), producer.clone());
+        let relay = outbox.relay("order", pool.clone(), producer.clone());
         let consumer = ConsumerLoop::new(
             "order-payment-events",
             &settings.kafka,
@@ -65,6 +65,12 @@ impl Application {
         let tasks = vec![
             tokio::spawn(relay.run(shutdown.clone())),
             tokio::spawn(consumer.run(shutdown.clone())),
+            tokio::spawn(crate::deadline::run(
+                pool.clone(),
+                outbox.clone(),
+                Duration::from_millis(settings.deadline_check_ms),
+                shutdown.clone(),
+            )),
         ];
 
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))

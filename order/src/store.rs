@@ -18,6 +18,7 @@ diesel::table! {
         status -> Text,
         total_amount -> Int8,
         cancel_reason -> Nullable<Text>,
+        refunded_amount -> Nullable<Int8>,
         payment_deadline -> Timestamptz,
         payment_id -> Nullable<Uuid>,
         payment_tid -> Nullable<Text>,
@@ -40,8 +41,31 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    saga_steps (id) {
+        id -> Int8,
+        order_id -> Uuid,
+        event_id -> Uuid,
+        event_type -> Text,
+        service -> Text,
+        outcome -> Text,
+        at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(order_items -> orders (order_id));
 diesel::allow_tables_to_appear_in_same_query!(orders, order_items);
+
+/// One step of an order's saga, for the timeline.
+#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[diesel(table_name = saga_steps)]
+pub struct SagaStep {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub service: String,
+    pub outcome: String,
+    pub at: DateTime<Utc>,
+}
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = orders)]
@@ -53,6 +77,7 @@ pub struct OrderRow {
     pub status: String,
     pub total_amount: i64,
     pub cancel_reason: Option<String>,
+    pub refunded_amount: Option<i64>,
     pub payment_deadline: DateTime<Utc>,
     pub payment_id: Option<Uuid>,
     pub payment_tid: Option<String>,
@@ -87,6 +112,11 @@ impl Order {
             .status
             .parse()
             .expect("the status column only holds known statuses (CHECK constraint)")
+    }
+
+    pub fn cancel_reason(&self) -> Option<CancelReason> {
+        let reason = self.row.cancel_reason.clone()?;
+        serde_json::from_value(serde_json::Value::String(reason)).ok()
     }
 
     /// What later saga steps need to know about this order.
@@ -194,24 +224,103 @@ pub fn complete(conn: &mut PgConnection, id: Uuid, payment_id: Uuid) -> QueryRes
         .map(|_| ())
 }
 
-pub fn cancel(
-    conn: &mut PgConnection,
-    id: Uuid,
-    reason: CancelReason,
-    payment_status: &str,
-) -> QueryResult<()> {
-    let reason = serde_json::to_value(reason)
+fn reason_text(reason: CancelReason) -> String {
+    serde_json::to_value(reason)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+pub fn cancel(conn: &mut PgConnection, id: Uuid, reason: CancelReason) -> QueryResult<()> {
     diesel::update(orders::table.find(id))
         .set((
             orders::status.eq(OrderStatus::Cancelled.as_str()),
-            orders::cancel_reason.eq(reason),
-            orders::payment_status.eq(payment_status),
+            orders::cancel_reason.eq(reason_text(reason)),
             orders::cancelled_at.eq(diesel::dsl::now),
             orders::updated_at.eq(diesel::dsl::now),
         ))
         .execute(conn)
         .map(|_| ())
+}
+
+pub fn record_payment_status(
+    conn: &mut PgConnection,
+    id: Uuid,
+    payment_status: &str,
+) -> QueryResult<()> {
+    diesel::update(orders::table.find(id))
+        .set((
+            orders::payment_status.eq(payment_status),
+            orders::updated_at.eq(diesel::dsl::now),
+        ))
+        .execute(conn)
+        .map(|_| ())
+}
+
+/// `COMPLETED` → `CANCELLING`: the refund has been asked for.
+pub fn start_refund(conn: &mut PgConnection, id: Uuid, reason: CancelReason) -> QueryResult<()> {
+    diesel::update(orders::table.find(id))
+        .set((
+            orders::status.eq(OrderStatus::Cancelling.as_str()),
+            orders::cancel_reason.eq(reason_text(reason)),
+            orders::updated_at.eq(diesel::dsl::now),
+        ))
+        .execute(conn)
+        .map(|_| ())
+}
+
+/// The money is back with the shopper: `CANCELLED`, refunded.
+pub fn finish_refund(conn: &mut PgConnection, id: Uuid, amount: i64) -> QueryResult<()> {
+    diesel::update(orders::table.find(id))
+        .set((
+            orders::status.eq(OrderStatus::Cancelled.as_str()),
+            orders::refunded_amount.eq(amount),
+            orders::payment_status.eq("REFUNDED"),
+            orders::cancelled_at.eq(diesel::dsl::sql::<
+                diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>,
+            >("COALESCE(cancelled_at, now())")),
+            orders::updated_at.eq(diesel::dsl::now),
+        ))
+        .execute(conn)
+        .map(|_| ())
+}
+
+pub fn record_step(
+    conn: &mut PgConnection,
+    event: &shared_events::Event,
+    service: &str,
+    outcome: &str,
+) -> QueryResult<()> {
+    diesel::insert_into(saga_steps::table)
+        .values((
+            saga_steps::order_id.eq(event.order_id),
+            saga_steps::event_id.eq(event.event_id),
+            saga_steps::event_type.eq(event.event_type().as_str()),
+            saga_steps::service.eq(service),
+            saga_steps::outcome.eq(outcome),
+        ))
+        .execute(conn)
+        .map(|_| ())
+}
+
+pub fn steps(conn: &mut PgConnection, order_id: Uuid) -> QueryResult<Vec<SagaStep>> {
+    saga_steps::table
+        .filter(saga_steps::order_id.eq(order_id))
+        .order(saga_steps::id)
+        .select(SagaStep::as_select())
+        .load(conn)
+}
+
+/// Up to `limit` unpaid orders past their deadline, locked (skipping rows another
+/// instance is expiring right now).
+pub fn overdue(conn: &mut PgConnection, limit: i64) -> QueryResult<Vec<Uuid>> {
+    orders::table
+        .filter(orders::status.eq(OrderStatus::PendingPayment.as_str()))
+        .filter(orders::payment_deadline.lt(diesel::dsl::now))
+        .order(orders::payment_deadline)
+        .limit(limit)
+        .select(orders::id)
+        .for_update()
+        .skip_locked()
+        .load(conn)
 }

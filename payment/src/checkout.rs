@@ -20,7 +20,7 @@ use shared_events::kafka::{EventHandler, HandlerError};
 use shared_events::outbox::Outbox;
 use shared_events::{
     inbox, Event, EventBody, OrderPlaced, PaymentApproved, PaymentFailed, PaymentFailureReason,
-    PaymentReady,
+    PaymentReady, PaymentRefunded, RefundRequested,
 };
 use std::sync::Arc;
 use uuid::Uuid;
@@ -152,8 +152,13 @@ impl Checkout {
         let payment = self.find(payment_id).await?;
         if payment.status() == PaymentStatus::Ready {
             self.commit(None, move |conn| {
-                let step =
-                    store::mark_failed(conn, payment.id, PaymentStatus::Ready, reason, None)?;
+                let step = store::mark_failed(
+                    conn,
+                    payment.id,
+                    PaymentStatus::Ready,
+                    &reason_text(reason),
+                    None,
+                )?;
                 Ok(step.map(|p| {
                     let event = failed_event(
                         &p,
@@ -168,6 +173,88 @@ impl Checkout {
             .await?;
         }
         self.find(payment_id).await
+    }
+
+    /// The order was cancelled before it was paid: the payment can no longer be
+    /// approved, so a shopper returning late to the approval URL is not charged.
+    pub async fn order_cancelled(&self, event: &Event) -> Result<(), DbError> {
+        let order_id = event.order_id;
+        let closed = run_blocking(&self.pool, move |conn| {
+            let mut closed = 0;
+            for payment in store::find_by_order(conn, order_id)? {
+                for from in [PaymentStatus::Requested, PaymentStatus::Ready] {
+                    closed += store::mark_failed(conn, payment.id, from, "order_cancelled", None)?
+                        .map_or(0, |_| 1);
+                }
+            }
+            Ok::<_, DbError>(closed)
+        })
+        .await?;
+        if closed > 0 {
+            tracing::info!(%order_id, "Payment closed: its order was cancelled.");
+        }
+        Ok(())
+    }
+
+    /// Gives the shopper's money back through Kakao Pay `cancel`, at most once per
+    /// payment; an unclear outcome is settled by the gateway's own record.
+    pub async fn refund(
+        &self,
+        cause: &Event,
+        request: &RefundRequested,
+    ) -> Result<(), HandlerError> {
+        let transient = |error: DbError| HandlerError::Transient(error.into());
+        let payment_id = request.payment_id;
+        let payment = run_blocking(&self.pool, move |conn| {
+            store::begin_refund(conn, payment_id)?;
+            Ok::<_, DbError>(store::find(conn, payment_id)?)
+        })
+        .await
+        .map_err(transient)?
+        .ok_or_else(|| {
+            HandlerError::Permanent(anyhow::anyhow!("no payment {payment_id} to refund"))
+        })?;
+        match payment.status() {
+            PaymentStatus::Refunding => {}
+            PaymentStatus::Refunded => return Ok(()),
+            other => {
+                return Err(HandlerError::Permanent(anyhow::anyhow!(
+                    "payment {payment_id} is {other}: nothing to refund"
+                )))
+            }
+        }
+        if let Err(error) = self.gateway.refund(&payment).await {
+            match self.gateway.status(&payment).await {
+                Ok(status) if status.status.as_str().ends_with("CANCEL_PAYMENT") => {
+                    tracing::warn!(%payment_id, %error, "Refund answer lost; the gateway shows it refunded.");
+                }
+                _ if error.is_transient() || error.outcome_unknown() => {
+                    return Err(HandlerError::Transient(error.into()))
+                }
+                _ => return Err(HandlerError::Permanent(error.into())),
+            }
+        }
+        let amount = payment.amount;
+        self.commit(Some(cause.clone()), move |conn| {
+            let step = store::mark_refunded(conn, payment.id, amount)?;
+            Ok(step.map(|p| {
+                let event = Event::new(
+                    p.order_id,
+                    None,
+                    PaymentRefunded {
+                        payment_id: p.id,
+                        tid: p.tid().to_owned(),
+                        amount,
+                        refunded_at: p.refunded_at.unwrap_or_else(Utc::now),
+                    },
+                );
+                (p, event)
+            }))
+        })
+        .await
+        .map_err(transient)?;
+        metrics::counter!("payment_refunds_total").increment(1);
+        Ok(())
     }
 
     pub async fn find(&self, payment_id: Uuid) -> Result<Payment, ApiError> {
@@ -306,12 +393,19 @@ fn fail(
     cause: Option<&Event>,
 ) -> Result<Step, DbError> {
     let code = error.code().filter(|c| *c != 0);
-    let step = store::mark_failed(conn, payment.id, from, reason, code)?;
+    let step = store::mark_failed(conn, payment.id, from, &reason_text(reason), code)?;
     metrics::counter!("payment_payments_failed_total").increment(1);
     Ok(step.map(|p| {
         let event = failed_event(&p, reason, code, error.to_string(), cause);
         (p, event)
     }))
+}
+
+fn reason_text(reason: PaymentFailureReason) -> String {
+    serde_json::to_value(reason)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 fn failed_event(
@@ -339,12 +433,11 @@ pub struct OrderEvents(pub Arc<Checkout>);
 
 impl EventHandler for OrderEvents {
     async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
+        let transient = |error: DbError| HandlerError::Transient(error.into());
         match &event.body {
-            EventBody::OrderPlaced(placed) => self
-                .0
-                .start(event, placed)
-                .await
-                .map_err(|error| HandlerError::Transient(error.into())),
+            EventBody::OrderPlaced(placed) => self.0.start(event, placed).await.map_err(transient),
+            EventBody::OrderCancelled(_) => self.0.order_cancelled(event).await.map_err(transient),
+            EventBody::RefundRequested(request) => self.0.refund(event, request).await,
             _ => Ok(()),
         }
     }

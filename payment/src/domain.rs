@@ -8,7 +8,8 @@ use std::str::FromStr;
 ///
 /// `REQUESTED` (order seen, gateway not yet asked) → `READY` (tid issued, shopper may pay)
 /// → `APPROVING` (approve sent; at most one caller gets here per payment) → `APPROVED`.
-/// Any step may end in `FAILED`.
+/// Any step before `APPROVED` may end in `FAILED`. A refund goes `APPROVED` →
+/// `REFUNDING` (at most one caller) → `REFUNDED`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PaymentStatus {
     Requested,
@@ -16,6 +17,8 @@ pub enum PaymentStatus {
     Approving,
     Approved,
     Failed,
+    Refunding,
+    Refunded,
 }
 
 impl PaymentStatus {
@@ -26,6 +29,8 @@ impl PaymentStatus {
             PaymentStatus::Approving => "APPROVING",
             PaymentStatus::Approved => "APPROVED",
             PaymentStatus::Failed => "FAILED",
+            PaymentStatus::Refunding => "REFUNDING",
+            PaymentStatus::Refunded => "REFUNDED",
         }
     }
 }
@@ -45,6 +50,8 @@ impl FromStr for PaymentStatus {
             "APPROVING" => PaymentStatus::Approving,
             "APPROVED" => PaymentStatus::Approved,
             "FAILED" => PaymentStatus::Failed,
+            "REFUNDING" => PaymentStatus::Refunding,
+            "REFUNDED" => PaymentStatus::Refunded,
             other => return Err(format!("unknown payment status {other:?}")),
         })
     }

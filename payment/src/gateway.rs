@@ -7,8 +7,8 @@
 
 use crate::store::{self, NewGatewayCall, Payment};
 use kakaopay::{
-    ApproveRequest, ApproveResponse, KakaoPayClient, KakaoPayError, OrderStatusResponse,
-    ReadyRequest, ReadyResponse,
+    ApproveRequest, ApproveResponse, CancelRequest, CancelResponse, KakaoPayClient, KakaoPayError,
+    OrderStatusResponse, ReadyRequest, ReadyResponse,
 };
 use shared_events::db::{run_blocking, DbError, PgPool};
 use shared_events::kafka::RetryPolicy;
@@ -91,6 +91,21 @@ impl Gateway {
             payload: None,
         };
         self.call(payment, "approve", || self.client.approve(&request))
+            .await
+    }
+
+    /// Refunds the whole payment. `cancel_available_amount` is the full amount, so a
+    /// replayed cancel after a lost response is refused instead of refunding twice.
+    pub async fn refund(&self, payment: &Payment) -> Result<CancelResponse, KakaoPayError> {
+        let request = CancelRequest {
+            tid: payment.tid().to_owned(),
+            cancel_amount: payment.amount,
+            cancel_tax_free_amount: 0,
+            cancel_vat_amount: None,
+            cancel_available_amount: Some(payment.amount),
+            payload: None,
+        };
+        self.call(payment, "cancel", || self.client.cancel(&request))
             .await
     }
 

@@ -72,7 +72,11 @@ impl Application {
         )
         .context("creating the Kafka consumer")?;
         let tasks = vec![
-            tokio::spawn(outbox.relay(pool, producer).run(shutdown.clone())),
+            tokio::spawn(
+                outbox
+                    .relay("payment", pool, producer)
+                    .run(shutdown.clone()),
+            ),
             tokio::spawn(consumer.run(shutdown.clone())),
         ];
 

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use serde::Serialize;
-use shared_events::{OrderSnapshot, PaymentFailureReason};
+use shared_events::OrderSnapshot;
 use uuid::Uuid;
 
 diesel::table! {
@@ -31,6 +31,8 @@ diesel::table! {
         ready_at -> Nullable<Timestamptz>,
         approved_at -> Nullable<Timestamptz>,
         failed_at -> Nullable<Timestamptz>,
+        refunded_amount -> Nullable<Int8>,
+        refunded_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -71,6 +73,8 @@ pub struct Payment {
     pub ready_at: Option<DateTime<Utc>>,
     pub approved_at: Option<DateTime<Utc>>,
     pub failed_at: Option<DateTime<Utc>>,
+    pub refunded_amount: Option<i64>,
+    pub refunded_at: Option<DateTime<Utc>>,
 }
 
 impl Payment {
@@ -228,24 +232,45 @@ pub fn mark_approved(
         .map(Some)
 }
 
+/// `reason` is a `PaymentFailureReason` in snake case, or `order_cancelled`.
 pub fn mark_failed(
     conn: &mut PgConnection,
     id: Uuid,
     from: PaymentStatus,
-    reason: PaymentFailureReason,
+    reason: &str,
     error_code: Option<i32>,
 ) -> QueryResult<Option<Payment>> {
     let Some(_) = transition(conn, id, from, PaymentStatus::Failed)? else {
         return Ok(None);
     };
-    let reason = serde_json::to_value(reason)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned));
     diesel::update(payments::table.find(id))
         .set((
             payments::failure_reason.eq(reason),
             payments::error_code.eq(error_code),
             payments::failed_at.eq(diesel::dsl::now),
+        ))
+        .returning(Payment::as_returning())
+        .get_result(conn)
+        .map(Some)
+}
+
+/// `APPROVED` → `REFUNDING`: only the caller that gets `Some` may call Kakao Pay cancel.
+pub fn begin_refund(conn: &mut PgConnection, id: Uuid) -> QueryResult<Option<Payment>> {
+    transition(conn, id, PaymentStatus::Approved, PaymentStatus::Refunding)
+}
+
+pub fn mark_refunded(
+    conn: &mut PgConnection,
+    id: Uuid,
+    amount: i64,
+) -> QueryResult<Option<Payment>> {
+    let Some(_) = transition(conn, id, PaymentStatus::Refunding, PaymentStatus::Refunded)? else {
+        return Ok(None);
+    };
+    diesel::update(payments::table.find(id))
+        .set((
+            payments::refunded_amount.eq(amount),
+            payments::refunded_at.eq(diesel::dsl::now),
         ))
         .returning(Payment::as_returning())
         .get_result(conn)

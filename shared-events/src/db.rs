@@ -52,15 +52,23 @@ where
     E: From<DbError> + Send + 'static,
 {
     let pool = pool.clone();
-    let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || {
-        span.in_scope(|| {
-            let mut conn = pool.get().map_err(DbError::from)?;
-            f(&mut conn)
-        })
+    blocking(move || {
+        let mut conn = pool.get().map_err(DbError::from)?;
+        f(&mut conn)
     })
     .await
     .map_err(DbError::from)?
+}
+
+/// Runs blocking work (database work that manages its own connections) on the blocking
+/// pool, in the current span. Prefer [`run_blocking`].
+pub async fn blocking<T, F>(f: F) -> Result<T, tokio::task::JoinError>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f)).await
 }
 
 pub type MigrationError = Box<dyn std::error::Error + Send + Sync>;

@@ -202,6 +202,7 @@ event_types!(
     PaymentRefunded,
     OrderCompleted,
     OrderCancelled,
+    RefundRequested,
 );
 
 impl fmt::Display for EventType {
@@ -327,6 +328,15 @@ impl From<PaymentFailureReason> for CancelReason {
     }
 }
 
+/// The order asks payment to give the shopper's money back: the shopper cancelled a
+/// paid order, or a payment was approved after its order had been cancelled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefundRequested {
+    pub payment_id: Uuid,
+    pub amount: i64,
+    pub reason: CancelReason,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderCancelled {
     pub order: OrderSnapshot,
@@ -403,6 +413,11 @@ mod tests {
                 reason: CancelReason::PaymentDeclined,
                 refunded_amount: None,
                 cancelled_at: Utc::now(),
+            }),
+            placed.follow_up(RefundRequested {
+                payment_id,
+                amount: 9000,
+                reason: CancelReason::CancelledByShopper,
             }),
             placed,
         ]

@@ -34,6 +34,6 @@ pub mod telemetry;
 pub use event::{
     CancelReason, DecodeError, Event, EventBody, EventType, LineItem, OrderCancelled,
     OrderCompleted, OrderPlaced, OrderSnapshot, PaymentApproved, PaymentFailed,
-    PaymentFailureReason, PaymentReady, PaymentRefunded,
+    PaymentFailureReason, PaymentReady, PaymentRefunded, RefundRequested,
 };
 pub use topics::Topics;

@@ -5,9 +5,17 @@
 //! unpublished rows in id order — so one order's events keep their order — waits for the
 //! broker's acknowledgement, and only then marks them published. A crash between publish
 //! and mark means the rows are published again: delivery is at least once, and consumers
-//! are idempotent. A slow poll catches rows written by other instances.
+//! are idempotent.
+//!
+//! Waking: the writer's own `notify` wakes the relay of its process at once; an insert
+//! trigger `NOTIFY`s every other instance, whose relay listens on a connection of its own
+//! (checked every few milliseconds); a slow poll is the last resort.
+//!
+//! Ordering across instances: only the relay holding the database's outbox advisory lock
+//! publishes a batch, so two relays never interleave one order's events. Published rows
+//! are deleted after a retention period, so the table stays small.
 
-use crate::db::{run_blocking, DbError, PgPool};
+use crate::db::{blocking, run_blocking, DbError, PgPool};
 use crate::event::Event;
 use crate::kafka::event_headers;
 use crate::topics::Topics;
@@ -37,6 +45,7 @@ diesel::table! {
 #[diesel(table_name = outbox)]
 struct OutboxRow {
     id: i64,
+    created_at: DateTime<Utc>,
     event_id: uuid::Uuid,
     topic: String,
     message_key: String,
@@ -83,8 +92,15 @@ impl Outbox {
         self.wake.notify_one();
     }
 
-    pub fn relay(&self, pool: PgPool, producer: FutureProducer) -> OutboxRelay {
+    /// The relay for this outbox; `service` labels its metrics.
+    pub fn relay(
+        &self,
+        service: &'static str,
+        pool: PgPool,
+        producer: FutureProducer,
+    ) -> OutboxRelay {
         OutboxRelay {
+            service,
             pool,
             producer,
             wake: self.wake.clone(),
@@ -104,6 +120,7 @@ pub enum RelayError {
 }
 
 pub struct OutboxRelay {
+    service: &'static str,
     pool: PgPool,
     producer: FutureProducer,
     wake: Arc<Notify>,
@@ -120,6 +137,7 @@ impl OutboxRelay {
 
     /// Publishes until `shutdown` is cancelled.
     pub async fn run(self, shutdown: CancellationToken) {
+        let listener = listen_for_inserts(self.pool.clone(), self.wake.clone(), shutdown.clone());
         let mut last_cleanup = Instant::now();
         loop {
             let wait = match self.publish_batch().await {
@@ -140,30 +158,32 @@ impl OutboxRelay {
                 _ = tokio::time::sleep(wait) => {}
             }
         }
+        let _ = listener.await;
         tracing::info!("Outbox relay stopped.");
     }
 
-    /// Publishes one batch of unpublished rows; returns how many were published.
+    /// Publishes one batch of unpublished rows; returns how many were published. Does
+    /// nothing when another instance's relay holds the lock.
     pub async fn publish_batch(&self) -> Result<usize, RelayError> {
         let limit = self.batch_size;
-        let rows: Vec<OutboxRow> = run_blocking(&self.pool, move |conn| {
-            outbox::table
-                .filter(outbox::published_at.is_null())
-                .order(outbox::id)
-                .limit(limit)
-                .select(OutboxRow::as_select())
-                .load(conn)
-                .map_err(DbError::from)
-        })
-        .await?;
-        if rows.is_empty() {
+        let pool = self.pool.clone();
+        let claimed = blocking(move || claim_batch(&pool, limit))
+            .await
+            .map_err(DbError::from)??;
+        let Some(Batch { mut lease, rows }) = claimed else {
             return Ok(0);
-        }
+        };
         let published = self.send_in_order(&rows).await;
         let ids: Vec<i64> = rows.iter().take(published).map(|row| row.id).collect();
-        if !ids.is_empty() {
-            run_blocking(&self.pool, move |conn| mark_published(conn, &ids)).await?;
-        }
+        let marked = blocking(move || {
+            let marked = mark_published(&mut lease, &ids);
+            release(&mut lease);
+            marked
+        })
+        .await
+        .map_err(DbError::from)?;
+        marked?;
+        self.record_lag(&rows[..published]);
         if published < rows.len() {
             return Err(RelayError::Publish(
                 rdkafka::error::KafkaError::MessageProduction(
@@ -172,6 +192,18 @@ impl OutboxRelay {
             ));
         }
         Ok(published)
+    }
+
+    /// Relay lag: from the commit of a row to its acknowledgement by the broker.
+    fn record_lag(&self, rows: &[OutboxRow]) {
+        let now = Utc::now();
+        for row in rows {
+            let lag = (now - row.created_at).to_std().unwrap_or_default();
+            metrics::histogram!("saga_outbox_relay_lag_seconds", "service" => self.service)
+                .record(lag.as_secs_f64());
+        }
+        metrics::counter!("saga_outbox_published_total", "service" => self.service)
+            .increment(rows.len() as u64);
     }
 
     /// Enqueues every row (librdkafka keeps enqueue order per partition), awaits them
@@ -211,6 +243,93 @@ impl OutboxRelay {
         if let Err(error) = deleted {
             tracing::warn!(%error, "Outbox clean-up failed.");
         }
+    }
+}
+
+/// The key of the advisory lock only the publishing relay holds ("outbox" in ASCII).
+const RELAY_LOCK: i64 = 0x6f75_7462_6f78;
+
+type Lease = diesel::r2d2::PooledConnection<diesel::r2d2::ConnectionManager<PgConnection>>;
+
+/// A batch of rows and the connection holding the relay lock while they are published.
+struct Batch {
+    lease: Lease,
+    rows: Vec<OutboxRow>,
+}
+
+/// Takes the relay lock on a connection of its own and loads the next rows; `None` when
+/// there is nothing to do or another relay holds the lock.
+fn claim_batch(pool: &PgPool, limit: i64) -> Result<Option<Batch>, DbError> {
+    let mut lease = pool.get()?;
+    let locked: bool = diesel::select(diesel::dsl::sql::<diesel::sql_types::Bool>(&format!(
+        "pg_try_advisory_lock({RELAY_LOCK})"
+    )))
+    .get_result(&mut lease)?;
+    if !locked {
+        return Ok(None);
+    }
+    let rows = outbox::table
+        .filter(outbox::published_at.is_null())
+        .order(outbox::id)
+        .limit(limit)
+        .select(OutboxRow::as_select())
+        .load(&mut lease);
+    match rows {
+        Ok(rows) if !rows.is_empty() => Ok(Some(Batch { lease, rows })),
+        other => {
+            release(&mut lease);
+            other.map(|_| None).map_err(DbError::from)
+        }
+    }
+}
+
+/// Wakes the relay when another process commits outbox rows (the insert trigger sends
+/// `NOTIFY outbox`). Holds one pooled connection while the relay runs.
+fn listen_for_inserts(
+    pool: PgPool,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::task::spawn_blocking(move || {
+        while !shutdown.is_cancelled() {
+            match listen(&pool, &wake, &shutdown) {
+                Ok(()) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "Outbox listener lost its connection; reconnecting.");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+    })
+}
+
+fn listen(pool: &PgPool, wake: &Notify, shutdown: &CancellationToken) -> Result<(), DbError> {
+    let mut conn = pool.get()?;
+    diesel::sql_query("LISTEN outbox").execute(&mut conn)?;
+    while !shutdown.is_cancelled() {
+        let mut inserted = false;
+        for notification in conn.notifications_iter() {
+            notification?;
+            inserted = true;
+        }
+        if inserted {
+            wake.notify_one();
+        }
+        // Reading pending notifications is a non-blocking socket read; 5 ms keeps the
+        // wake-up far below the relay's poll without a busy loop.
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    diesel::sql_query("UNLISTEN *").execute(&mut conn)?;
+    Ok(())
+}
+
+fn release(lease: &mut Lease) {
+    let unlocked = diesel::select(diesel::dsl::sql::<diesel::sql_types::Bool>(&format!(
+        "pg_advisory_unlock({RELAY_LOCK})"
+    )))
+    .get_result::<bool>(lease);
+    if let Err(error) = unlocked {
+        tracing::warn!(%error, "Could not release the outbox relay lock.");
     }
 }
 

@@ -28,9 +28,10 @@ impl Topics {
     /// events on the payments topic.
     pub fn for_event(&self, body: &EventBody) -> &str {
         match body.event_type() {
-            EventType::OrderPlaced | EventType::OrderCompleted | EventType::OrderCancelled => {
-                &self.orders
-            }
+            EventType::OrderPlaced
+            | EventType::OrderCompleted
+            | EventType::OrderCancelled
+            | EventType::RefundRequested => &self.orders,
             EventType::PaymentReady
             | EventType::PaymentApproved
             | EventType::PaymentFailed

@@ -13,6 +13,17 @@ CREATE TABLE outbox (
 
 CREATE INDEX outbox_unpublished ON outbox (id) WHERE published_at IS NULL;
 
+-- Wakes the relays of other instances when rows are committed (delivered at commit).
+CREATE FUNCTION outbox_notify() RETURNS trigger AS $$
+BEGIN
+    PERFORM pg_notify('outbox', '');
+    RETURN NULL;
+END
+$$ LANGUAGE plpgsql;
+
+CREATE TRIGGER outbox_inserted AFTER INSERT ON outbox
+    FOR EACH STATEMENT EXECUTE FUNCTION outbox_notify();
+
 -- Events this service has handled: claimed in the same transaction as their effect, so
 -- a redelivered event changes nothing.
 CREATE TABLE processed_events (

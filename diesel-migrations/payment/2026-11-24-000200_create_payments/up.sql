@@ -2,7 +2,7 @@ CREATE TABLE payments (
     id UUID PRIMARY KEY,
     -- One payment per order: redelivered OrderPlaced events find it and stop.
     order_id UUID NOT NULL UNIQUE,
-    status TEXT NOT NULL CHECK (status IN ('REQUESTED', 'READY', 'APPROVING', 'APPROVED', 'FAILED')),
+    status TEXT NOT NULL CHECK (status IN ('REQUESTED', 'READY', 'APPROVING', 'APPROVED', 'FAILED', 'REFUNDING', 'REFUNDED')),
     amount BIGINT NOT NULL CHECK (amount > 0),
     item_name TEXT NOT NULL,
     quantity INTEGER NOT NULL,
@@ -19,7 +19,9 @@ CREATE TABLE payments (
     updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     ready_at TIMESTAMPTZ,
     approved_at TIMESTAMPTZ,
-    failed_at TIMESTAMPTZ
+    failed_at TIMESTAMPTZ,
+    refunded_amount BIGINT,
+    refunded_at TIMESTAMPTZ
 );
 
 -- Every call to the payment gateway, for operators and for latency figures.

@@ -134,11 +134,18 @@ impl<H: EventHandler> ConsumerLoop<H> {
         if shutdown.is_cancelled() && reason.as_deref() == Some(INTERRUPTED) {
             return; // not handled: leave the offset so the message comes again
         }
+        let outcome = if reason.is_some() {
+            "dead_lettered"
+        } else {
+            "handled"
+        };
         if let Some(reason) = reason {
             if !self.dead_letter(message, &reason, shutdown).await {
                 return;
             }
         }
+        metrics::counter!("saga_consumer_messages_total", "consumer" => self.name.clone(), "outcome" => outcome)
+            .increment(1);
         if let Err(error) = self.consumer.store_offset_from_message(message) {
             tracing::warn!(consumer = %self.name, %error, "Could not store offset.");
         }
@@ -160,6 +167,7 @@ impl<H: EventHandler> ConsumerLoop<H> {
                     return Some(format!("gave up after {attempt} attempts: {error:#}"));
                 }
                 Err(HandlerError::Transient(error)) => {
+                    metrics::counter!("saga_consumer_retries_total", "consumer" => self.name.clone()).increment(1);
                     tracing::warn!(
                         consumer = %self.name, event_id = %event.event_id, attempt, error = %format!("{error:#}"),
                         "Handling failed; retrying."

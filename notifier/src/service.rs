@@ -1,0 +1,291 @@
+//! The mail service: what the notifier does with one event.
+//!
+//! 1. Render the mail the event calls for (none: done).
+//! 2. Claim it in the history store: a `PENDING` record unique per (event, recipient).
+//!    Already `SENT`/`FAILED` → done, nothing is sent again; still `PENDING`/`RETRYING`
+//!    → a previous run stopped mid-way, so it is sent again (same Message-ID).
+//! 3. Send it. Every attempt increments `attempts` and records `last_error`; transient
+//!    failures are retried with exponential backoff and jitter up to `max_attempts`,
+//!    then recorded `FAILED`; permanent failures are recorded `FAILED` at once.
+//!
+//! The service knows only the ports ([`HistoryStore`], [`MailTransport`]) and the pure
+//! [`Renderer`], so other adapters can be dropped in.
+
+use crate::domain::{DeliveryStatus, MailKind, Notification};
+use crate::render::{Mail, RenderError, Renderer};
+use crate::store::{Attempt, Claim, HistoryStore, NewNotification, StoreError};
+use crate::transport::MailTransport;
+use chrono::Utc;
+use rand::Rng;
+use shared_events::Event;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// How often and how patiently a mail is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryPolicy {
+    /// Attempts in all (the first one included), across restarts.
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for DeliveryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+impl DeliveryPolicy {
+    /// The wait after failed attempt number `attempt` (1-based): `initial × 2^(attempt-1)`,
+    /// capped, then "equal jitter" (a random point in its upper half) so that mails
+    /// failing together do not retry together.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exp = 2u32.saturating_pow(attempt.saturating_sub(1).min(31));
+        let capped = self
+            .initial_backoff
+            .saturating_mul(exp)
+            .min(self.max_backoff);
+        let half = capped / 2;
+        half + half.mul_f64(rand::rng().random::<f64>())
+    }
+}
+
+/// When to give up waiting.
+#[derive(Debug, Clone, Default)]
+pub struct Stop {
+    /// Shutdown began: no new attempt starts and no retry wait continues (the mail stays
+    /// `RETRYING`/`PENDING` and its event comes again after a restart).
+    pub soft: CancellationToken,
+    /// The shutdown deadline passed: abandon even the bookkeeping of a sent mail.
+    pub hard: CancellationToken,
+}
+
+/// What became of one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The event needs no mail.
+    NoMail,
+    Sent(MailKind),
+    /// Recorded `FAILED` (permanent failure or attempts exhausted).
+    Failed(MailKind),
+    /// Seen before and finished: nothing sent.
+    AlreadyDone(DeliveryStatus),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// Shutdown came first; the event was not finished and must come again.
+    #[error("interrupted by shutdown")]
+    Interrupted,
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    /// A history write that retrying cannot fix.
+    #[error("history store: {0}")]
+    Store(StoreError),
+}
+
+#[derive(Clone)]
+pub struct MailService {
+    renderer: Arc<Renderer>,
+    store: Arc<dyn HistoryStore>,
+    transport: Arc<dyn MailTransport>,
+    policy: DeliveryPolicy,
+}
+
+impl MailService {
+    pub fn new(
+        renderer: Arc<Renderer>,
+        store: Arc<dyn HistoryStore>,
+        transport: Arc<dyn MailTransport>,
+        policy: DeliveryPolicy,
+    ) -> Self {
+        Self {
+            renderer,
+            store,
+            transport,
+            policy,
+        }
+    }
+
+    pub async fn handle(&self, event: &Event, stop: &Stop) -> Result<Outcome, HandleError> {
+        let Some(mail) = self.renderer.render(event)? else {
+            return Ok(Outcome::NoMail);
+        };
+        let new = NewNotification {
+            id: Uuid::now_v7().to_string(),
+            event_id: event.event_id,
+            event_type: event.event_type().as_str().to_owned(),
+            order_id: event.order_id,
+            recipient: mail.recipient.clone(),
+            kind: mail.kind,
+            locale: mail.locale.as_str().to_owned(),
+            subject: mail.subject.clone(),
+            smtp_message_id: mail.message_id.clone(),
+            created_at: Utc::now(),
+            event_occurred_at: event.occurred_at,
+        };
+        let record = match retry_store(stop, || self.store.claim(&new)).await? {
+            Claim::Created(record) => record,
+            Claim::Unfinished(record) => {
+                tracing::info!(
+                    event_id = %event.event_id, notification = %record.id, status = %record.status,
+                    attempts = record.attempts, "Resuming a mail a previous run did not finish."
+                );
+                record
+            }
+            Claim::Finished(record) => {
+                metrics::counter!("notifier_mails_duplicate_total", "type" => mail.kind.as_str())
+                    .increment(1);
+                tracing::info!(
+                    event_id = %event.event_id, notification = %record.id, status = %record.status,
+                    "Event seen before; mail already finished."
+                );
+                return Ok(Outcome::AlreadyDone(record.status));
+            }
+        };
+        self.deliver(&mail, record, event, stop).await
+    }
+
+    async fn deliver(
+        &self,
+        mail: &Mail,
+        mut record: Notification,
+        event: &Event,
+        stop: &Stop,
+    ) -> Result<Outcome, HandleError> {
+        let kind = mail.kind.as_str();
+        let id = record.id.clone();
+        loop {
+            if stop.soft.is_cancelled() {
+                return Err(HandleError::Interrupted);
+            }
+            let started = Instant::now();
+            let result = self.transport.send(mail).await;
+            let outcome = if result.is_ok() { "sent" } else { "error" };
+            metrics::histogram!("notifier_mail_send_duration_seconds", "outcome" => outcome)
+                .record(started.elapsed().as_secs_f64());
+            let attempts = record.attempts.saturating_add(1);
+            let at = Utc::now();
+            match result {
+                Ok(receipt) => {
+                    let attempt = Attempt::Sent { at };
+                    retry_store(stop, || self.store.record_attempt(&record, &attempt)).await?;
+                    metrics::counter!("notifier_mails_sent_total", "type" => kind).increment(1);
+                    let end_to_end = (at - event.occurred_at).to_std().unwrap_or_default();
+                    metrics::histogram!("notifier_mail_end_to_end_seconds", "type" => kind)
+                        .record(end_to_end.as_secs_f64());
+                    tracing::info!(
+                        event_id = %event.event_id, order_id = %event.order_id, notification = %id,
+                        r#type = kind, attempts, reply = %receipt.reply, "Mail sent."
+                    );
+                    return Ok(Outcome::Sent(mail.kind));
+                }
+                Err(error) if error.is_transient() && attempts < self.policy.max_attempts => {
+                    let message = error.message().to_owned();
+                    let attempt = Attempt::Retrying {
+                        at,
+                        error: message.clone(),
+                    };
+                    record =
+                        retry_store(stop, || self.store.record_attempt(&record, &attempt)).await?;
+                    metrics::counter!("notifier_mail_retries_total", "type" => kind).increment(1);
+                    let wait = self.policy.backoff(attempts);
+                    tracing::warn!(
+                        event_id = %event.event_id, notification = %id, attempts, error = %message,
+                        retry_in_ms = wait.as_millis() as u64, "Mail not delivered; will retry."
+                    );
+                    tokio::select! {
+                        _ = stop.soft.cancelled() => return Err(HandleError::Interrupted),
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+                Err(error) => {
+                    let (reason, message) = if error.is_transient() {
+                        (
+                            "exhausted",
+                            format!("gave up after {attempts} attempts: {}", error.message()),
+                        )
+                    } else {
+                        ("permanent", error.message().to_owned())
+                    };
+                    let attempt = Attempt::Failed {
+                        at,
+                        error: message.clone(),
+                    };
+                    retry_store(stop, || self.store.record_attempt(&record, &attempt)).await?;
+                    metrics::counter!("notifier_mails_failed_total", "type" => kind, "reason" => reason)
+                        .increment(1);
+                    tracing::warn!(
+                        event_id = %event.event_id, notification = %id, attempts, error = %message,
+                        "Mail failed; recorded FAILED."
+                    );
+                    return Ok(Outcome::Failed(mail.kind));
+                }
+            }
+        }
+    }
+}
+
+/// Retries a history write while the store is unreachable (a store outage pauses the
+/// notifier rather than losing or duplicating mails), until the hard stop.
+async fn retry_store<T, F, Fut>(stop: &Stop, mut op: F) -> Result<T, HandleError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let policy = DeliveryPolicy {
+        max_attempts: u32::MAX,
+        initial_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_secs(5),
+    };
+    let mut attempt = 0u32;
+    loop {
+        attempt = attempt.saturating_add(1);
+        let result = tokio::select! {
+            _ = stop.hard.cancelled() => return Err(HandleError::Interrupted),
+            result = op() => result,
+        };
+        match result {
+            Ok(value) => return Ok(value),
+            Err(error) if error.transient => {
+                metrics::counter!("notifier_mongodb_errors_total").increment(1);
+                tracing::warn!(%error, attempt, "History store unavailable; retrying.");
+                tokio::select! {
+                    _ = stop.hard.cancelled() => return Err(HandleError::Interrupted),
+                    _ = tokio::time::sleep(policy.backoff(attempt)) => {}
+                }
+            }
+            Err(error) => return Err(HandleError::Store(error)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_with_jitter_and_is_capped() {
+        let policy = DeliveryPolicy {
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+        };
+        for _ in 0..50 {
+            let first = policy.backoff(1);
+            assert!((50..=100).contains(&first.as_millis()), "{first:?}");
+            let third = policy.backoff(3);
+            assert!((200..=400).contains(&third.as_millis()), "{third:?}");
+            let late = policy.backoff(40);
+            assert!((500..=1000).contains(&late.as_millis()), "{late:?}");
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Configuration, read from the command line or the environment (`notifier --help`).
+//!
+//! | env var | default | meaning |
+//! |---|---|---|
+//! | `NOTIFIER_HOST` | `127.0.0.1` | address the history API binds to |
+//! | `NOTIFIER_PORT` | `8083` | port of the history API (`0`: a random free port) |
+//! | `KAFKA_BROKERS` | `127.0.0.1:9092` | Kafka bootstrap servers |
+//! | `KAFKA_TOPIC_PREFIX` | `""` | prefix of every topic name |
+//! | `KAFKA_PARTITIONS` | `3` | partitions of the topics created when missing |
+//! | `NOTIFIER_CONSUMER_GROUP` | `notifier` | Kafka consumer group |
+//! | `MONGODB_URI` | `mongodb://127.0.0.1:27017` | MongoDB connection string |
+//! | `NOTIFIER_MONGODB_DATABASE` | `notifier` | database holding the `notifications` collection |
+//! | `SMTP_HOST` | `127.0.0.1` | SMTP relay (plain SMTP, no TLS, no auth) |
+//! | `SMTP_PORT` | `2525` | SMTP relay port |
+//! | `MAIL_FROM` | `Saga Shop <shop@example.com>` | `From` of every mail; its domain ends the Message-IDs |
+//! | `NOTIFIER_API_TOKEN` | `local-dev-token` | Bearer token of `GET /notifications…`. The default is for the local stack only: set a real secret anywhere else |
+//! | `NOTIFIER_MAX_IN_FLIGHT` | `64` | messages fetched from Kafka and not yet finished; fetching pauses at this limit |
+//! | `NOTIFIER_MAX_UNCOMMITTED` | `10000` | offsets fetched but not yet stored (finished work waiting behind an unfinished one in its partition); fetching pauses at this limit |
+//! | `NOTIFIER_SMTP_POOL_SIZE` | `16` | pooled SMTP connections |
+//! | `NOTIFIER_SMTP_TIMEOUT_SECS` | `10` | timeout of each SMTP command (connect, RCPT, DATA, …) |
+//! | `NOTIFIER_MAIL_MAX_ATTEMPTS` | `5` | delivery attempts of one mail before it is recorded `FAILED` |
+//! | `NOTIFIER_MAIL_RETRY_INITIAL_MS` | `500` | wait before the 2nd attempt; doubles each attempt (with jitter) |
+//! | `NOTIFIER_MAIL_RETRY_MAX_MS` | `30000` | cap of the wait between attempts |
+//! | `NOTIFIER_SHUTDOWN_TIMEOUT_SECS` | `20` | how long shutdown waits for in-flight mails before abandoning them (their offsets are then not committed and they come again) |
+//! | `NOTIFIER_HTTP_WORKERS` | `2` | actix-web worker threads of the history API |
+
+use secrecy::SecretString;
+use shared_events::kafka::KafkaSettings;
+use std::convert::Infallible;
+use std::time::Duration;
+
+/// The notifier's settings. Every field has a default, so
+/// `Settings::parse_from(["notifier"])` gives the local stack's configuration.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(
+    name = "notifier",
+    about = "Consumes the saga's order and payment events, mails the shopper and keeps the mail history in MongoDB."
+)]
+pub struct Settings {
+    /// Address the history API binds to.
+    #[arg(long, env = "NOTIFIER_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port of the history API (0: a random free port).
+    #[arg(long, env = "NOTIFIER_PORT", default_value_t = 8083)]
+    pub port: u16,
+    #[command(flatten)]
+    pub kafka: KafkaSettings,
+    /// Kafka consumer group.
+    #[arg(long, env = "NOTIFIER_CONSUMER_GROUP", default_value = "notifier")]
+    pub consumer_group: String,
+    /// MongoDB connection string.
+    #[arg(long, env = "MONGODB_URI", default_value = "mongodb://127.0.0.1:27017")]
+    pub mongodb_uri: String,
+    /// MongoDB database holding the `notifications` collection.
+    #[arg(long, env = "NOTIFIER_MONGODB_DATABASE", default_value = "notifier")]
+    pub mongodb_database: String,
+    /// SMTP relay host (plain SMTP: no TLS, no authentication).
+    #[arg(long, env = "SMTP_HOST", default_value = "127.0.0.1")]
+    pub smtp_host: String,
+    /// SMTP relay port.
+    #[arg(long, env = "SMTP_PORT", default_value_t = 2525)]
+    pub smtp_port: u16,
+    /// `From` of every mail; its domain also ends the Message-IDs.
+    #[arg(
+        long,
+        env = "MAIL_FROM",
+        default_value = "Saga Shop <shop@example.com>"
+    )]
+    pub mail_from: String,
+    /// Bearer token required by `GET /notifications…`. The default is for the local
+    /// stack only: set a real secret anywhere else.
+    #[arg(
+        long,
+        env = "NOTIFIER_API_TOKEN",
+        default_value = "local-dev-token",
+        hide_env_values = true,
+        value_parser = parse_secret
+    )]
+    pub api_token: SecretString,
+    /// Messages fetched from Kafka and not yet finished; fetching pauses at this limit.
+    #[arg(long, env = "NOTIFIER_MAX_IN_FLIGHT", default_value_t = 64)]
+    pub max_in_flight: usize,
+    /// Offsets fetched and not yet stored (finished work waiting behind unfinished work
+    /// of its partition); fetching pauses at this limit.
+    #[arg(long, env = "NOTIFIER_MAX_UNCOMMITTED", default_value_t = 10_000)]
+    pub max_uncommitted: usize,
+    /// Pooled SMTP connections.
+    #[arg(long, env = "NOTIFIER_SMTP_POOL_SIZE", default_value_t = 16)]
+    pub smtp_pool_size: u32,
+    /// Timeout of each SMTP command, in seconds.
+    #[arg(long, env = "NOTIFIER_SMTP_TIMEOUT_SECS", default_value_t = 10)]
+    pub smtp_timeout_secs: u64,
+    /// Delivery attempts of one mail before it is recorded FAILED.
+    #[arg(long, env = "NOTIFIER_MAIL_MAX_ATTEMPTS", default_value_t = 5)]
+    pub mail_max_attempts: u32,
+    /// Wait before the second delivery attempt, in ms; doubles each attempt (with jitter).
+    #[arg(long, env = "NOTIFIER_MAIL_RETRY_INITIAL_MS", default_value_t = 500)]
+    pub mail_retry_initial_ms: u64,
+    /// Cap of the wait between delivery attempts, in ms.
+    #[arg(long, env = "NOTIFIER_MAIL_RETRY_MAX_MS", default_value_t = 30_000)]
+    pub mail_retry_max_ms: u64,
+    /// How long shutdown waits for in-flight mails, in seconds, before abandoning them
+    /// (their offsets are then not committed, so they come again after a restart).
+    #[arg(long, env = "NOTIFIER_SHUTDOWN_TIMEOUT_SECS", default_value_t = 20)]
+    pub shutdown_timeout_secs: u64,
+    /// actix-web worker threads of the history API.
+    #[arg(long, env = "NOTIFIER_HTTP_WORKERS", default_value_t = 2)]
+    pub http_workers: usize,
+}
+
+fn parse_secret(value: &str) -> Result<SecretString, Infallible> {
+    Ok(SecretString::from(value))
+}
+
+impl Settings {
+    pub fn smtp_timeout(&self) -> Duration {
+        Duration::from_secs(self.smtp_timeout_secs.max(1))
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+
+    pub fn delivery_policy(&self) -> crate::service::DeliveryPolicy {
+        crate::service::DeliveryPolicy {
+            max_attempts: self.mail_max_attempts.max(1),
+            initial_backoff: Duration::from_millis(self.mail_retry_initial_ms),
+            max_backoff: Duration::from_millis(
+                self.mail_retry_max_ms.max(self.mail_retry_initial_ms),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn every_setting_has_a_default() {
+        let settings = Settings::parse_from(["notifier"]);
+        assert_eq!(settings.port, 8083);
+        assert_eq!(settings.consumer_group, "notifier");
+        assert_eq!(settings.smtp_port, 2525);
+        assert_eq!(settings.api_token.expose_secret(), "local-dev-token");
+        assert!(!format!("{settings:?}").contains("local-dev-token"));
+    }
+
+    #[test]
+    fn help_names_every_env_var() {
+        use clap::CommandFactory;
+        let help = Settings::command().render_long_help().to_string();
+        for var in [
+            "NOTIFIER_HOST",
+            "NOTIFIER_PORT",
+            "KAFKA_BROKERS",
+            "KAFKA_TOPIC_PREFIX",
+            "KAFKA_PARTITIONS",
+            "NOTIFIER_CONSUMER_GROUP",
+            "MONGODB_URI",
+            "NOTIFIER_MONGODB_DATABASE",
+            "SMTP_HOST",
+            "SMTP_PORT",
+            "MAIL_FROM",
+            "NOTIFIER_API_TOKEN",
+            "NOTIFIER_MAX_IN_FLIGHT",
+            "NOTIFIER_MAX_UNCOMMITTED",
+            "NOTIFIER_SMTP_POOL_SIZE",
+            "NOTIFIER_SMTP_TIMEOUT_SECS",
+            "NOTIFIER_MAIL_MAX_ATTEMPTS",
+            "NOTIFIER_MAIL_RETRY_INITIAL_MS",
+            "NOTIFIER_MAIL_RETRY_MAX_MS",
+            "NOTIFIER_SHUTDOWN_TIMEOUT_SECS",
+            "NOTIFIER_HTTP_WORKERS",
+        ] {
+            assert!(help.contains(var), "--help does not mention {var}");
+        }
+    }
+}
