@@ -13,7 +13,7 @@ pub mod mail;
 mod services;
 
 pub use mail::{Mail, Maildir};
-pub use services::Service;
+pub use services::{Kind, Options, Service};
 
 use anyhow::{bail, Context};
 use kakaopay::sim::{SimConfig, SimHandle};
@@ -97,11 +97,16 @@ pub struct Stack {
     pub notifier: Service,
     pub http: reqwest::Client,
     pub notifier_token: String,
+    plan: services::Plan,
 }
 
 impl Stack {
     /// Starts everything with the simulator configured by `sim`.
     pub async fn spawn(sim: SimConfig) -> anyhow::Result<Self> {
+        Self::spawn_with(sim, Options::default()).await
+    }
+
+    pub async fn spawn_with(sim: SimConfig, options: Options) -> anyhow::Result<Self> {
         if std::env::var_os("TEST_LOG").is_some() {
             shared_events::telemetry::init("e2e");
         }
@@ -110,7 +115,7 @@ impl Stack {
         let sim = kakaopay::sim::spawn(sim)
             .await
             .context("starting the Kakao Pay simulator")?;
-        let plan = services::Plan::new(&infra, &id, &sim)?;
+        let plan = services::Plan::new(&infra, &id, &sim, options)?;
         let payment = Service::start(services::Kind::Payment, plan.clone()).await?;
         let order = Service::start(services::Kind::Order, plan.clone()).await?;
         let notifier = Service::start(services::Kind::Notifier, plan.clone()).await?;
@@ -123,7 +128,25 @@ impl Stack {
             notifier,
             http: reqwest::Client::new(),
             notifier_token: plan.notifier_token.clone(),
+            plan,
         })
+    }
+
+    /// Stops every service and starts it again in a new consumer group, so every event
+    /// ever published is consumed again — as if every group's offsets were reset to 0.
+    pub async fn replay_everything(&mut self) -> anyhow::Result<()> {
+        self.plan.replay();
+        for service in [&mut self.notifier, &mut self.order, &mut self.payment] {
+            service.stop().await;
+            service.set_plan(self.plan.clone());
+            service.start_again().await?;
+        }
+        Ok(())
+    }
+
+    /// Another instance of `kind` in the same consumer group, on a port of its own.
+    pub async fn another(&self, kind: Kind) -> anyhow::Result<Service> {
+        Service::start_on(kind, self.plan.clone(), Some(services::free_port()?)).await
     }
 
     /// Stops the services and drops the test's databases.

@@ -21,10 +21,25 @@ pub(crate) struct Plan {
     payment_port: u16,
     notifier_port: u16,
     pub(crate) notifier_token: String,
+    pub(crate) options: Options,
+    /// Bumped by a replay: new consumer groups start from the first offset.
+    generation: u32,
+}
+
+/// Per-test tuning of the services.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// How long an order may wait for its payment (default: the services' 15 minutes).
+    pub payment_deadline: Option<std::time::Duration>,
 }
 
 impl Plan {
-    pub(crate) fn new(infra: &Infra, id: &str, sim: &SimHandle) -> anyhow::Result<Self> {
+    pub(crate) fn new(
+        infra: &Infra,
+        id: &str,
+        sim: &SimHandle,
+        options: Options,
+    ) -> anyhow::Result<Self> {
         for database in ["orders", "payments"] {
             shared_events::db::create_database(
                 &format!("{}/postgres", infra.postgres_url),
@@ -41,7 +56,19 @@ impl Plan {
             payment_port: free_port()?,
             notifier_port: free_port()?,
             notifier_token: format!("token-{id}"),
+            options,
+            generation: 0,
         })
+    }
+
+    /// Consumer group of `service` (new after a replay).
+    fn group(&self, service: &str) -> String {
+        format!("{service}-{}-g{}", self.id, self.generation)
+    }
+
+    /// From now on, services start in new consumer groups, reading every topic again.
+    pub(crate) fn replay(&mut self) {
+        self.generation += 1;
     }
 
     fn topic_prefix(&self) -> String {
@@ -49,7 +76,7 @@ impl Plan {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -90,6 +117,22 @@ pub struct Service {
 
 impl Service {
     pub(crate) async fn start(kind: Kind, plan: Plan) -> anyhow::Result<Self> {
+        Self::start_on(kind, plan, None).await
+    }
+
+    /// Starts a service; `port` overrides the plan's (a second instance).
+    pub(crate) async fn start_on(
+        kind: Kind,
+        mut plan: Plan,
+        port: Option<u16>,
+    ) -> anyhow::Result<Self> {
+        if let Some(port) = port {
+            match kind {
+                Kind::Order => plan.order_port = port,
+                Kind::Payment => plan.payment_port = port,
+                Kind::Notifier => plan.notifier_port = port,
+            }
+        }
         let (port, shutdown, task) = launch(kind, &plan).await?;
         Ok(Self {
             kind,
@@ -124,6 +167,14 @@ impl Service {
 
     /// Starts the service again, on the same port, with the same databases and topics.
     pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        self.launch().await
+    }
+
+    pub(crate) fn set_plan(&mut self, plan: Plan) {
+        self.plan = plan;
+    }
+
+    async fn launch(&mut self) -> anyhow::Result<()> {
         let (port, shutdown, task) = launch(self.kind, &self.plan).await?;
         self.port = port;
         self.shutdown = shutdown;
@@ -141,7 +192,11 @@ async fn launch(kind: Kind, plan: &Plan) -> anyhow::Result<Launched> {
             let mut settings = order::config::Settings::try_parse_from(["order"])?;
             settings.port = plan.order_port;
             settings.database_url = database_url(&plan.infra, "orders", &plan.id).into();
-            settings.consumer_group = format!("order-{}", plan.id);
+            settings.consumer_group = plan.group("order");
+            if let Some(deadline) = plan.options.payment_deadline {
+                settings.payment_deadline_secs = deadline.as_secs().max(1);
+                settings.deadline_check_ms = 100;
+            }
             settings.kafka = kafka;
             let app = order::startup::Application::build(settings).await?;
             Ok((
@@ -160,7 +215,7 @@ async fn launch(kind: Kind, plan: &Plan) -> anyhow::Result<Launched> {
             settings.port = plan.payment_port;
             settings.public_url = format!("http://127.0.0.1:{}", plan.payment_port).parse()?;
             settings.database_url = database_url(&plan.infra, "payments", &plan.id).into();
-            settings.consumer_group = format!("payment-{}", plan.id);
+            settings.consumer_group = plan.group("payment");
             settings.kakaopay_base_url = plan.sim_url.clone();
             settings.gateway_backoff_ms = 50;
             settings.kafka = kafka;
@@ -174,7 +229,7 @@ async fn launch(kind: Kind, plan: &Plan) -> anyhow::Result<Launched> {
         Kind::Notifier => {
             let mut settings = notifier::settings::Settings::try_parse_from(["notifier"])?;
             settings.port = plan.notifier_port;
-            settings.consumer_group = format!("notifier-{}", plan.id);
+            settings.consumer_group = plan.group("notifier");
             settings.mongodb_uri = plan.infra.mongodb_uri.clone();
             settings.mongodb_database = format!("notifier_{}", plan.id);
             settings.smtp_host = plan.infra.smtp_host.clone();

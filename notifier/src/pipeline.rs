@@ -480,6 +480,7 @@ impl Inner {
             source_partition: message.partition(),
             source_offset: message.offset(),
             reason: reason.to_owned(),
+            consumer: "notifier".to_owned(),
             key: message.key().map(<[u8]>::to_vec),
             payload: message.payload().unwrap_or_default().to_vec(),
         };

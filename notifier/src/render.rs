@@ -329,7 +329,7 @@ mod tests {
     use super::*;
     use shared_events::{
         LineItem, OrderCancelled, OrderCompleted, OrderPlaced, PaymentApproved, PaymentFailed,
-        PaymentFailureReason, PaymentReady, PaymentRefunded,
+        PaymentFailureReason, PaymentReady, PaymentRefunded, RefundRequested,
     };
 
     fn order(locale: &str, item_name: &str) -> OrderSnapshot {
@@ -548,6 +548,12 @@ mod tests {
                 tid: "T".into(),
                 amount: 1,
                 refunded_at: Utc::now(),
+            }
+            .into(),
+            RefundRequested {
+                payment_id: Uuid::now_v7(),
+                amount: 1,
+                reason: CancelReason::CancelledByShopper,
             }
             .into(),
         ];

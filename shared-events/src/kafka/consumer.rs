@@ -71,6 +71,7 @@ fn jitter_fraction() -> f64 {
 
 pub struct ConsumerLoop<H> {
     name: String,
+    group_id: String,
     consumer: StreamConsumer<CommitOnRevoke>,
     handler: H,
     dead_letters: DeadLetterPublisher,
@@ -91,6 +92,7 @@ impl<H: EventHandler> ConsumerLoop<H> {
         consumer.subscribe(topics)?;
         Ok(Self {
             name: name.to_owned(),
+            group_id: group_id.to_owned(),
             consumer,
             handler,
             dead_letters,
@@ -189,12 +191,14 @@ impl<H: EventHandler> ConsumerLoop<H> {
         reason: &str,
         shutdown: &CancellationToken,
     ) -> bool {
-        let letter = DeadLetter::from_message(message, reason);
+        let letter = DeadLetter::from_message(message, reason, &self.group_id);
         let mut attempt = 0;
         loop {
             attempt += 1;
             match self.dead_letters.publish(&letter).await {
                 Ok(()) => {
+                    metrics::counter!("saga_dead_letters_total", "consumer" => self.name.clone())
+                        .increment(1);
                     tracing::warn!(
                         consumer = %self.name, topic = %letter.source_topic, partition = letter.source_partition,
                         offset = letter.source_offset, %reason, "Message dead-lettered."

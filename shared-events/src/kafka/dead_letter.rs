@@ -7,12 +7,14 @@ use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::time::Duration;
 
-/// The headers a dead letter carries (source topic, partition, offset, reason).
-pub const DLQ_HEADERS: [&str; 4] = [
+/// The headers a dead letter carries: where it came from, which consumer gave up on it
+/// and why.
+pub const DLQ_HEADERS: [&str; 5] = [
     "dlq.source.topic",
     "dlq.source.partition",
     "dlq.source.offset",
     "dlq.reason",
+    "dlq.consumer",
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -21,17 +23,20 @@ pub struct DeadLetter {
     pub source_partition: i32,
     pub source_offset: i64,
     pub reason: String,
+    /// The consumer (group) that dead-lettered it.
+    pub consumer: String,
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
 }
 
 impl DeadLetter {
-    pub fn from_message(message: &BorrowedMessage<'_>, reason: &str) -> Self {
+    pub fn from_message(message: &BorrowedMessage<'_>, reason: &str, consumer: &str) -> Self {
         Self {
             source_topic: message.topic().to_owned(),
             source_partition: message.partition(),
             source_offset: message.offset(),
             reason: reason.to_owned(),
+            consumer: consumer.to_owned(),
             key: message.key().map(<[u8]>::to_vec),
             payload: message.payload().unwrap_or_default().to_vec(),
         }
@@ -53,6 +58,7 @@ impl DeadLetter {
             source_partition: header(DLQ_HEADERS[1])?.parse().ok()?,
             source_offset: header(DLQ_HEADERS[2])?.parse().ok()?,
             reason: header(DLQ_HEADERS[3])?,
+            consumer: header(DLQ_HEADERS[4]).unwrap_or_default(),
             key: message.key().map(<[u8]>::to_vec),
             payload: message.payload().unwrap_or_default().to_vec(),
         })
