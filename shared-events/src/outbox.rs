@@ -137,7 +137,7 @@ impl OutboxRelay {
 
     /// Publishes until `shutdown` is cancelled.
     pub async fn run(self, shutdown: CancellationToken) {
-        let listener = listen_for_inserts(self.pool.clone(), self.wake.clone(), shutdown.clone());
+        listen_for_inserts(self.pool.clone(), self.wake.clone(), shutdown.clone());
         let mut last_cleanup = Instant::now();
         loop {
             let wait = match self.publish_batch().await {
@@ -158,7 +158,6 @@ impl OutboxRelay {
                 _ = tokio::time::sleep(wait) => {}
             }
         }
-        let _ = listener.await;
         tracing::info!("Outbox relay stopped.");
     }
 
@@ -285,12 +284,8 @@ fn claim_batch(pool: &PgPool, limit: i64) -> Result<Option<Batch>, DbError> {
 
 /// Wakes the relay when another process commits outbox rows (the insert trigger sends
 /// `NOTIFY outbox`). Holds one pooled connection while the relay runs.
-fn listen_for_inserts(
-    pool: PgPool,
-    wake: Arc<Notify>,
-    shutdown: CancellationToken,
-) -> tokio::task::JoinHandle<()> {
-    tokio::task::spawn_blocking(move || {
+fn listen_for_inserts(pool: PgPool, wake: Arc<Notify>, shutdown: CancellationToken) {
+    let spawned = std::thread::Builder::new().name("outbox-listener".into()).spawn(move || {
         while !shutdown.is_cancelled() {
             match listen(&pool, &wake, &shutdown) {
                 Ok(()) => break,
@@ -300,7 +295,10 @@ fn listen_for_inserts(
                 }
             }
         }
-    })
+    });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "No outbox listener: only this process's commits wake the relay.");
+    }
 }
 
 fn listen(pool: &PgPool, wake: &Notify, shutdown: &CancellationToken) -> Result<(), DbError> {

@@ -4,5 +4,6 @@
 mod bad_input;
 mod compensations;
 mod flow;
+mod guarantees;
 mod migrations;
 mod restart;

@@ -113,3 +113,107 @@ impl DeadLetterPublisher {
             .map_err(|(error, _)| error)
     }
 }
+
+/// Reads every dead letter now on the dead-letter topic, without joining a group, so
+/// listing never changes anything. Blocking: call it off the async executor.
+pub fn read_all(
+    settings: &super::KafkaSettings,
+    timeout: Duration,
+) -> KafkaResult<Vec<DeadLetter>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let topic = settings.topics().dead_letter;
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        .set("group.id", "dead-letters-list")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut assignment = TopicPartitionList::new();
+    let mut remaining = 0i64;
+    for &partition in &partitions {
+        let (low, high) = consumer.fetch_watermarks(&topic, partition, timeout)?;
+        remaining += high - low;
+        assignment.add_partition_offset(&topic, partition, Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    let deadline = std::time::Instant::now() + timeout;
+    let mut letters = Vec::new();
+    while remaining > 0 && std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                remaining -= 1;
+                letters.extend(DeadLetter::from_dead_letter_message(&message));
+            }
+            Some(Err(error)) => return Err(error),
+            None => {}
+        }
+    }
+    Ok(letters)
+}
+
+/// Sends dead letters back to the topics they came from, so their consumers try them
+/// again (idempotently). Letters already replayed are not replayed twice: the replay
+/// keeps its position in its own consumer group. `source_topic` limits the replay to one
+/// source; at most `limit` letters are sent. Returns how many were.
+pub async fn replay(
+    settings: &super::KafkaSettings,
+    source_topic: Option<&str>,
+    limit: usize,
+    idle: Duration,
+) -> KafkaResult<usize> {
+    use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        .set("group.id", "dead-letters-replay")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    consumer.subscribe(&[&settings.topics().dead_letter])?;
+    let producer = settings.producer()?;
+    let mut replayed = 0;
+    while replayed < limit {
+        let message = match tokio::time::timeout(idle, consumer.recv()).await {
+            Err(_) => break, // nothing more within `idle`
+            Ok(message) => message?,
+        };
+        let letter = DeadLetter::from_dead_letter_message(&message);
+        if let Some(letter) = letter.filter(|l| source_topic.is_none_or(|t| t == l.source_topic)) {
+            let mut record = FutureRecord::to(&letter.source_topic)
+                .payload(&letter.payload)
+                .headers(OwnedHeaders::new().insert(Header {
+                    key: "dlq.replayed",
+                    value: Some("true"),
+                }));
+            if let Some(key) = &letter.key {
+                record = record.key(key);
+            }
+            producer
+                .send(record, Duration::from_secs(30))
+                .await
+                .map_err(|(error, _)| error)?;
+            replayed += 1;
+        }
+        consumer.commit_message(&message, CommitMode::Sync)?;
+    }
+    Ok(replayed)
+}
+
+/// A dead letter as one JSON object (payload as text when it is UTF-8).
+pub fn to_json(letter: &DeadLetter) -> String {
+    serde_json::json!({
+        "source_topic": letter.source_topic,
+        "source_partition": letter.source_partition,
+        "source_offset": letter.source_offset,
+        "consumer": letter.consumer,
+        "reason": letter.reason,
+        "key": letter.key.as_deref().map(String::from_utf8_lossy),
+        "payload": String::from_utf8_lossy(&letter.payload),
+    })
+    .to_string()
+}

@@ -12,6 +12,11 @@ mod dead_letter;
 pub use consumer::{ConsumerLoop, EventHandler, HandlerError, RetryPolicy};
 pub use dead_letter::{DeadLetter, DeadLetterPublisher, DLQ_HEADERS};
 
+/// Operators' tools: list and replay dead letters.
+pub mod dead_letter_tools {
+    pub use super::dead_letter::{read_all, replay, to_json};
+}
+
 use crate::event::Event;
 use crate::topics::Topics;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
