@@ -64,8 +64,8 @@ impl Infra {
         let postgres = infra
             .postgres_url
             .trim_start_matches("postgres://")
-            .split('@')
-            .last()
+            .rsplit('@')
+            .next()
             .unwrap_or_default();
         let postgres = postgres.split('/').next().unwrap_or_default().to_owned();
         let smtp = format!("{}:{}", infra.smtp_host, infra.smtp_port);
