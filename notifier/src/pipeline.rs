@@ -16,6 +16,9 @@
 //!   published to the dead-letter topic with headers naming the source topic, partition,
 //!   offset and the reason; then their offset counts as finished. A dead letter that
 //!   cannot be published holds its offset back rather than losing the message.
+//! * **Rebalances.** When partitions are revoked, the work already fetched from them is
+//!   finished first (up to `shutdown_timeout`), then their offsets are committed, so the
+//!   next owner does not send the same mails concurrently.
 //! * **Shutdown.** Cancelling stops fetching; mails being sent finish (one waiting for a
 //!   retry is abandoned, its event comes again); after `shutdown_timeout` the rest is
 //!   abandoned too; the stored offsets are committed synchronously and the consumer
@@ -50,6 +53,9 @@ pub struct PipelineConfig {
 struct PartitionOffsets {
     /// Fetched, not finished.
     pending: BTreeSet<i64>,
+    /// Of `pending`, those given up at shutdown: they hold the position back but are no
+    /// longer being worked on.
+    abandoned: BTreeSet<i64>,
     /// The next offset to consume as last stored (or the first offset fetched).
     stored: Option<i64>,
     highest_fetched: Option<i64>,
@@ -63,6 +69,10 @@ impl PartitionOffsets {
             .first()
             .copied()
             .or_else(|| self.highest_fetched.map(|h| h + 1))
+    }
+
+    fn in_flight(&self) -> usize {
+        self.pending.len() - self.abandoned.len()
     }
 
     fn uncommitted(&self) -> usize {
@@ -101,12 +111,23 @@ impl OffsetTracker {
         if !p.pending.remove(&offset) {
             return None; // forgotten (revoked) meanwhile, or already finished
         }
+        p.abandoned.remove(&offset);
         let position = p.position()?;
         if p.stored.is_some_and(|stored| position <= stored) {
             return None;
         }
         p.stored = Some(position);
         Some(position)
+    }
+
+    /// A message's work was given up (shutdown): its offset is not stored and holds back
+    /// its partition's position, but it no longer counts as in flight.
+    pub fn abandoned(&mut self, topic: &str, partition: i32, offset: i64) {
+        if let Some(p) = self.partitions.get_mut(&(topic.to_owned(), partition)) {
+            if p.pending.contains(&offset) {
+                p.abandoned.insert(offset);
+            }
+        }
     }
 
     /// The partition was revoked: its in-flight work no longer stores offsets.
@@ -124,7 +145,19 @@ impl OffsetTracker {
 
     /// Messages fetched and not yet finished.
     pub fn in_flight(&self) -> usize {
-        self.partitions.values().map(|p| p.pending.len()).sum()
+        self.partitions
+            .values()
+            .map(PartitionOffsets::in_flight)
+            .sum()
+    }
+
+    /// Messages fetched from these partitions and not yet finished.
+    pub fn in_flight_in(&self, partitions: &[(String, i32)]) -> usize {
+        partitions
+            .iter()
+            .filter_map(|key| self.partitions.get(key))
+            .map(PartitionOffsets::in_flight)
+            .sum()
     }
 }
 
@@ -143,9 +176,40 @@ impl Shared {
     }
 }
 
-/// Commits stored offsets when partitions are revoked, and forgets them in the tracker.
+/// On revocation: lets the work already fetched from the revoked partitions finish
+/// (up to `drain_timeout`), commits the stored offsets, then forgets the partitions. So
+/// the next owner starts after what this instance finished instead of sending the same
+/// mails concurrently.
 pub struct PipelineContext {
     shared: Shared,
+    drain_timeout: Duration,
+}
+
+impl PipelineContext {
+    /// Waits until nothing fetched from `partitions` is unfinished, or the timeout.
+    /// Returns how many are still unfinished.
+    fn drain(&self, partitions: &[(String, i32)]) -> usize {
+        let wait = || {
+            let deadline = std::time::Instant::now() + self.drain_timeout;
+            loop {
+                let busy = self.shared.tracker().in_flight_in(partitions);
+                if busy == 0 || std::time::Instant::now() >= deadline {
+                    return busy;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        // The callback runs inside `recv`, on a runtime thread: hand the thread's other
+        // tasks (the mails being finished) to another worker while waiting. A
+        // single-threaded runtime cannot wait here without stalling those very tasks.
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::CurrentThread) => {
+                self.shared.tracker().in_flight_in(partitions)
+            }
+            Ok(_) => tokio::task::block_in_place(wait),
+            Err(_) => wait(),
+        }
+    }
 }
 
 impl ClientContext for PipelineContext {}
@@ -157,10 +221,22 @@ impl ConsumerContext for PipelineContext {
                 if partitions.count() == 0 {
                     return;
                 }
+                let revoked: Vec<(String, i32)> = partitions
+                    .elements()
+                    .iter()
+                    .map(|p| (p.topic().to_owned(), p.partition()))
+                    .collect();
+                let unfinished = self.drain(&revoked);
+                if unfinished > 0 {
+                    tracing::warn!(
+                        unfinished,
+                        "Partitions revoked with mails still unfinished; their events will come again to the next owner."
+                    );
+                }
                 commit(consumer, "revoke");
                 let mut tracker = self.shared.tracker();
-                for p in partitions.elements() {
-                    tracker.forget(p.topic(), p.partition());
+                for (topic, partition) in &revoked {
+                    tracker.forget(topic, *partition);
                 }
                 drop(tracker);
                 self.shared.progress.notify_waiters();
@@ -220,6 +296,8 @@ pub struct Pipeline {
 
 struct Inner {
     consumer: Arc<StreamConsumer<PipelineContext>>,
+    /// The consumer group, named in dead letters.
+    group: String,
     shared: Shared,
     service: MailService,
     dead_letters: DeadLetterPublisher,
@@ -241,12 +319,14 @@ impl Pipeline {
             &config.consumer_group,
             PipelineContext {
                 shared: shared.clone(),
+                drain_timeout: config.shutdown_timeout,
             },
         )?);
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         let inner = Arc::new(Inner {
             consumer: consumer.clone(),
+            group: config.consumer_group.clone(),
             shared: shared.clone(),
             service,
             dead_letters,
@@ -404,7 +484,8 @@ impl Inner {
         let mut next = Some(first);
         while let Some(work) = next {
             if self.stop.soft.is_cancelled() {
-                drop(work); // not started: its offset stays unstored; it comes again
+                // Not started: its offset stays unstored; it comes again.
+                self.abandoned(&work.message);
             } else {
                 self.process(work).await;
             }
@@ -452,7 +533,15 @@ impl Inner {
         };
         if finished {
             self.finished(message);
+        } else {
+            self.abandoned(message);
         }
+    }
+
+    fn abandoned(&self, message: &OwnedMessage) {
+        self.shared
+            .tracker()
+            .abandoned(message.topic(), message.partition(), message.offset());
     }
 
     fn finished(&self, message: &OwnedMessage) {
@@ -480,7 +569,7 @@ impl Inner {
             source_partition: message.partition(),
             source_offset: message.offset(),
             reason: reason.to_owned(),
-            consumer: "notifier".to_owned(),
+            consumer: self.group.clone(),
             key: message.key().map(<[u8]>::to_vec),
             payload: message.payload().unwrap_or_default().to_vec(),
         };
@@ -550,6 +639,21 @@ mod tests {
         assert_eq!(t.finished("payments", 0, 1), Some(2));
         assert_eq!(t.in_flight(), 1);
         assert_eq!(t.finished("orders", 0, 5), Some(6));
+    }
+
+    #[test]
+    fn abandoned_work_holds_the_position_but_is_not_in_flight() {
+        let mut t = OffsetTracker::default();
+        for offset in 0..3 {
+            t.fetched("orders", 0, offset);
+        }
+        t.abandoned("orders", 0, 0);
+        assert_eq!(t.in_flight(), 2);
+        assert_eq!(t.in_flight_in(&[("orders".to_owned(), 0)]), 2);
+        assert_eq!(t.finished("orders", 0, 1), None);
+        assert_eq!(t.finished("orders", 0, 2), None, "offset 0 was never done");
+        assert_eq!(t.in_flight(), 0);
+        assert_eq!(t.uncommitted(), 3);
     }
 
     #[test]

@@ -16,8 +16,8 @@
 //! | `NOTIFIER_API_TOKEN` | `local-dev-token` | Bearer token of `GET /notifications…`. The default is for the local stack only: set a real secret anywhere else |
 //! | `NOTIFIER_MAX_IN_FLIGHT` | `64` | messages fetched from Kafka and not yet finished; fetching pauses at this limit |
 //! | `NOTIFIER_MAX_UNCOMMITTED` | `10000` | offsets fetched but not yet stored (finished work waiting behind an unfinished one in its partition); fetching pauses at this limit |
-//! | `NOTIFIER_SMTP_POOL_SIZE` | `16` | pooled SMTP connections |
-//! | `NOTIFIER_SMTP_TIMEOUT_SECS` | `10` | timeout of each SMTP command (connect, RCPT, DATA, …) |
+//! | `NOTIFIER_SMTP_POOL_SIZE` | `16` | SMTP connections: at most this many sessions at once, kept open between mails |
+//! | `NOTIFIER_SMTP_TIMEOUT_SECS` | `10` | bound of one delivery attempt (connecting and the whole SMTP dialogue) |
 //! | `NOTIFIER_MAIL_MAX_ATTEMPTS` | `5` | delivery attempts of one mail before it is recorded `FAILED` |
 //! | `NOTIFIER_MAIL_RETRY_INITIAL_MS` | `500` | wait before the 2nd attempt; doubles each attempt (with jitter) |
 //! | `NOTIFIER_MAIL_RETRY_MAX_MS` | `30000` | cap of the wait between attempts |
@@ -84,10 +84,10 @@ pub struct Settings {
     /// of its partition); fetching pauses at this limit.
     #[arg(long, env = "NOTIFIER_MAX_UNCOMMITTED", default_value_t = 10_000)]
     pub max_uncommitted: usize,
-    /// Pooled SMTP connections.
+    /// SMTP connections: at most this many sessions at once, kept open between mails.
     #[arg(long, env = "NOTIFIER_SMTP_POOL_SIZE", default_value_t = 16)]
     pub smtp_pool_size: u32,
-    /// Timeout of each SMTP command, in seconds.
+    /// Bound of one delivery attempt (connecting and the SMTP dialogue), in seconds.
     #[arg(long, env = "NOTIFIER_SMTP_TIMEOUT_SECS", default_value_t = 10)]
     pub smtp_timeout_secs: u64,
     /// Delivery attempts of one mail before it is recorded FAILED.

@@ -185,6 +185,18 @@ impl TestApp {
         started.elapsed()
     }
 
+    /// Starts another instance with the same settings (same consumer group).
+    pub async fn start_another(&self) -> Instance {
+        let app = Application::build(self.settings.clone())
+            .await
+            .expect("another notifier starts");
+        let token = app.shutdown_token();
+        Instance {
+            token,
+            handle: tokio::spawn(app.run_until_stopped()),
+        }
+    }
+
     /// Stops the notifier and drops this test's database (call at the end of a passing
     /// test; a failing one keeps its data for a look).
     pub async fn finish(mut self) {
@@ -327,6 +339,23 @@ impl TestApp {
                 }
             }
         }
+    }
+}
+
+/// Another notifier instance (see [`TestApp::start_another`]).
+pub struct Instance {
+    token: CancellationToken,
+    handle: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Instance {
+    pub async fn stop(self) {
+        self.token.cancel();
+        tokio::time::timeout(Duration::from_secs(60), self.handle)
+            .await
+            .expect("the instance stops within 60 s")
+            .expect("no panic")
+            .expect("stops cleanly");
     }
 }
 

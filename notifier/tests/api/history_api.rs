@@ -15,13 +15,45 @@ async fn health_readiness_and_metrics() {
         app.get("/readyz").send().await.expect("readyz").status(),
         200
     );
-    let metrics = app.get("/metrics").send().await.expect("metrics");
-    assert_eq!(metrics.status(), 200);
-    assert!(metrics
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/plain")));
+
+    // One mail and one dead letter, so their metrics exist.
+    let recipient = unique_recipient("metrics");
+    let order_id = Uuid::now_v7();
+    let poison = format!("poison {}", Uuid::new_v4());
+    app.publish_raw(&app.topics.orders, &order_id.to_string(), poison.as_bytes())
+        .await;
+    app.publish(&order_completed(
+        order_id,
+        &snapshot(&recipient, "ko", "Bun"),
+    ))
+    .await;
+    app.wait_for_final_documents(order_id, 1).await;
+    app.wait_for_dead_letter(poison.as_bytes()).await;
+
+    let text = eventually(
+        "the metrics to show the mail and the dead letter",
+        || async {
+            let metrics = app.get("/metrics").send().await.expect("metrics");
+            assert_eq!(metrics.status(), 200);
+            assert!(metrics
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("text/plain")));
+            let text = metrics.text().await.expect("text");
+            text.contains("notifier_dead_letters_total").then_some(text)
+        },
+    )
+    .await;
+    for name in [
+        "notifier_mails_sent_total",
+        "notifier_mail_send_duration_seconds",
+        "notifier_mongodb_write_duration_seconds",
+        "notifier_dead_letters_total",
+        "notifier_events_total",
+    ] {
+        assert!(text.contains(name), "/metrics lacks {name}:\n{text}");
+    }
     app.finish().await;
 }
 
@@ -125,6 +157,7 @@ async fn invalid_parameters_are_named_in_a_problem() {
         .await
         .expect("request");
     assert_eq!(response.status(), 404);
+    app.finish().await;
 }
 
 async fn list(app: &TestApp, query: &str) -> (Vec<Value>, Option<String>) {
@@ -139,7 +172,6 @@ async fn list(app: &TestApp, query: &str) -> (Vec<Value>, Option<String>) {
         body["items"].as_array().cloned().expect("items"),
         body["next_cursor"].as_str().map(str::to_owned),
     )
-    app.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -262,6 +294,7 @@ async fn filters_pagination_one_record_and_stats() {
     let p99 = stats["send_latency_ms"]["p99"].as_i64().expect("p99");
     assert!(0 <= p50 && p50 <= p99, "{stats}");
     assert_eq!(stats["window_seconds"], 900);
+    app.finish().await;
 }
 
 fn urlencode(text: &str) -> String {
