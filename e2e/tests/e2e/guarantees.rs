@@ -197,6 +197,13 @@ async fn poison_messages_are_dead_lettered_and_orders_keep_flowing() {
         .await
         .expect("task")
         .expect("dead letters read");
+        let mut by_source = std::collections::BTreeMap::new();
+        for letter in &letters {
+            *by_source
+                .entry((letter.source_topic.clone(), letter.consumer.clone()))
+                .or_insert(0) += 1;
+        }
+        println!("dead letters so far: {by_source:?}");
         (letters.len() >= 400).then_some(letters)
     })
     .await;
@@ -207,9 +214,15 @@ async fn poison_messages_are_dead_lettered_and_orders_keep_flowing() {
             .filter(|l| &l.source_topic == topic)
             .collect();
         assert_eq!(from_topic.len(), 200, "{topic}");
-        assert!(from_topic
-            .iter()
-            .all(|l| !l.reason.is_empty() && !l.consumer.is_empty() && l.source_offset >= 0));
+        for letter in from_topic {
+            assert!(
+                !letter.reason.is_empty()
+                    && !letter.consumer.is_empty()
+                    && letter.source_offset >= 0,
+                "a dead letter names its reason, consumer and offset: {}",
+                dead_letter_tools::to_json(letter)
+            );
+        }
     }
     stack.stop().await;
 }

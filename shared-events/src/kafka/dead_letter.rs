@@ -1,7 +1,6 @@
 //! Dead letters: messages that cannot be handled, parked on the dead-letter topic with
 //! their original bytes and headers that say where they came from and why.
 
-use super::event_headers;
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -72,16 +71,17 @@ impl DeadLetter {
             &partition,
             &offset,
             &self.reason,
+            &self.consumer,
         ];
-        DLQ_HEADERS.iter().zip(values).fold(
-            event_headers("DeadLetter", ""),
-            |headers, (key, value)| {
+        DLQ_HEADERS
+            .iter()
+            .zip(values)
+            .fold(OwnedHeaders::new(), |headers, (key, value)| {
                 headers.insert(Header {
                     key,
                     value: Some(value),
                 })
-            },
-        )
+            })
     }
 }
 
@@ -135,22 +135,26 @@ pub fn read_all(
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
         .collect();
     let mut assignment = TopicPartitionList::new();
-    let mut remaining = 0i64;
+    let mut expected = 0i64;
     for &partition in &partitions {
         let (low, high) = consumer.fetch_watermarks(&topic, partition, timeout)?;
-        remaining += high - low;
+        expected += high - low;
         assignment.add_partition_offset(&topic, partition, Offset::Beginning)?;
     }
     consumer.assign(&assignment)?;
+    // Read until the expected count is in and the topic has gone quiet: the watermarks
+    // say how much to expect, but a broker may report them a message short.
     let deadline = std::time::Instant::now() + timeout;
     let mut letters = Vec::new();
-    while remaining > 0 && std::time::Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(200)) {
+    let mut received = 0i64;
+    while std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(300)) {
             Some(Ok(message)) => {
-                remaining -= 1;
+                received += 1;
                 letters.extend(DeadLetter::from_dead_letter_message(&message));
             }
             Some(Err(error)) => return Err(error),
+            None if received >= expected => break,
             None => {}
         }
     }
