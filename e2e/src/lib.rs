@@ -10,6 +10,7 @@
 //! `KAFKA_BROKERS`, `MONGODB_URI`, `SMTP_HOST`, `SMTP_PORT`, `SMTP_MAILDIR`.
 
 pub mod mail;
+pub mod procs;
 mod services;
 
 pub use mail::{Mail, Maildir};

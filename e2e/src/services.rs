@@ -31,6 +31,9 @@ pub(crate) struct Plan {
 pub struct Options {
     /// How long an order may wait for its payment (default: the services' 15 minutes).
     pub payment_deadline: Option<std::time::Duration>,
+    /// Short gateway timeouts and a frequent reconciler, so a payment stuck mid-call is
+    /// settled within seconds.
+    pub fast_reconcile: bool,
 }
 
 impl Plan {
@@ -193,6 +196,7 @@ async fn launch(kind: Kind, plan: &Plan) -> anyhow::Result<Launched> {
             settings.port = plan.order_port;
             settings.database_url = database_url(&plan.infra, "orders", &plan.id).into();
             settings.consumer_group = plan.group("order");
+            settings.metrics_refresh_ms = 1000;
             if let Some(deadline) = plan.options.payment_deadline {
                 settings.payment_deadline_secs = deadline.as_secs().max(1);
                 settings.deadline_check_ms = 100;
@@ -218,6 +222,12 @@ async fn launch(kind: Kind, plan: &Plan) -> anyhow::Result<Launched> {
             settings.consumer_group = plan.group("payment");
             settings.kakaopay_base_url = plan.sim_url.clone();
             settings.gateway_backoff_ms = 50;
+            if plan.options.fast_reconcile {
+                settings.kakaopay_timeout_ms = 1_000;
+                settings.gateway_max_attempts = 2;
+                settings.reconcile_ms = 200;
+            }
+            settings.metrics_refresh_ms = 1000;
             settings.kafka = kafka;
             let app = payment::startup::Application::build(settings).await?;
             Ok((

@@ -15,7 +15,9 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!("Shutdown requested.");
         shutdown.cancel();
     });
-    app.run_until_stopped().await
+    let stopped = app.run_until_stopped().await;
+    shared_events::telemetry::shutdown();
+    stopped
 }
 
 #[cfg(unix)]

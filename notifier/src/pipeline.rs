@@ -30,7 +30,7 @@ use rdkafka::consumer::{
 };
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use shared_events::kafka::{DeadLetter, DeadLetterPublisher, KafkaSettings};
+use shared_events::kafka::{DeadLetter, DeadLetterPublisher, KafkaSettings, LagReporter};
 use shared_events::Event;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -38,6 +38,11 @@ use std::time::Duration;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+/// The `consumer` label of the notifier's shared consumer metrics
+/// (`saga_dead_letters_total`, `saga_consumer_lag_messages`).
+pub const CONSUMER: &str = "notifier";
 
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
@@ -183,6 +188,8 @@ impl Shared {
 pub struct PipelineContext {
     shared: Shared,
     drain_timeout: Duration,
+    /// Exports the consumer lag from librdkafka's statistics.
+    lag: LagReporter,
 }
 
 impl PipelineContext {
@@ -212,7 +219,11 @@ impl PipelineContext {
     }
 }
 
-impl ClientContext for PipelineContext {}
+impl ClientContext for PipelineContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.lag.record(&statistics);
+    }
+}
 
 impl ConsumerContext for PipelineContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -315,11 +326,12 @@ impl Pipeline {
         dead_letters: DeadLetterPublisher,
     ) -> rdkafka::error::KafkaResult<Self> {
         let shared = Shared::default();
-        let consumer = Arc::new(kafka.consumer(
+        let consumer = Arc::new(kafka.consumer_with_statistics(
             &config.consumer_group,
             PipelineContext {
                 shared: shared.clone(),
                 drain_timeout: config.shutdown_timeout,
+                lag: LagReporter::new(CONSUMER, &config.consumer_group),
             },
         )?);
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
@@ -500,9 +512,22 @@ impl Inner {
         }
     }
 
+    /// Handles one message in its trace: a child of the span that published the event
+    /// (its `traceparent` header), so the mail's log lines carry the order's trace id.
     async fn process(&self, work: Work) {
+        let decoded = Event::from_json(work.message.payload().unwrap_or_default());
+        let span =
+            shared_events::kafka::message_span(CONSUMER, &work.message, decoded.as_ref().ok());
+        self.process_decoded(work, decoded).instrument(span).await
+    }
+
+    async fn process_decoded(
+        &self,
+        work: Work,
+        decoded: Result<Event, shared_events::DecodeError>,
+    ) {
         let message = &work.message;
-        let finished = match Event::from_json(message.payload().unwrap_or_default()) {
+        let finished = match decoded {
             Err(error) => {
                 metrics::counter!("notifier_events_total", "event_type" => "undecodable", "outcome" => "dead_letter")
                     .increment(1);
@@ -582,7 +607,7 @@ impl Inner {
             };
             match published {
                 Ok(()) => {
-                    metrics::counter!("notifier_dead_letters_total", "topic" => letter.source_topic.clone())
+                    metrics::counter!("saga_dead_letters_total", "consumer" => CONSUMER)
                         .increment(1);
                     tracing::warn!(
                         topic = %letter.source_topic, partition = letter.source_partition,

@@ -234,6 +234,76 @@ impl MailService {
     }
 }
 
+/// Help texts of the notifier's metrics, and every counter of a known label set at 0, so
+/// dashboards and alerts see each series before its first event.
+pub fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        "notifier_mails_sent_total",
+        "Mails accepted by the SMTP relay, by type."
+    );
+    describe_counter!(
+        "notifier_mails_failed_total",
+        "Mails recorded FAILED, by type and reason (permanent: refused; exhausted: retries used up)."
+    );
+    describe_counter!(
+        "notifier_mail_retries_total",
+        "Delivery attempts that failed transiently and will be retried, by type."
+    );
+    describe_counter!(
+        "notifier_mails_duplicate_total",
+        "Events whose mail had already been finished (redeliveries), by type."
+    );
+    describe_histogram!(
+        "notifier_mail_send_duration_seconds",
+        Unit::Seconds,
+        "One SMTP delivery attempt, by outcome (sent, error)."
+    );
+    describe_histogram!(
+        "notifier_mail_end_to_end_seconds",
+        Unit::Seconds,
+        "From the event's occurred_at to the mail's acceptance by the relay, by type."
+    );
+    describe_histogram!(
+        "notifier_mongodb_write_duration_seconds",
+        Unit::Seconds,
+        "One write to the mail history in MongoDB."
+    );
+    describe_counter!(
+        "notifier_mongodb_errors_total",
+        "History writes that failed transiently (MongoDB unreachable) and are retried."
+    );
+    describe_counter!(
+        "notifier_events_total",
+        "Events handled, by event type and outcome (sent, failed, no_mail, duplicate, dead_letter)."
+    );
+    describe_counter!(
+        "notifier_messages_consumed_total",
+        "Kafka messages fetched, by topic."
+    );
+    describe_gauge!(
+        "notifier_in_flight_messages",
+        "Messages fetched and not yet finished."
+    );
+    describe_gauge!(
+        "notifier_uncommitted_offsets",
+        "Offsets fetched and not yet stored (finished work waiting behind unfinished work)."
+    );
+    for kind in MailKind::ALL {
+        let kind = kind.as_str();
+        metrics::counter!("notifier_mails_sent_total", "type" => kind).increment(0);
+        metrics::counter!("notifier_mail_retries_total", "type" => kind).increment(0);
+        metrics::counter!("notifier_mails_duplicate_total", "type" => kind).increment(0);
+        for reason in ["permanent", "exhausted"] {
+            metrics::counter!("notifier_mails_failed_total", "type" => kind, "reason" => reason)
+                .increment(0);
+        }
+    }
+    metrics::counter!("notifier_mongodb_errors_total").increment(0);
+    metrics::counter!("saga_dead_letters_total", "consumer" => crate::pipeline::CONSUMER)
+        .increment(0);
+}
+
 /// Retries a history write while the store is unreachable (a store outage pauses the
 /// notifier rather than losing or duplicating mails), until the hard stop.
 async fn retry_store<T, F, Fut>(stop: &Stop, mut op: F) -> Result<T, HandleError>

@@ -10,6 +10,7 @@ use crate::transport::{SmtpSettings, SmtpTransport};
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
+use shared_events::http::HttpMetrics;
 use shared_events::kafka::DeadLetterPublisher;
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -35,6 +36,7 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         // Install the process's metrics recorder before anything records.
         let _ = shared_events::telemetry::metrics();
+        crate::service::describe_metrics();
 
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))
             .with_context(|| format!("could not bind {}:{}", settings.host, settings.port))?;
@@ -98,6 +100,7 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(TracingLogger::default())
+                .wrap(HttpMetrics::new("notifier"))
                 .app_data(state.clone())
                 .configure(api::configure)
         })

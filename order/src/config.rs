@@ -11,6 +11,7 @@
 //! | `ORDER_CONSUMER_GROUP` | `order-service` | Kafka consumer group |
 //! | `ORDER_PAYMENT_DEADLINE_SECS` | `900` | an unpaid order is cancelled after this (the tid's lifetime) |
 //! | `ORDER_DEADLINE_CHECK_MS` | `1000` | how often overdue orders are looked for |
+//! | `ORDER_METRICS_REFRESH_MS` | `10000` | how often the orders-by-status gauges are read from the database |
 //! | `KAFKA_BROKERS`, `KAFKA_TOPIC_PREFIX`, `KAFKA_PARTITIONS` | | see `shared_events::kafka` |
 
 use secrecy::SecretString;
@@ -43,6 +44,8 @@ pub struct Settings {
     pub payment_deadline_secs: u64,
     #[arg(long, env = "ORDER_DEADLINE_CHECK_MS", default_value_t = 1000)]
     pub deadline_check_ms: u64,
+    #[arg(long, env = "ORDER_METRICS_REFRESH_MS", default_value_t = 10_000)]
+    pub metrics_refresh_ms: u64,
     #[command(flatten)]
     pub kafka: KafkaSettings,
 }

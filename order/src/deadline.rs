@@ -34,14 +34,18 @@ pub async fn expire_overdue(pool: &PgPool, outbox: &Outbox) -> Result<usize, sag
     let expired = run_blocking(pool, move |conn| {
         conn.transaction::<_, saga::SagaError, _>(|conn| {
             let overdue = store::overdue(conn, BATCH).map_err(DbError::from)?;
-            for id in &overdue {
-                saga::apply(
-                    conn,
-                    &writer,
-                    *id,
-                    Trigger::DeadlinePassed,
-                    &Facts::default(),
-                )?;
+            for (id, traceparent) in &overdue {
+                // Each expiry continues its order's trace.
+                crate::orders::order_span("deadline passed", *id, traceparent.as_deref())
+                    .in_scope(|| {
+                        saga::apply(
+                            conn,
+                            &writer,
+                            *id,
+                            Trigger::DeadlinePassed,
+                            &Facts::default(),
+                        )
+                    })?;
             }
             Ok(overdue.len())
         })

@@ -9,6 +9,7 @@ pub mod config;
 pub mod deadline;
 pub mod domain;
 pub mod error;
+pub mod gauges;
 pub mod orders;
 pub mod routes;
 pub mod saga;

@@ -10,10 +10,11 @@ use shared_events::db::{run_blocking, DbError, PgPool};
 use shared_events::outbox::Outbox;
 use shared_events::{Event, OrderPlaced};
 use std::time::Duration;
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// Stores the order `PENDING_PAYMENT` and its `OrderPlaced` event in one transaction.
-#[tracing::instrument(name = "Placing an order", skip_all, fields(order_id))]
+#[tracing::instrument(name = "Placing an order", skip_all, fields(order_id, trace_id))]
 pub async fn place(
     pool: &PgPool,
     outbox: &Outbox,
@@ -21,7 +22,11 @@ pub async fn place(
     deadline: Duration,
 ) -> Result<Order, ApiError> {
     let id = Uuid::now_v7();
-    tracing::Span::current().record("order_id", tracing::field::display(id));
+    let span = tracing::Span::current();
+    span.record("order_id", tracing::field::display(id));
+    if let Some(trace_id) = shared_events::telemetry::trace_id_of(&span) {
+        span.record("trace_id", tracing::field::display(trace_id));
+    }
     let payment_deadline =
         Utc::now() + chrono::Duration::from_std(deadline).unwrap_or(chrono::Duration::minutes(15));
     let writer = outbox.clone();
@@ -45,6 +50,11 @@ pub async fn place(
     .await?;
     outbox.notify();
     metrics::counter!("order_orders_placed_total").increment(1);
+    tracing::info!(
+        order_id = %id,
+        total_amount = placed.row.total_amount,
+        "Order placed; waiting for its payment."
+    );
     Ok(placed)
 }
 
@@ -57,15 +67,36 @@ pub async fn get(pool: &PgPool, id: Uuid) -> Result<Order, ApiError> {
 }
 
 /// The shopper cancels: an unpaid order is cancelled at once; a paid one is refunded
-/// first (`CANCELLING` until the refund is confirmed). Asking again changes nothing.
-#[tracing::instrument(name = "Cancelling an order", skip(pool, outbox))]
+/// first (`CANCELLING` until the refund is confirmed). Asking again changes nothing. The
+/// work continues the order's own trace (see [`order_span`]).
 pub async fn cancel(pool: &PgPool, outbox: &Outbox, id: Uuid) -> Result<Order, ApiError> {
+    let traceparent = run_blocking(pool, move |conn| {
+        Ok::<_, DbError>(store::traceparent(conn, id)?)
+    })
+    .await?;
+    let span = order_span("shopper cancels", id, traceparent.as_deref());
     saga::run(pool, outbox, id, Trigger::ShopperCancels, Facts::default())
+        .instrument(span)
         .await
         .map_err(|error| match error {
             SagaError::UnknownOrder(_) => ApiError::NotFound("order"),
             SagaError::Db(error) => error.into(),
         })
+}
+
+/// A span for work on order `id` that continues the trace the order was placed in
+/// (`traceparent`, stored with the order), so one order keeps one trace id even when the
+/// work starts from a new request or a timer. The request's own span stays the tracing
+/// parent in-process; the order's trace is the OpenTelemetry parent.
+pub fn order_span(work: &'static str, id: Uuid, traceparent: Option<&str>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "Order work",
+        work,
+        order_id = %id,
+        trace_id = tracing::field::Empty
+    );
+    shared_events::telemetry::continue_trace(&span, traceparent);
+    span
 }
 
 /// Every step of the order's saga, oldest first.

@@ -79,12 +79,52 @@ pub fn apply(
     store::record_step(conn, &event, "order", "published")?;
     metrics::counter!("order_transitions_total", "from" => from.as_str(), "to" => to.as_str())
         .increment(1);
+    record_settlement(&order, from, to, decision);
     tracing::info!(%order_id, %from, %to, event = %event.event_type(), "Order moved.");
     let order = store::find(conn, order_id, false)?.ok_or(SagaError::UnknownOrder(order_id))?;
     Ok(Applied {
         order,
         published: true,
     })
+}
+
+/// Saga metrics of a transition: how long the order took to settle
+/// (`order_saga_duration_seconds{outcome}`, from its placement: `completed`, `cancelled`
+/// or `refunded`) and why orders are cancelled (`order_orders_cancelled_total{reason}`).
+fn record_settlement(order: &Order, from: OrderStatus, to: OrderStatus, decision: Decision) {
+    let outcome = match (from, to) {
+        (OrderStatus::PendingPayment, OrderStatus::Completed) => "completed",
+        (OrderStatus::PendingPayment, OrderStatus::Cancelled) => "cancelled",
+        (OrderStatus::Cancelling, OrderStatus::Cancelled) => "refunded",
+        _ => return,
+    };
+    let age = (Utc::now() - order.row.created_at)
+        .to_std()
+        .unwrap_or_default();
+    metrics::histogram!("order_saga_duration_seconds", "outcome" => outcome)
+        .record(age.as_secs_f64());
+    let reason = match decision {
+        Decision::Cancel(reason) => Some(reason),
+        Decision::FinishRefund => order.cancel_reason(),
+        _ => None,
+    };
+    if let Some(reason) = reason {
+        metrics::counter!("order_orders_cancelled_total", "reason" => cancel_reason_label(reason))
+            .increment(1);
+    }
+}
+
+/// The wire name of a cancel reason (`deadline_expired`), a bounded label value.
+pub fn cancel_reason_label(reason: CancelReason) -> &'static str {
+    match reason {
+        CancelReason::PaymentDeclined => "payment_declined",
+        CancelReason::PaymentCancelledByShopper => "payment_cancelled_by_shopper",
+        CancelReason::PaymentFailed => "payment_failed",
+        CancelReason::PaymentExpired => "payment_expired",
+        CancelReason::PaymentUnavailable => "payment_unavailable",
+        CancelReason::DeadlineExpired => "deadline_expired",
+        CancelReason::CancelledByShopper => "cancelled_by_shopper",
+    }
 }
 
 /// Makes the change `decision` asks for; returns the new status and its event.

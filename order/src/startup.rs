@@ -5,18 +5,15 @@
 use crate::config::Settings;
 use crate::routes;
 use crate::saga::PaymentEvents;
-use actix_web::dev::Server;
-use actix_web::{web, App, HttpServer};
+use actix_web::web;
 use anyhow::Context;
 use secrecy::ExposeSecret;
-use shared_events::db::{self, run_blocking, PgPool};
+use shared_events::db::{self, PgPool};
+use shared_events::http::{HttpApi, RunningService};
 use shared_events::kafka::{ConsumerLoop, DeadLetterPublisher};
 use shared_events::outbox::Outbox;
-use std::net::TcpListener;
 use std::time::Duration;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing_actix_web::TracingLogger;
 
 /// What the handlers share.
 pub struct AppState {
@@ -25,17 +22,17 @@ pub struct AppState {
     pub payment_deadline: Duration,
 }
 
-pub struct Application {
-    port: u16,
-    server: Server,
-    shutdown: CancellationToken,
-    tasks: Vec<JoinHandle<()>>,
-}
+/// order-service's assembly; `build` returns the running service.
+pub struct Application;
 
 impl Application {
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+    pub async fn build(settings: Settings) -> anyhow::Result<RunningService> {
+        let _ = shared_events::telemetry::metrics();
+        crate::gauges::describe();
         let pool = db::build_pool(settings.database_url.expose_secret(), settings.db_pool_size);
-        migrate(&pool).await?;
+        db::migrate(&pool, crate::MIGRATIONS)
+            .await
+            .map_err(|e| anyhow::anyhow!("migrations failed: {e}"))?;
         settings
             .kafka
             .ensure_topics()
@@ -71,54 +68,25 @@ impl Application {
                 Duration::from_millis(settings.deadline_check_ms),
                 shutdown.clone(),
             )),
+            tokio::spawn(crate::gauges::run(
+                pool.clone(),
+                Duration::from_millis(settings.metrics_refresh_ms.max(100)),
+                shutdown.clone(),
+            )),
         ];
 
-        let listener = TcpListener::bind((settings.host.as_str(), settings.port))
-            .with_context(|| format!("binding {}:{}", settings.host, settings.port))?;
-        let port = listener.local_addr()?.port();
-        let state = web::Data::new(AppState {
-            pool,
-            outbox,
-            payment_deadline: Duration::from_secs(settings.payment_deadline_secs),
-        });
-        let server = HttpServer::new(move || {
-            App::new()
-                .wrap(TracingLogger::default())
-                .app_data(state.clone())
-                .configure(routes::configure)
-        })
-        .listen(listener)?
-        .workers(settings.http_workers)
-        .disable_signals()
-        .shutdown_timeout(5)
-        .run();
-        tracing::info!(port, "order-service listening.");
-        Ok(Self {
-            port,
-            server,
-            shutdown,
-            tasks,
-        })
+        let api = HttpApi {
+            service: "order",
+            host: settings.host.clone(),
+            port: settings.port,
+            workers: settings.http_workers,
+            state: web::Data::new(AppState {
+                pool,
+                outbox,
+                payment_deadline: Duration::from_secs(settings.payment_deadline_secs),
+            }),
+            configure: routes::configure,
+        };
+        RunningService::start(api, shutdown, tasks)
     }
-
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// Cancelling this token stops the service gracefully.
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
-    }
-
-    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        shared_events::http::serve_until_cancelled(self.server, self.shutdown, self.tasks).await
-    }
-}
-
-async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
-    run_blocking(pool, |conn| {
-        db::run_migrations(conn, crate::MIGRATIONS)
-            .map_err(|e| anyhow::anyhow!("migrations failed: {e}"))
-    })
-    .await
 }

@@ -28,6 +28,7 @@ diesel::table! {
         updated_at -> Timestamptz,
         completed_at -> Nullable<Timestamptz>,
         cancelled_at -> Nullable<Timestamptz>,
+        traceparent -> Nullable<Text>,
     }
 }
 
@@ -87,6 +88,8 @@ pub struct OrderRow {
     pub updated_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
     pub cancelled_at: Option<DateTime<Utc>>,
+    /// The trace the order was placed in (W3C `traceparent`).
+    pub traceparent: Option<String>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Serialize)]
@@ -154,6 +157,7 @@ pub fn insert(
             orders::status.eq(OrderStatus::PendingPayment.as_str()),
             orders::total_amount.eq(order.total_amount),
             orders::payment_deadline.eq(deadline),
+            orders::traceparent.eq(shared_events::telemetry::current_traceparent()),
         ))
         .execute(conn)?;
     let lines: Vec<_> = order
@@ -311,16 +315,43 @@ pub fn steps(conn: &mut PgConnection, order_id: Uuid) -> QueryResult<Vec<SagaSte
         .load(conn)
 }
 
-/// Up to `limit` unpaid orders past their deadline, locked (skipping rows another
-/// instance is expiring right now).
-pub fn overdue(conn: &mut PgConnection, limit: i64) -> QueryResult<Vec<Uuid>> {
+/// Up to `limit` unpaid orders past their deadline, with the trace each was placed in,
+/// locked (skipping rows another instance is expiring right now).
+pub fn overdue(conn: &mut PgConnection, limit: i64) -> QueryResult<Vec<(Uuid, Option<String>)>> {
     orders::table
         .filter(orders::status.eq(OrderStatus::PendingPayment.as_str()))
         .filter(orders::payment_deadline.lt(diesel::dsl::now))
         .order(orders::payment_deadline)
         .limit(limit)
-        .select(orders::id)
+        .select((orders::id, orders::traceparent))
         .for_update()
         .skip_locked()
         .load(conn)
+}
+
+/// The trace order `id` was placed in (`None` if the order or its trace is unknown).
+pub fn traceparent(conn: &mut PgConnection, id: Uuid) -> QueryResult<Option<String>> {
+    Ok(orders::table
+        .find(id)
+        .select(orders::traceparent)
+        .first::<Option<String>>(conn)
+        .optional()?
+        .flatten())
+}
+
+/// How many orders are in each status (statuses without orders are absent).
+pub fn count_by_status(conn: &mut PgConnection) -> QueryResult<Vec<(String, i64)>> {
+    orders::table
+        .group_by(orders::status)
+        .select((orders::status, diesel::dsl::count_star()))
+        .load(conn)
+}
+
+/// Unpaid orders whose deadline has passed: the deadline sweep should leave none.
+pub fn count_overdue(conn: &mut PgConnection) -> QueryResult<i64> {
+    orders::table
+        .filter(orders::status.eq(OrderStatus::PendingPayment.as_str()))
+        .filter(orders::payment_deadline.lt(diesel::dsl::now))
+        .count()
+        .get_result(conn)
 }

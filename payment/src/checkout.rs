@@ -23,6 +23,7 @@ use shared_events::{
     PaymentReady, PaymentRefunded, RefundRequested,
 };
 use std::sync::Arc;
+use tracing::Instrument;
 use uuid::Uuid;
 
 pub struct Checkout {
@@ -62,6 +63,10 @@ impl Checkout {
                 &ready.next_redirect_mobile_url,
             )?
             .map(|p| {
+                tracing::info!(
+                    order_id = %p.order_id, payment_id = %p.id, tid = %ready.tid,
+                    "Payment ready; waiting for the shopper."
+                );
                 let event = cause.follow_up(PaymentReady {
                     payment_id: p.id,
                     tid: ready.tid.clone(),
@@ -91,7 +96,9 @@ impl Checkout {
         .map(|_| ())
     }
 
-    /// The shopper came back to the approval URL with `pg_token`.
+    /// The shopper came back to the approval URL with `pg_token`. Kakao Pay's redirects
+    /// carry no trace context: the approval continues the order's trace, stored with the
+    /// payment.
     pub async fn approve(&self, payment_id: Uuid, pg_token: &str) -> Result<Payment, ApiError> {
         let begun = run_blocking(&self.pool, move |conn| {
             Ok::<_, DbError>(store::begin_approval(conn, payment_id)?)
@@ -101,6 +108,12 @@ impl Checkout {
             // Not READY: a refresh or double submit. Show where the payment is.
             return self.find(payment_id).await;
         };
+        let span = payment_span("shopper approved", &payment);
+        self.approve_begun(payment, pg_token).instrument(span).await
+    }
+
+    async fn approve_begun(&self, payment: Payment, pg_token: &str) -> Result<Payment, ApiError> {
+        let payment_id = payment.id;
         match self.gateway.approve(&payment, pg_token).await {
             Ok(approved) => {
                 let method = approved
@@ -150,27 +163,42 @@ impl Checkout {
         reason: PaymentFailureReason,
     ) -> Result<Payment, ApiError> {
         let payment = self.find(payment_id).await?;
+        let span = payment_span("shopper left", &payment);
+        self.abandon(payment, reason).instrument(span).await
+    }
+
+    async fn abandon(
+        &self,
+        payment: Payment,
+        reason: PaymentFailureReason,
+    ) -> Result<Payment, ApiError> {
+        let payment_id = payment.id;
         if payment.status() == PaymentStatus::Ready {
-            self.commit(None, move |conn| {
-                let step = store::mark_failed(
-                    conn,
-                    payment.id,
-                    PaymentStatus::Ready,
-                    &reason_text(reason),
-                    None,
-                )?;
-                Ok(step.map(|p| {
-                    let event = failed_event(
-                        &p,
-                        reason,
+            let failed = self
+                .commit(None, move |conn| {
+                    let step = store::mark_failed(
+                        conn,
+                        payment.id,
+                        PaymentStatus::Ready,
+                        &reason_text(reason),
                         None,
-                        format!("shopper returned: {reason:?}"),
-                        None,
-                    );
-                    (p, event)
-                }))
-            })
-            .await?;
+                    )?;
+                    Ok(step.map(|p| {
+                        let event = failed_event(
+                            &p,
+                            reason,
+                            None,
+                            format!("shopper returned: {reason:?}"),
+                            None,
+                        );
+                        (p, event)
+                    }))
+                })
+                .await?;
+            if failed.is_some() {
+                metrics::counter!("payment_payments_failed_total", "reason" => reason_label(reason))
+                    .increment(1);
+            }
         }
         self.find(payment_id).await
     }
@@ -191,6 +219,8 @@ impl Checkout {
         })
         .await?;
         if closed > 0 {
+            metrics::counter!("payment_payments_failed_total", "reason" => "order_cancelled")
+                .increment(closed);
             tracing::info!(%order_id, "Payment closed: its order was cancelled.");
         }
         Ok(())
@@ -234,8 +264,16 @@ impl Checkout {
                 _ => return Err(HandlerError::Permanent(error.into())),
             }
         }
+        self.finish_refund(payment, Some(cause.clone()))
+            .await
+            .map_err(transient)
+    }
+
+    /// `REFUNDING` → `REFUNDED` + `PaymentRefunded`, once the gateway has given the
+    /// money back.
+    async fn finish_refund(&self, payment: Payment, cause: Option<Event>) -> Result<(), DbError> {
         let amount = payment.amount;
-        self.commit(Some(cause.clone()), move |conn| {
+        self.commit(cause, move |conn| {
             let step = store::mark_refunded(conn, payment.id, amount)?;
             Ok(step.map(|p| {
                 let event = Event::new(
@@ -251,10 +289,60 @@ impl Checkout {
                 (p, event)
             }))
         })
-        .await
-        .map_err(transient)?;
+        .await?;
         metrics::counter!("payment_refunds_total").increment(1);
         Ok(())
+    }
+
+    /// Settles payments left `APPROVING` or `REFUNDING` longer than `older_than` — a call
+    /// whose answer never came (gateway outage, crash) — by Kakao Pay's own record of
+    /// the payment. `older_than` must exceed the longest a live call can take, so a
+    /// sweep never races an approve still in flight. Returns how many were settled.
+    pub async fn reconcile_stuck(&self, older_than: std::time::Duration) -> Result<usize, DbError> {
+        let cutoff = Utc::now() - chrono::Duration::from_std(older_than).unwrap_or_default();
+        let stuck = run_blocking(&self.pool, move |conn| {
+            Ok::<_, DbError>(store::stuck(conn, cutoff, 50)?)
+        })
+        .await?;
+        let mut settled = 0;
+        for payment in stuck {
+            let id = payment.id;
+            let outcome = match payment.status() {
+                PaymentStatus::Approving => self
+                    .reconcile(payment)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                PaymentStatus::Refunding => self.reconcile_refund(payment).await,
+                _ => Ok(()),
+            };
+            match outcome {
+                Ok(()) => settled += 1,
+                Err(error) => {
+                    tracing::warn!(payment_id = %id, %error, "Payment still unsettled; will retry.")
+                }
+            }
+        }
+        Ok(settled)
+    }
+
+    /// A refund whose answer never came: done if the gateway shows it, else tried again
+    /// (the `cancel_available_amount` guard makes a second refund impossible).
+    async fn reconcile_refund(&self, payment: Payment) -> Result<(), String> {
+        let status = self
+            .gateway
+            .status(&payment)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !status.status.as_str().ends_with("CANCEL_PAYMENT") {
+            self.gateway
+                .refund(&payment)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        self.finish_refund(payment, None)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     pub async fn find(&self, payment_id: Uuid) -> Result<Payment, ApiError> {
@@ -332,26 +420,33 @@ impl Checkout {
         method: Option<String>,
     ) -> Result<Payment, ApiError> {
         let payment_id = payment.id;
-        self.commit(None, move |conn| {
-            let step = store::mark_approved(conn, payment.id, method.as_deref(), Utc::now())?;
-            Ok(step.map(|p| {
-                let event = Event::new(
-                    p.order_id,
-                    None,
-                    PaymentApproved {
-                        payment_id: p.id,
-                        tid: p.tid().to_owned(),
-                        amount: p.amount,
-                        payment_method: p.payment_method.clone(),
-                        approved_at: p.approved_at.unwrap_or_else(Utc::now),
-                        order: p.snapshot(),
-                    },
-                );
-                (p, event)
-            }))
-        })
-        .await?;
-        metrics::counter!("payment_payments_approved_total").increment(1);
+        let approved = self
+            .commit(None, move |conn| {
+                let step = store::mark_approved(conn, payment.id, method.as_deref(), Utc::now())?;
+                Ok(step.map(|p| {
+                    let event = Event::new(
+                        p.order_id,
+                        None,
+                        PaymentApproved {
+                            payment_id: p.id,
+                            tid: p.tid().to_owned(),
+                            amount: p.amount,
+                            payment_method: p.payment_method.clone(),
+                            approved_at: p.approved_at.unwrap_or_else(Utc::now),
+                            order: p.snapshot(),
+                        },
+                    );
+                    (p, event)
+                }))
+            })
+            .await?;
+        if let Some(approved) = approved {
+            metrics::counter!("payment_payments_approved_total").increment(1);
+            tracing::info!(
+                %payment_id, order_id = %approved.order_id, amount = approved.amount,
+                "Payment approved."
+            );
+        }
         self.find(payment_id).await
     }
 
@@ -394,11 +489,40 @@ fn fail(
 ) -> Result<Step, DbError> {
     let code = error.code().filter(|c| *c != 0);
     let step = store::mark_failed(conn, payment.id, from, &reason_text(reason), code)?;
-    metrics::counter!("payment_payments_failed_total").increment(1);
+    if step.is_some() {
+        metrics::counter!("payment_payments_failed_total", "reason" => reason_label(reason))
+            .increment(1);
+    }
     Ok(step.map(|p| {
         let event = failed_event(&p, reason, code, error.to_string(), cause);
         (p, event)
     }))
+}
+
+/// A span for work on `payment` that continues its order's trace (see the `traceparent`
+/// column), with the trace id as a field.
+fn payment_span(work: &'static str, payment: &Payment) -> tracing::Span {
+    let span = tracing::info_span!(
+        "Payment work",
+        work,
+        payment_id = %payment.id,
+        order_id = %payment.order_id,
+        trace_id = tracing::field::Empty
+    );
+    shared_events::telemetry::continue_trace(&span, payment.traceparent.as_deref());
+    span
+}
+
+/// A failure reason as a bounded metric label (`declined`, `gateway_unavailable`, …).
+pub fn reason_label(reason: PaymentFailureReason) -> &'static str {
+    match reason {
+        PaymentFailureReason::Declined => "declined",
+        PaymentFailureReason::ShopperCancelled => "shopper_cancelled",
+        PaymentFailureReason::Failed => "failed",
+        PaymentFailureReason::Expired => "expired",
+        PaymentFailureReason::GatewayUnavailable => "gateway_unavailable",
+        PaymentFailureReason::Rejected => "rejected",
+    }
 }
 
 fn reason_text(reason: PaymentFailureReason) -> String {

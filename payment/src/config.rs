@@ -12,6 +12,8 @@
 //! | `PAYMENT_CONSUMER_GROUP` | `payment-service` | Kafka consumer group |
 //! | `PAYMENT_GATEWAY_MAX_ATTEMPTS` | `4` | tries of a gateway call that fails transiently |
 //! | `PAYMENT_GATEWAY_BACKOFF_MS` | `200` | first wait between tries (doubles, with jitter) |
+//! | `PAYMENT_METRICS_REFRESH_MS` | `10000` | how often the payments-by-status gauges are read from the database |
+//! | `PAYMENT_RECONCILE_MS` | `5000` | how often payments stuck `APPROVING`/`REFUNDING` are settled by Kakao Pay's record |
 //! | `KAKAOPAY_BASE_URL` | `http://127.0.0.1:8089` | Kakao Pay API (the simulator locally) |
 //! | `KAKAOPAY_SECRET_KEY` | — (required) | Kakao Pay secret key (secret) |
 //! | `KAKAOPAY_CID` | `TC0ONETIME` | merchant id |
@@ -58,6 +60,10 @@ pub struct Settings {
     pub gateway_max_attempts: u32,
     #[arg(long, env = "PAYMENT_GATEWAY_BACKOFF_MS", default_value_t = 200)]
     pub gateway_backoff_ms: u64,
+    #[arg(long, env = "PAYMENT_METRICS_REFRESH_MS", default_value_t = 10_000)]
+    pub metrics_refresh_ms: u64,
+    #[arg(long, env = "PAYMENT_RECONCILE_MS", default_value_t = 5_000)]
+    pub reconcile_ms: u64,
     #[arg(
         long,
         env = "KAKAOPAY_BASE_URL",
@@ -72,4 +78,15 @@ pub struct Settings {
     pub kakaopay_timeout_ms: u64,
     #[command(flatten)]
     pub kafka: KafkaSettings,
+}
+
+impl Settings {
+    /// How long an approve or refund can legitimately be in flight: every attempt timing
+    /// out, plus the backoffs between them, plus slack. The reconciler waits longer.
+    pub fn longest_gateway_call(&self) -> std::time::Duration {
+        let attempts = self.gateway_max_attempts.max(1);
+        let timeouts = self.kakaopay_timeout_ms * u64::from(attempts);
+        let backoffs = self.gateway_backoff_ms * 16 * u64::from(attempts);
+        std::time::Duration::from_millis(timeouts + backoffs + 5_000)
+    }
 }

@@ -22,6 +22,16 @@ pub enum PaymentStatus {
 }
 
 impl PaymentStatus {
+    pub const ALL: [PaymentStatus; 7] = [
+        PaymentStatus::Requested,
+        PaymentStatus::Ready,
+        PaymentStatus::Approving,
+        PaymentStatus::Approved,
+        PaymentStatus::Failed,
+        PaymentStatus::Refunding,
+        PaymentStatus::Refunded,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             PaymentStatus::Requested => "REQUESTED",

@@ -11,6 +11,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod gateway;
+pub mod gauges;
 pub mod routes;
 pub mod startup;
 pub mod store;

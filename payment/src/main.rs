@@ -12,5 +12,7 @@ async fn main() -> anyhow::Result<()> {
         shared_events::telemetry::shutdown_signal().await;
         shutdown.cancel();
     });
-    application.run_until_stopped().await
+    let stopped = application.run_until_stopped().await;
+    shared_events::telemetry::shutdown();
+    stopped
 }

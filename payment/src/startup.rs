@@ -6,32 +6,29 @@ use crate::checkout::{Checkout, OrderEvents};
 use crate::config::Settings;
 use crate::gateway::{CallbackUrls, Gateway};
 use crate::routes;
-use actix_web::dev::Server;
-use actix_web::{web, App, HttpServer};
+use actix_web::web;
 use anyhow::Context;
 use kakaopay::{KakaoPayClient, KakaoPayConfig};
 use secrecy::ExposeSecret;
-use shared_events::db::{self, run_blocking, PgPool};
+use shared_events::db;
+use shared_events::http::{HttpApi, RunningService};
 use shared_events::kafka::{ConsumerLoop, DeadLetterPublisher};
 use shared_events::outbox::Outbox;
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing_actix_web::TracingLogger;
 
-pub struct Application {
-    port: u16,
-    server: Server,
-    shutdown: CancellationToken,
-    tasks: Vec<JoinHandle<()>>,
-}
+/// payment-service's assembly; `build` returns the running service.
+pub struct Application;
 
 impl Application {
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+    pub async fn build(settings: Settings) -> anyhow::Result<RunningService> {
+        let _ = shared_events::telemetry::metrics();
+        crate::gauges::describe();
         let pool = db::build_pool(settings.database_url.expose_secret(), settings.db_pool_size);
-        migrate(&pool).await?;
+        db::migrate(&pool, crate::MIGRATIONS)
+            .await
+            .map_err(|e| anyhow::anyhow!("migrations failed: {e}"))?;
         settings
             .kafka
             .ensure_topics()
@@ -74,54 +71,51 @@ impl Application {
         let tasks = vec![
             tokio::spawn(
                 outbox
-                    .relay("payment", pool, producer)
+                    .relay("payment", pool.clone(), producer)
                     .run(shutdown.clone()),
             ),
             tokio::spawn(consumer.run(shutdown.clone())),
+            tokio::spawn(reconcile(
+                checkout.clone(),
+                Duration::from_millis(settings.reconcile_ms.max(100)),
+                settings.longest_gateway_call(),
+                shutdown.clone(),
+            )),
+            tokio::spawn(crate::gauges::run(
+                pool,
+                Duration::from_millis(settings.metrics_refresh_ms.max(100)),
+                shutdown.clone(),
+            )),
         ];
 
-        let listener = TcpListener::bind((settings.host.as_str(), settings.port))
-            .with_context(|| format!("binding {}:{}", settings.host, settings.port))?;
-        let port = listener.local_addr()?.port();
-        let state = web::Data::from(checkout);
-        let server = HttpServer::new(move || {
-            App::new()
-                .wrap(TracingLogger::default())
-                .app_data(state.clone())
-                .configure(routes::configure)
-        })
-        .listen(listener)?
-        .workers(settings.http_workers)
-        .disable_signals()
-        .shutdown_timeout(5)
-        .run();
-        tracing::info!(port, "payment-service listening.");
-        Ok(Self {
-            port,
-            server,
-            shutdown,
-            tasks,
-        })
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// Cancelling this token stops the service gracefully.
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
-    }
-
-    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        shared_events::http::serve_until_cancelled(self.server, self.shutdown, self.tasks).await
+        let api = HttpApi {
+            service: "payment",
+            host: settings.host.clone(),
+            port: settings.port,
+            workers: settings.http_workers,
+            state: web::Data::from(checkout),
+            configure: routes::configure,
+        };
+        RunningService::start(api, shutdown, tasks)
     }
 }
 
-async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
-    run_blocking(pool, |conn| {
-        db::run_migrations(conn, crate::MIGRATIONS)
-            .map_err(|e| anyhow::anyhow!("migrations failed: {e}"))
-    })
-    .await
+/// Every `every`, settles payments stuck mid-call for longer than `older_than`.
+async fn reconcile(
+    checkout: std::sync::Arc<crate::checkout::Checkout>,
+    every: Duration,
+    older_than: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(every) => {}
+        }
+        match checkout.reconcile_stuck(older_than).await {
+            Ok(0) => {}
+            Ok(settled) => tracing::info!(settled, "Stuck payments settled."),
+            Err(error) => tracing::warn!(%error, "Payment reconciliation failed; will retry."),
+        }
+    }
 }

@@ -33,6 +33,7 @@ diesel::table! {
         failed_at -> Nullable<Timestamptz>,
         refunded_amount -> Nullable<Int8>,
         refunded_at -> Nullable<Timestamptz>,
+        traceparent -> Nullable<Text>,
     }
 }
 
@@ -75,6 +76,9 @@ pub struct Payment {
     pub failed_at: Option<DateTime<Utc>>,
     pub refunded_amount: Option<i64>,
     pub refunded_at: Option<DateTime<Utc>>,
+    /// The order's trace (W3C `traceparent`), continued by the shopper's return.
+    #[serde(skip)]
+    pub traceparent: Option<String>,
 }
 
 impl Payment {
@@ -134,6 +138,7 @@ pub fn create_requested(
             payments::quantity.eq(i32::try_from(quantity).unwrap_or(i32::MAX)),
             payments::partner_user_id.eq(&order.customer_id),
             payments::order_snapshot.eq(serde_json::to_value(order).unwrap_or_default()),
+            payments::traceparent.eq(shared_events::telemetry::current_traceparent()),
         ))
         .on_conflict(payments::order_id)
         .do_nothing()
@@ -254,6 +259,25 @@ pub fn mark_failed(
         .map(Some)
 }
 
+/// Payments still `APPROVING` or `REFUNDING` since before `cutoff`.
+pub fn stuck(
+    conn: &mut PgConnection,
+    cutoff: DateTime<Utc>,
+    limit: i64,
+) -> QueryResult<Vec<Payment>> {
+    let statuses = [
+        PaymentStatus::Approving.as_str(),
+        PaymentStatus::Refunding.as_str(),
+    ];
+    payments::table
+        .filter(payments::status.eq_any(statuses))
+        .filter(payments::updated_at.lt(cutoff))
+        .order(payments::updated_at)
+        .limit(limit)
+        .select(Payment::as_select())
+        .load(conn)
+}
+
 /// `APPROVED` → `REFUNDING`: only the caller that gets `Some` may call Kakao Pay cancel.
 pub fn begin_refund(conn: &mut PgConnection, id: Uuid) -> QueryResult<Option<Payment>> {
     transition(conn, id, PaymentStatus::Approved, PaymentStatus::Refunding)
@@ -299,5 +323,13 @@ pub fn gateway_calls_of(
         .filter(gateway_calls::payment_id.eq(payment_id))
         .order(gateway_calls::id)
         .select(GatewayCall::as_select())
+        .load(conn)
+}
+
+/// How many payments are in each status (statuses without payments are absent).
+pub fn count_by_status(conn: &mut PgConnection) -> QueryResult<Vec<(String, i64)>> {
+    payments::table
+        .group_by(payments::status)
+        .select((payments::status, diesel::dsl::count_star()))
         .load(conn)
 }

@@ -83,6 +83,27 @@ pub fn run_migrations(
     Ok(())
 }
 
+/// Applies the migrations at start-up, off the async executor.
+pub async fn migrate(
+    pool: &PgPool,
+    service_migrations: EmbeddedMigrations,
+) -> Result<(), MigrationError> {
+    run_blocking(pool, move |conn| {
+        run_migrations(conn, service_migrations).map_err(MigrationFailed)
+    })
+    .await
+    .map_err(|e| e.0)
+}
+
+/// Carries a migration error through [`run_blocking`], which needs `From<DbError>`.
+struct MigrationFailed(MigrationError);
+
+impl From<DbError> for MigrationFailed {
+    fn from(error: DbError) -> Self {
+        MigrationFailed(Box::new(error))
+    }
+}
+
 /// Reverts the service's migrations, then the common ones (for the up/down/up test).
 pub fn revert_migrations(
     conn: &mut PgConnection,

@@ -1,5 +1,5 @@
-//! HTTP pieces every service shares: RFC 9457 problem details (`application/problem+json`)
-//! and the `/healthz` and `/metrics` routes.
+//! HTTP pieces every service shares: RFC 9457 problem details (`application/problem+json`),
+//! the `/healthz` and `/metrics` routes, and the [`HttpMetrics`] middleware.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
@@ -103,4 +103,235 @@ pub async fn serve_until_cancelled(
         }
     }
     Ok(served?)
+}
+
+/// Middleware recording every request in `saga_http_requests_total{service, method, route,
+/// status}` (status class: `2xx`…`5xx`) and `saga_http_request_duration_seconds{service,
+/// method, route}`. `route` is the matched pattern (`/orders/{id}`), never the path, and
+/// `unmatched` for requests no route took, so ids never become labels. Wrap the `App`
+/// with it (outermost, so it sees the final status).
+#[derive(Debug, Clone, Copy)]
+pub struct HttpMetrics {
+    service: &'static str,
+}
+
+impl HttpMetrics {
+    pub fn new(service: &'static str) -> Self {
+        Self { service }
+    }
+}
+
+impl<S, B> actix_web::dev::Transform<S, actix_web::dev::ServiceRequest> for HttpMetrics
+where
+    S: actix_web::dev::Service<
+            actix_web::dev::ServiceRequest,
+            Response = actix_web::dev::ServiceResponse<B>,
+            Error = actix_web::Error,
+        > + 'static,
+    S::Future: 'static,
+    B: 'static,
+{
+    type Response = actix_web::dev::ServiceResponse<B>;
+    type Error = actix_web::Error;
+    type Transform = HttpMetricsService<S>;
+    type InitError = ();
+    type Future = std::future::Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        std::future::ready(Ok(HttpMetricsService {
+            service,
+            name: self.service,
+        }))
+    }
+}
+
+pub struct HttpMetricsService<S> {
+    service: S,
+    name: &'static str,
+}
+
+type LocalBoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T>>>;
+
+impl<S, B> actix_web::dev::Service<actix_web::dev::ServiceRequest> for HttpMetricsService<S>
+where
+    S: actix_web::dev::Service<
+            actix_web::dev::ServiceRequest,
+            Response = actix_web::dev::ServiceResponse<B>,
+            Error = actix_web::Error,
+        > + 'static,
+    S::Future: 'static,
+    B: 'static,
+{
+    type Response = actix_web::dev::ServiceResponse<B>;
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<Result<Self::Response, Self::Error>>;
+
+    actix_web::dev::forward_ready!(service);
+
+    fn call(&self, request: actix_web::dev::ServiceRequest) -> Self::Future {
+        let method = method_label(request.method());
+        let service = self.name;
+        let started = std::time::Instant::now();
+        let response = self.service.call(request);
+        Box::pin(async move {
+            let result = response.await;
+            let (route, status) = match &result {
+                Ok(response) => (
+                    response
+                        .request()
+                        .match_pattern()
+                        .unwrap_or_else(|| UNMATCHED.to_owned()),
+                    response.status(),
+                ),
+                Err(error) => (
+                    UNMATCHED.to_owned(),
+                    error.as_response_error().status_code(),
+                ),
+            };
+            metrics::histogram!(
+                "saga_http_request_duration_seconds",
+                "service" => service,
+                "method" => method,
+                "route" => route.clone()
+            )
+            .record(started.elapsed().as_secs_f64());
+            metrics::counter!(
+                "saga_http_requests_total",
+                "service" => service,
+                "method" => method,
+                "route" => route,
+                "status" => status_class(status)
+            )
+            .increment(1);
+            result
+        })
+    }
+}
+
+const UNMATCHED: &str = "unmatched";
+
+fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+fn status_class(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// What a service's HTTP API is made of. Every API gets request tracing
+/// (`TracingLogger`) and [`HttpMetrics`] around the routes `configure` mounts.
+pub struct HttpApi<T: ?Sized> {
+    /// Labels the metrics and logs (`order`, `payment`).
+    pub service: &'static str,
+    pub host: String,
+    /// 0 binds any free port.
+    pub port: u16,
+    pub workers: usize,
+    /// Shared with every handler as app data.
+    pub state: web::Data<T>,
+    pub configure: fn(&mut web::ServiceConfig),
+}
+
+/// A service, running: its HTTP API and its background tasks (consumers, relay, sweeps),
+/// which watch the same shutdown token and are stopped together.
+pub struct RunningService {
+    port: u16,
+    server: actix_web::dev::Server,
+    shutdown: tokio_util::sync::CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningService {
+    /// Binds the API's address and starts serving; `tasks` already run.
+    pub fn start<T: ?Sized + Send + Sync + 'static>(
+        api: HttpApi<T>,
+        shutdown: tokio_util::sync::CancellationToken,
+        tasks: Vec<tokio::task::JoinHandle<()>>,
+    ) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let listener = std::net::TcpListener::bind((api.host.as_str(), api.port))
+            .with_context(|| format!("binding {}:{}", api.host, api.port))?;
+        let port = listener.local_addr()?.port();
+        let (service, state, configure) = (api.service, api.state, api.configure);
+        let server = actix_web::HttpServer::new(move || {
+            actix_web::App::new()
+                .wrap(tracing_actix_web::TracingLogger::default())
+                .wrap(HttpMetrics::new(service))
+                .app_data(state.clone())
+                .configure(configure)
+        })
+        .listen(listener)?
+        .workers(api.workers.max(1))
+        .disable_signals()
+        .shutdown_timeout(5)
+        .run();
+        tracing::info!(service, port, "Listening.");
+        Ok(Self {
+            port,
+            server,
+            shutdown,
+            tasks,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Cancelling this token stops the service gracefully.
+    pub fn shutdown_token(&self) -> tokio_util::sync::CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves until the token is cancelled (or the server stops), then stops the tasks
+    /// and waits for them: a stopped service has finished its in-flight work.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        serve_until_cancelled(self.server, self.shutdown, self.tasks).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::{test, App};
+
+    #[actix_web::test]
+    async fn requests_are_counted_by_route_pattern_and_status_class() {
+        let _ = crate::telemetry::metrics();
+        let app = test::init_service(
+            App::new()
+                .wrap(HttpMetrics::new("unit"))
+                .route("/things/{id}", web::get().to(healthz)),
+        )
+        .await;
+        for path in ["/things/1", "/things/2", "/nowhere/3"] {
+            let _ = test::call_service(&app, test::TestRequest::get().uri(path).to_request()).await;
+        }
+        let text = crate::telemetry::metrics().render();
+        assert!(
+            text.contains(r#"saga_http_requests_total{service="unit",method="GET",route="/things/{id}",status="2xx"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"saga_http_requests_total{service="unit",method="GET",route="unmatched",status="4xx"} 1"#),
+            "{text}"
+        );
+        assert!(!text.contains("/things/1"), "no path in labels");
+    }
 }

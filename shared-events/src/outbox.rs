@@ -17,7 +17,7 @@
 
 use crate::db::{blocking, run_blocking, DbError, PgPool};
 use crate::event::Event;
-use crate::kafka::event_headers;
+use crate::kafka::{event_headers, with_trace_context};
 use crate::topics::Topics;
 use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;
@@ -38,6 +38,7 @@ diesel::table! {
         payload -> Text,
         created_at -> Timestamptz,
         published_at -> Nullable<Timestamptz>,
+        traceparent -> Nullable<Text>,
     }
 }
 
@@ -51,6 +52,7 @@ struct OutboxRow {
     message_key: String,
     event_type: String,
     payload: String,
+    traceparent: Option<String>,
 }
 
 /// The write side: enqueue events inside a transaction, then notify the relay.
@@ -73,7 +75,8 @@ impl Outbox {
     }
 
     /// Adds `event` to the outbox. Call it inside the transaction that makes the change
-    /// the event announces.
+    /// the event announces. The current span's trace context is stored with the row and
+    /// published as the message's `traceparent` header.
     pub fn enqueue(&self, conn: &mut PgConnection, event: &Event) -> QueryResult<()> {
         diesel::insert_into(outbox::table)
             .values((
@@ -82,6 +85,7 @@ impl Outbox {
                 outbox::message_key.eq(event.key()),
                 outbox::event_type.eq(event.event_type().as_str()),
                 outbox::payload.eq(event.to_json()),
+                outbox::traceparent.eq(crate::telemetry::current_traceparent()),
             ))
             .execute(conn)
             .map(|_| ())
@@ -138,6 +142,13 @@ impl OutboxRelay {
     /// Publishes until `shutdown` is cancelled.
     pub async fn run(self, shutdown: CancellationToken) {
         listen_for_inserts(self.pool.clone(), self.wake.clone(), shutdown.clone());
+        metrics::counter!("saga_outbox_published_total", "service" => self.service).increment(0);
+        tokio::spawn(report_backlog(
+            self.service,
+            self.pool.clone(),
+            BACKLOG_EVERY,
+            shutdown.clone(),
+        ));
         let mut last_cleanup = Instant::now();
         loop {
             let wait = match self.publish_batch().await {
@@ -214,7 +225,10 @@ impl OutboxRelay {
             let record = FutureRecord::to(&row.topic)
                 .key(&row.message_key)
                 .payload(&row.payload)
-                .headers(event_headers(&row.event_type, &event_id));
+                .headers(with_trace_context(
+                    event_headers(&row.event_type, &event_id),
+                    row.traceparent.as_deref(),
+                ));
             self.producer.send(record, Duration::from_secs(10))
         });
         let results = futures::future::join_all(sends).await;
@@ -241,6 +255,50 @@ impl OutboxRelay {
         .await;
         if let Err(error) = deleted {
             tracing::warn!(%error, "Outbox clean-up failed.");
+        }
+    }
+}
+
+/// How often the backlog gauges are refreshed.
+const BACKLOG_EVERY: Duration = Duration::from_secs(5);
+
+/// Refreshes `saga_outbox_backlog_events{service}` (rows not yet published) and
+/// `saga_outbox_oldest_event_age_seconds{service}` (age of the oldest of them, 0 when
+/// none) until `shutdown`. One cheap query on the partial index of unpublished rows.
+/// Every instance reports the same database-wide figures: aggregate with `max`.
+async fn report_backlog(
+    service: &'static str,
+    pool: PgPool,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let backlog = run_blocking(&pool, |conn| {
+            outbox::table
+                .filter(outbox::published_at.is_null())
+                .select((
+                    diesel::dsl::count_star(),
+                    diesel::dsl::min(outbox::created_at),
+                ))
+                .first::<(i64, Option<DateTime<Utc>>)>(conn)
+                .map_err(DbError::from)
+        })
+        .await;
+        match backlog {
+            Ok((rows, oldest)) => {
+                let age = oldest
+                    .and_then(|at| (Utc::now() - at).to_std().ok())
+                    .unwrap_or_default();
+                metrics::gauge!("saga_outbox_backlog_events", "service" => service)
+                    .set(rows as f64);
+                metrics::gauge!("saga_outbox_oldest_event_age_seconds", "service" => service)
+                    .set(age.as_secs_f64());
+            }
+            Err(error) => tracing::debug!(%error, "Outbox backlog not measured."),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(every) => {}
         }
     }
 }

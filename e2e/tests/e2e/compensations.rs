@@ -159,6 +159,7 @@ async fn an_unpaid_order_cancelled_by_the_shopper_cannot_be_paid_afterwards() {
 async fn an_order_unpaid_at_its_deadline_is_cancelled_even_across_a_restart() {
     let options = Options {
         payment_deadline: Some(Duration::from_secs(2)),
+        ..Options::default()
     };
     let mut stack = Stack::spawn_with(SimConfig::default(), options)
         .await
@@ -188,6 +189,7 @@ async fn an_order_unpaid_at_its_deadline_is_cancelled_even_across_a_restart() {
 async fn a_payment_approved_after_the_deadline_is_refunded_automatically() {
     let options = Options {
         payment_deadline: Some(Duration::from_secs(3)),
+        ..Options::default()
     };
     let stack = Stack::spawn_with(SimConfig::default(), options)
         .await
@@ -228,5 +230,46 @@ async fn a_payment_approved_after_the_deadline_is_refunded_automatically() {
         types,
         ["order_cancelled", "order_refunded", "payment_completed"]
     );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_charge_whose_answer_was_lost_is_found_and_the_order_completes() {
+    let options = Options {
+        fast_reconcile: true,
+        ..Options::default()
+    };
+    let stack = Stack::spawn_with(SimConfig::default(), options)
+        .await
+        .expect("stack starts");
+    let email = stack.shopper_email("lost-answer");
+    let id = stack.place_order(&email).await;
+    let redirect = stack.redirect_url(id).await;
+
+    // Kakao Pay approves, but every answer is lost on the way back (and so is the
+    // status lookup): payment-service cannot know the shopper was charged.
+    stack.sim.set_faults(Faults {
+        lost_response_rate: 1.0,
+        ..Faults::default()
+    });
+    let response = stack.shopper_visits(&redirect, None).await;
+    assert_eq!(
+        response.status(),
+        503,
+        "the shopper is told to wait, not that it failed"
+    );
+    assert!(ledger_entry(&stack, id).approved, "the gateway did charge");
+    assert_eq!(stack.get_order(id).await["status"], "PENDING_PAYMENT");
+    stack.sim.set_faults(Faults::default());
+
+    // The reconciler asks Kakao Pay, finds the charge, and the saga goes on.
+    let order = stack.wait_for_status(id, "COMPLETED").await;
+    assert_eq!(order["payment"]["status"], "APPROVED");
+    assert_eq!(
+        history_types(&stack, id, 2).await,
+        ["order_completed", "payment_completed"]
+    );
+    let entry = ledger_entry(&stack, id);
+    assert_eq!(entry.cancel_calls, 0, "nothing refunded");
     stack.stop().await;
 }

@@ -31,7 +31,7 @@ async fn health_readiness_and_metrics() {
     app.wait_for_dead_letter(poison.as_bytes()).await;
 
     let text = eventually(
-        "the metrics to show the mail and the dead letter",
+        "the metrics to show the mail, the dead letter and the consumer lag",
         || async {
             let metrics = app.get("/metrics").send().await.expect("metrics");
             assert_eq!(metrics.status(), 200);
@@ -41,7 +41,15 @@ async fn health_readiness_and_metrics() {
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.starts_with("text/plain")));
             let text = metrics.text().await.expect("text");
-            text.contains("notifier_dead_letters_total").then_some(text)
+            let dead_letters = text
+                .lines()
+                .find_map(|line| {
+                    line.strip_prefix(r#"saga_dead_letters_total{consumer="notifier"} "#)
+                })
+                .and_then(|value| value.trim().parse::<f64>().ok())
+                .unwrap_or_default();
+            // The lag comes with librdkafka's statistics, every 5 s.
+            (dead_letters >= 1.0 && text.contains("saga_consumer_lag_messages{")).then_some(text)
         },
     )
     .await;
@@ -49,7 +57,9 @@ async fn health_readiness_and_metrics() {
         "notifier_mails_sent_total",
         "notifier_mail_send_duration_seconds",
         "notifier_mongodb_write_duration_seconds",
-        "notifier_dead_letters_total",
+        "saga_dead_letters_total",
+        "saga_consumer_lag_messages",
+        "saga_http_requests_total",
         "notifier_events_total",
     ] {
         assert!(text.contains(name), "/metrics lacks {name}:\n{text}");

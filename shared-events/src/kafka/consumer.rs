@@ -6,13 +6,14 @@
 //! store the offset. A message is never skipped without a dead letter, and a dead letter
 //! that cannot be published stops the partition rather than losing the message.
 
-use super::{CommitOnRevoke, DeadLetter, DeadLetterPublisher, KafkaSettings};
+use super::{DeadLetter, DeadLetterPublisher, KafkaSettings, SagaConsumerContext};
 use crate::event::Event;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use std::future::Future;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// A service's reaction to one event. It must be idempotent: the same event may arrive
 /// again after a crash or a rebalance.
@@ -72,7 +73,7 @@ fn jitter_fraction() -> f64 {
 pub struct ConsumerLoop<H> {
     name: String,
     group_id: String,
-    consumer: StreamConsumer<CommitOnRevoke>,
+    consumer: StreamConsumer<SagaConsumerContext>,
     handler: H,
     dead_letters: DeadLetterPublisher,
     retry: RetryPolicy,
@@ -88,8 +89,17 @@ impl<H: EventHandler> ConsumerLoop<H> {
         handler: H,
         dead_letters: DeadLetterPublisher,
     ) -> rdkafka::error::KafkaResult<Self> {
-        let consumer = settings.consumer(group_id, CommitOnRevoke)?;
+        let consumer = settings
+            .consumer_with_statistics(group_id, SagaConsumerContext::new(name, group_id))?;
         consumer.subscribe(topics)?;
+        // Every series exists from the start (at 0), so rates and alerts see them.
+        for outcome in ["handled", "dead_lettered"] {
+            metrics::counter!("saga_consumer_messages_total", "consumer" => name.to_owned(), "outcome" => outcome)
+                .increment(0);
+        }
+        metrics::counter!("saga_consumer_retries_total", "consumer" => name.to_owned())
+            .increment(0);
+        metrics::counter!("saga_dead_letters_total", "consumer" => name.to_owned()).increment(0);
         Ok(Self {
             name: name.to_owned(),
             group_id: group_id.to_owned(),
@@ -128,8 +138,22 @@ impl<H: EventHandler> ConsumerLoop<H> {
         tracing::info!(consumer = %self.name, "Consumer stopped.");
     }
 
+    /// Handles one message in its trace (see [`super::message_span`]).
     async fn process(&self, message: &BorrowedMessage<'_>, shutdown: &CancellationToken) {
-        let reason = match Event::from_json(message.payload().unwrap_or_default()) {
+        let decoded = Event::from_json(message.payload().unwrap_or_default());
+        let span = super::message_span(&self.name, message, decoded.as_ref().ok());
+        self.process_decoded(message, decoded, shutdown)
+            .instrument(span)
+            .await
+    }
+
+    async fn process_decoded(
+        &self,
+        message: &BorrowedMessage<'_>,
+        decoded: Result<Event, crate::DecodeError>,
+        shutdown: &CancellationToken,
+    ) {
+        let reason = match decoded {
             Err(error) => Some(error.to_string()),
             Ok(event) => self.handle_with_retries(&event, shutdown).await,
         };

@@ -18,13 +18,14 @@ pub mod dead_letter_tools {
 }
 
 use crate::event::Event;
+use crate::telemetry::TRACEPARENT;
 use crate::topics::Topics;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaResult, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientContext;
 use std::time::Duration;
@@ -89,7 +90,26 @@ impl KafkaSettings {
         group_id: &str,
         context: C,
     ) -> KafkaResult<rdkafka::consumer::StreamConsumer<C>> {
-        ClientConfig::new()
+        self.consumer_config(group_id).create_with_context(context)
+    }
+
+    /// Like [`KafkaSettings::consumer`], with librdkafka statistics every
+    /// [`STATISTICS_INTERVAL_MS`]: the context's `ClientContext::stats` receives them
+    /// (give it a [`LagReporter`] to export the consumer lag).
+    pub fn consumer_with_statistics<C: ConsumerContext + 'static>(
+        &self,
+        group_id: &str,
+        context: C,
+    ) -> KafkaResult<rdkafka::consumer::StreamConsumer<C>> {
+        self.consumer_config(group_id)
+            .set("statistics.interval.ms", STATISTICS_INTERVAL_MS.to_string())
+            .create_with_context(context)
+    }
+
+    /// The at-least-once consumer configuration [`KafkaSettings::consumer`] uses.
+    pub fn consumer_config(&self, group_id: &str) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
             .set("bootstrap.servers", &self.brokers)
             .set("group.id", group_id)
             .set("enable.auto.commit", "true")
@@ -98,8 +118,8 @@ impl KafkaSettings {
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
-            .set("fetch.wait.max.ms", "50")
-            .create_with_context(context)
+            .set("fetch.wait.max.ms", "50");
+        config
     }
 
     /// Creates the topics that do not exist yet. Existing ones are left alone.
@@ -145,17 +165,70 @@ pub fn event_headers(event_type: &str, event_id: &str) -> OwnedHeaders {
         })
 }
 
-/// Publishes one event directly (not through an outbox). For tools and tests; services
-/// publish through their outbox so the event and the state change commit together.
+/// Adds the W3C `traceparent` header (when there is one), so the consumer continues the
+/// producer's trace.
+pub fn with_trace_context(headers: OwnedHeaders, traceparent: Option<&str>) -> OwnedHeaders {
+    match traceparent {
+        Some(value) => headers.insert(Header {
+            key: TRACEPARENT,
+            value: Some(value),
+        }),
+        None => headers,
+    }
+}
+
+/// The `traceparent` header of a message, if it has a readable one.
+pub fn traceparent_of<M: Message>(message: &M) -> Option<String> {
+    let headers = message.headers()?;
+    headers
+        .iter()
+        .find(|header| header.key == TRACEPARENT)
+        .and_then(|header| header.value)
+        .and_then(|value| std::str::from_utf8(value).ok())
+        .map(str::to_owned)
+}
+
+/// The span a consumer handles one message in: a child of the producer's span when the
+/// message carries a `traceparent` (a new trace otherwise), with the event's ids as
+/// fields, so every log line of the handling carries the order's trace id.
+pub fn message_span<M: Message>(
+    consumer: &str,
+    message: &M,
+    event: Option<&Event>,
+) -> tracing::Span {
+    let span = tracing::info_span!(
+        "Handling an event",
+        consumer,
+        topic = message.topic(),
+        partition = message.partition(),
+        offset = message.offset(),
+        event_type = tracing::field::Empty,
+        event_id = tracing::field::Empty,
+        order_id = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    if let Some(event) = event {
+        span.record("event_type", event.event_type().as_str());
+        span.record("event_id", tracing::field::display(event.event_id));
+        span.record("order_id", tracing::field::display(event.order_id));
+    }
+    crate::telemetry::continue_trace(&span, traceparent_of(message).as_deref());
+    span
+}
+
+/// Publishes one event directly (not through an outbox), in the current trace. For tools
+/// and tests; services publish through their outbox so the event and the state change
+/// commit together.
 pub async fn publish(producer: &FutureProducer, topics: &Topics, event: &Event) -> KafkaResult<()> {
     let payload = event.to_json();
     let key = event.key();
+    let traceparent = crate::telemetry::current_traceparent();
     let record = FutureRecord::to(topics.for_event(&event.body))
         .key(&key)
         .payload(&payload)
-        .headers(event_headers(
-            event.event_type().as_str(),
-            &event.event_id.to_string(),
+        .headers(with_trace_context(
+            event_headers(event.event_type().as_str(), &event.event_id.to_string()),
+            traceparent.as_deref(),
         ));
     producer
         .send(record, Duration::from_secs(30))
@@ -173,15 +246,111 @@ impl ClientContext for CommitOnRevoke {}
 
 impl ConsumerContext for CommitOnRevoke {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(partitions) = rebalance {
-            if partitions.count() == 0 {
-                return;
-            }
-            match consumer.commit_consumer_state(CommitMode::Sync) {
-                Ok(())
-                | Err(rdkafka::error::KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-                Err(error) => tracing::warn!(%error, "Could not commit offsets on revoke."),
+        commit_on_revoke(consumer, rebalance);
+    }
+}
+
+fn commit_on_revoke<C: ConsumerContext>(consumer: &BaseConsumer<C>, rebalance: &Rebalance<'_>) {
+    if let Rebalance::Revoke(partitions) = rebalance {
+        if partitions.count() == 0 {
+            return;
+        }
+        match consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(())
+            | Err(rdkafka::error::KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(error) => tracing::warn!(%error, "Could not commit offsets on revoke."),
+        }
+    }
+}
+
+/// How often librdkafka reports statistics (consumer lag) to a consumer created with
+/// [`KafkaSettings::consumer_with_statistics`].
+pub const STATISTICS_INTERVAL_MS: u64 = 5000;
+
+/// Exports `saga_consumer_lag_messages{consumer, group, topic, partition}` from
+/// librdkafka's statistics: per assigned partition, the high watermark minus the group's
+/// committed offset (messages not yet handled and committed). A partition this instance
+/// reported and no longer owns is set to 0, so a rebalance leaves no stale lag behind
+/// (the new owner reports the real value; aggregate with `max`).
+#[derive(Debug)]
+pub struct LagReporter {
+    consumer: String,
+    group: String,
+    owned: std::sync::Mutex<std::collections::HashSet<(String, i32)>>,
+}
+
+impl LagReporter {
+    pub fn new(consumer: &str, group: &str) -> Self {
+        Self {
+            consumer: consumer.to_owned(),
+            group: group.to_owned(),
+            owned: Default::default(),
+        }
+    }
+
+    pub fn record(&self, statistics: &rdkafka::Statistics) {
+        let mut owned = self
+            .owned
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut now_owned = std::collections::HashSet::new();
+        for (topic, stats) in &statistics.topics {
+            for (&partition, p) in &stats.partitions {
+                // -1 is librdkafka's internal "unassigned" partition.
+                if partition < 0 || !p.desired {
+                    continue;
+                }
+                let lag = if p.consumer_lag >= 0 {
+                    p.consumer_lag
+                } else if p.consumer_lag_stored >= 0 {
+                    p.consumer_lag_stored
+                } else {
+                    continue; // nothing known yet (no watermark fetched)
+                };
+                self.gauge(topic, partition).set(lag as f64);
+                now_owned.insert((topic.clone(), partition));
             }
         }
+        for (topic, partition) in owned.difference(&now_owned) {
+            self.gauge(topic, *partition).set(0.0);
+        }
+        *owned = now_owned;
+    }
+
+    fn gauge(&self, topic: &str, partition: i32) -> metrics::Gauge {
+        metrics::gauge!(
+            "saga_consumer_lag_messages",
+            "consumer" => self.consumer.clone(),
+            "group" => self.group.clone(),
+            "topic" => topic.to_owned(),
+            "partition" => partition.to_string()
+        )
+    }
+}
+
+/// The shared consumer loop's context: commits on revoke (as [`CommitOnRevoke`]) and
+/// exports the consumer lag from librdkafka's statistics.
+#[derive(Debug)]
+pub struct SagaConsumerContext {
+    lag: LagReporter,
+}
+
+impl SagaConsumerContext {
+    pub fn new(consumer: &str, group: &str) -> Self {
+        Self {
+            lag: LagReporter::new(consumer, group),
+        }
+    }
+}
+
+impl ClientContext for SagaConsumerContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.lag.record(&statistics);
+    }
+}
+
+impl ConsumerContext for SagaConsumerContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        commit_on_revoke(consumer, rebalance);
     }
 }

@@ -1,0 +1,12 @@
+//! Shared pieces of the benchmark binaries (`notifier-bench`, `loadgen`): latency
+//! summaries from HDR histograms, the open-loop schedule, `/proc` readings, the machine
+//! description, loopback-only address checks and a small Prometheus text reader.
+//!
+//! Everything here is pure or reads local files only; the network lives in the binaries.
+
+pub mod loopback;
+pub mod machine;
+pub mod procfs;
+pub mod prom;
+pub mod schedule;
+pub mod stats;

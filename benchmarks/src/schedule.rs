@@ -1,0 +1,105 @@
+//! The open-loop schedule: request `i` is due at `start + i / rate`, whatever happened
+//! to the requests before it. Latency is measured from that due time, not from when the
+//! request actually left, so a stalled system cannot hide its stall by slowing the
+//! generator down (coordinated omission).
+
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OpenLoop {
+    /// Requests per second (> 0).
+    rate: f64,
+    /// How many requests in all.
+    count: u64,
+}
+
+impl OpenLoop {
+    /// `rate` requests per second for `duration`; `None` if the rate is not positive.
+    pub fn for_duration(rate: f64, duration: Duration) -> Option<Self> {
+        if !(rate.is_finite() && rate > 0.0) {
+            return None;
+        }
+        let count = (rate * duration.as_secs_f64()).floor() as u64;
+        Some(Self { rate, count })
+    }
+
+    /// `count` requests at `rate` per second; `None` if the rate is not positive.
+    pub fn for_count(rate: f64, count: u64) -> Option<Self> {
+        (rate.is_finite() && rate > 0.0).then_some(Self { rate, count })
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+
+    /// When request `i` (0-based) is due, measured from the start.
+    pub fn offset(&self, i: u64) -> Duration {
+        Duration::from_secs_f64(i as f64 / self.rate)
+    }
+
+    /// How long issuing the whole schedule takes (the last request's due time).
+    pub fn span(&self) -> Duration {
+        self.offset(self.count.saturating_sub(1))
+    }
+
+    /// How many requests are due by `elapsed` (for progress and catch-up checks).
+    pub fn due_by(&self, elapsed: Duration) -> u64 {
+        let due = (elapsed.as_secs_f64() * self.rate).floor() as u64 + 1;
+        due.min(self.count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn twenty_per_second_for_twenty_seconds() {
+        let s = OpenLoop::for_duration(20.0, Duration::from_secs(20)).expect("schedule");
+        assert_eq!(s.count(), 400);
+        assert_eq!(s.offset(0), Duration::ZERO);
+        assert_eq!(s.offset(1), Duration::from_millis(50));
+        assert_eq!(s.offset(20), Duration::from_secs(1));
+        assert_eq!(s.span(), Duration::from_millis(19_950));
+    }
+
+    #[test]
+    fn fractional_rates_and_counts() {
+        let s = OpenLoop::for_count(0.5, 3).expect("schedule");
+        assert_eq!(s.offset(2), Duration::from_secs(4));
+        assert_eq!(s.span(), Duration::from_secs(4));
+        let s = OpenLoop::for_duration(2.5, Duration::from_secs(3)).expect("schedule");
+        assert_eq!(s.count(), 7);
+    }
+
+    #[test]
+    fn schedule_is_independent_of_responses() {
+        let s = OpenLoop::for_duration(100.0, Duration::from_secs(10)).expect("schedule");
+        assert_eq!(s.due_by(Duration::ZERO), 1);
+        assert_eq!(s.due_by(Duration::from_millis(999)), 100);
+        assert_eq!(s.due_by(Duration::from_secs(1)), 101);
+        assert_eq!(s.due_by(Duration::from_secs(3600)), 1000);
+        // Evenly spaced.
+        let gaps: Vec<Duration> = (1..s.count())
+            .map(|i| s.offset(i) - s.offset(i - 1))
+            .collect();
+        assert!(gaps
+            .iter()
+            .all(|g| g.as_secs_f64() > 0.0099 && g.as_secs_f64() < 0.0101));
+    }
+
+    #[test]
+    fn non_positive_rates_are_refused() {
+        assert!(OpenLoop::for_duration(0.0, Duration::from_secs(1)).is_none());
+        assert!(OpenLoop::for_duration(-1.0, Duration::from_secs(1)).is_none());
+        assert!(OpenLoop::for_count(f64::NAN, 1).is_none());
+        assert_eq!(
+            OpenLoop::for_count(1.0, 0).expect("schedule").span(),
+            Duration::ZERO
+        );
+    }
+}

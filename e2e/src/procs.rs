@@ -1,0 +1,872 @@
+//! The fault-injection harness: the whole shop as real OS processes.
+//!
+//! [`ProcStack::start`] runs, on free loopback ports chosen up front and with every file
+//! in a temp folder of its own:
+//!
+//! * private dependency servers: tansu (Kafka protocol, durable SQLite storage, so a
+//!   broker restart keeps the data), nx-27017 (MongoDB protocol) and the SMTP sink
+//!   (`infra/smtp_sink.py`, Maildir) — the same commands as `infra/lib/deps.sh`;
+//! * fresh PostgreSQL databases `orders_<id>` and `payments_<id>` on the shared server
+//!   (`POSTGRES_URL`), dropped at the end;
+//! * the four binaries from the cargo target folder (built once per test binary run,
+//!   see [`binaries`]): `kakaopay-sim`, `payment`, `order`, `notifier`, with their topics
+//!   under a unique `KAFKA_TOPIC_PREFIX`.
+//!
+//! Any part ([`Part`]) can be stopped (SIGTERM, then SIGKILL after a deadline), killed
+//! with SIGKILL ([`ProcStack::kill9`]) and started again on the same port with the same
+//! data. Every child is killed when the stack is dropped, also on panic; only the PIDs
+//! this stack started are ever signalled. Each process logs to `<dir>/logs/<part>.log`;
+//! the folder is removed when the test passed and kept (its path printed) when it failed.
+//!
+//! [`Shopper`] drives a load of orders with a mix of shopper actions, retrying through
+//! outages; [`verify`] checks the invariants every scenario ends with.
+//!
+//! Environment: `POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432`),
+//! `TANSU_BIN` (default `~/.cargo/bin/tansu`), `SAGA_CACHE_DIR` (default
+//! `~/.cache/saga-shop`, holding the Python `venv`), `FAULT_RESULTS` (see [`record`]).
+
+mod build;
+mod child;
+mod invariants;
+mod mailbox;
+mod report;
+mod shopper;
+
+pub use build::binaries;
+pub use invariants::{verify, Check, Expect, Verdict};
+pub use mailbox::MailIndex;
+pub use report::record;
+pub use shopper::{Intent, Load, LoadOutcome, LoadPlan, Mix, Placed, Shopper};
+
+use crate::Maildir;
+use anyhow::{bail, Context};
+use child::{Child, Spec};
+use kakaopay::sim::Ledger;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::Value;
+use shared_events::kafka::{dead_letter_tools, DeadLetter, KafkaSettings};
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// Partitions of every topic (`KAFKA_PARTITIONS`).
+pub const PARTITIONS: i32 = 3;
+/// How long a (re)started process may take to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a SIGTERM is given before SIGKILL.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// The simulator's secret (the services send it as `KAKAOPAY_SECRET_KEY`).
+const SIM_SECRET: &str = "FAULTS-sim-secret";
+
+/// One process of the stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Part {
+    Kafka,
+    Mongo,
+    Smtp,
+    KakaoPay,
+    Payment,
+    Order,
+    Notifier,
+}
+
+impl Part {
+    pub const ALL: [Part; 7] = [
+        Part::Kafka,
+        Part::Mongo,
+        Part::Smtp,
+        Part::KakaoPay,
+        Part::Payment,
+        Part::Order,
+        Part::Notifier,
+    ];
+    pub const SERVICES: [Part; 3] = [Part::Payment, Part::Order, Part::Notifier];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Part::Kafka => "tansu",
+            Part::Mongo => "nx-27017",
+            Part::Smtp => "smtp-sink",
+            Part::KakaoPay => "kakaopay-sim",
+            Part::Payment => "payment",
+            Part::Order => "order",
+            Part::Notifier => "notifier",
+        }
+    }
+
+    /// Serves HTTP with `/readyz` (or `/healthz` for the simulator).
+    fn is_http(self) -> bool {
+        matches!(
+            self,
+            Part::KakaoPay | Part::Payment | Part::Order | Part::Notifier
+        )
+    }
+}
+
+/// The ports, fixed for the stack's life so URLs handed out survive restarts.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub kafka: u16,
+    pub mongo: u16,
+    pub smtp: u16,
+    pub kakaopay: u16,
+    pub payment: u16,
+    pub order: u16,
+    pub notifier: u16,
+}
+
+impl Ports {
+    fn pick() -> anyhow::Result<Self> {
+        // Hold every listener until all are chosen, so no two parts get the same port.
+        let listeners: Vec<TcpListener> = (0..7)
+            .map(|_| TcpListener::bind("127.0.0.1:0"))
+            .collect::<Result<_, _>>()?;
+        let port = |n: usize| -> anyhow::Result<u16> { Ok(listeners[n].local_addr()?.port()) };
+        Ok(Self {
+            kafka: port(0)?,
+            mongo: port(1)?,
+            smtp: port(2)?,
+            kakaopay: port(3)?,
+            payment: port(4)?,
+            order: port(5)?,
+            notifier: port(6)?,
+        })
+    }
+
+    pub fn of(&self, part: Part) -> u16 {
+        match part {
+            Part::Kafka => self.kafka,
+            Part::Mongo => self.mongo,
+            Part::Smtp => self.smtp,
+            Part::KakaoPay => self.kakaopay,
+            Part::Payment => self.payment,
+            Part::Order => self.order,
+            Part::Notifier => self.notifier,
+        }
+    }
+}
+
+/// The shop and its servers, as processes this test owns.
+pub struct ProcStack {
+    /// Short unique id: database names, topic prefix, consumer groups, mail addresses.
+    pub id: String,
+    /// The temp folder: `logs/`, `tansu/`, `mongodb/`, `mail/`.
+    pub dir: PathBuf,
+    pub ports: Ports,
+    pub http: reqwest::Client,
+    pub notifier_token: String,
+    postgres_url: String,
+    bins: PathBuf,
+    /// Bumped by [`ProcStack::replay_with_new_groups`]: new consumer groups.
+    generation: u32,
+    /// Extra environment per part, applied at the next (re)start.
+    extra_env: BTreeMap<Part, Vec<(String, String)>>,
+    kafka_storage: String,
+    children: BTreeMap<Part, Child>,
+    started_at: Instant,
+}
+
+/// How to start a [`ProcStack`].
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Extra environment variables per part (they win over the stack's).
+    pub extra_env: BTreeMap<Part, Vec<(String, String)>>,
+    /// tansu's `--storage-engine`: `sqlite://tansu.db` (durable, relative to its data
+    /// folder; the default, as `infra/stack`) or `memory://tansu/`.
+    /// `FAULT_TANSU_STORAGE` overrides the default.
+    pub kafka_storage: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            extra_env: BTreeMap::new(),
+            kafka_storage: std::env::var("FAULT_TANSU_STORAGE")
+                .unwrap_or_else(|_| "sqlite://tansu.db".to_owned()),
+        }
+    }
+}
+
+impl ProcStack {
+    /// Builds the binaries if needed, then starts everything and waits until it is ready.
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(Options::default()).await
+    }
+
+    /// Like [`ProcStack::start`], with other options.
+    pub async fn start_with(options: Options) -> anyhow::Result<Self> {
+        let Options {
+            extra_env,
+            kafka_storage,
+        } = options;
+        let bins = tokio::task::spawn_blocking(|| binaries().to_path_buf()).await?;
+        let id = Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let dir = std::env::temp_dir().join(format!("saga-faults-{id}"));
+        for sub in ["logs", "tansu", "mongodb", "mail"] {
+            std::fs::create_dir_all(dir.join(sub))
+                .with_context(|| format!("creating {}", dir.join(sub).display()))?;
+        }
+        let postgres_url = std::env::var("POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        let mut stack = Self {
+            notifier_token: format!("token-{id}"),
+            ports: Ports::pick()?,
+            id,
+            dir,
+            http,
+            postgres_url,
+            bins,
+            generation: 0,
+            extra_env,
+            kafka_storage,
+            children: BTreeMap::new(),
+            started_at: Instant::now(),
+        };
+        for database in ["orders", "payments"] {
+            let name = format!("{database}_{}", stack.id);
+            shared_events::db::create_database(&format!("{}/postgres", stack.postgres_url), &name)
+                .with_context(|| format!("creating database {name}"))?;
+        }
+        // The servers first, then the simulator, then the services (in parallel).
+        for part in [Part::Kafka, Part::Mongo, Part::Smtp, Part::KakaoPay] {
+            stack.spawn(part)?;
+        }
+        for part in [Part::Kafka, Part::Mongo, Part::Smtp, Part::KakaoPay] {
+            stack.wait_ready(part).await?;
+        }
+        for part in Part::SERVICES {
+            stack.spawn(part)?;
+        }
+        for part in Part::SERVICES {
+            stack.wait_ready(part).await?;
+        }
+        tracing::info!(id = %stack.id, dir = %stack.dir.display(), "Process stack ready.");
+        Ok(stack)
+    }
+
+    /// `http://127.0.0.1:<port>` of an HTTP part.
+    pub fn url(&self, part: Part) -> String {
+        format!("http://127.0.0.1:{}", self.ports.of(part))
+    }
+
+    pub fn kafka_brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.ports.kafka)
+    }
+
+    pub fn kafka(&self) -> KafkaSettings {
+        let mut settings = KafkaSettings::local(&self.kafka_brokers(), &self.topic_prefix());
+        settings.partitions = PARTITIONS;
+        settings
+    }
+
+    pub fn topic_prefix(&self) -> String {
+        format!("f{}.", self.id)
+    }
+
+    /// Consumer group of a service in the current generation.
+    pub fn group(&self, part: Part) -> String {
+        format!("{}-{}-g{}", part.name(), self.id, self.generation)
+    }
+
+    /// The SMTP sink's Maildir.
+    pub fn maildir(&self) -> Maildir {
+        Maildir::new(self.maildir_path())
+    }
+
+    pub fn maildir_path(&self) -> PathBuf {
+        self.dir.join("mail")
+    }
+
+    pub fn log_path(&self, part: Part) -> PathBuf {
+        self.dir.join("logs").join(format!("{}.log", part.name()))
+    }
+
+    /// A shopper that places orders against this stack's order-service.
+    pub fn shopper(&self) -> Shopper {
+        Shopper::new(self.url(Part::Order), self.http.clone(), &self.id)
+    }
+
+    /// Time since the stack started.
+    pub fn uptime(&self) -> Duration {
+        self.started_at.elapsed()
+    }
+
+    /// Sets an environment variable of `part` for its next (re)start.
+    pub fn set_env(&mut self, part: Part, name: &str, value: &str) {
+        let vars = self.extra_env.entry(part).or_default();
+        vars.retain(|(n, _)| n != name);
+        vars.push((name.to_owned(), value.to_owned()));
+    }
+
+    // ----- process control -----
+
+    pub fn is_running(&mut self, part: Part) -> bool {
+        self.children.get_mut(&part).is_some_and(Child::is_running)
+    }
+
+    pub fn pid(&self, part: Part) -> Option<u32> {
+        self.children.get(&part).and_then(Child::pid)
+    }
+
+    /// Starts `part` (on its port, with its data) and waits until it is ready.
+    pub async fn start_part(&mut self, part: Part) -> anyhow::Result<()> {
+        self.spawn(part)?;
+        self.wait_ready(part).await
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within 30 s.
+    pub async fn stop(&mut self, part: Part) {
+        if let Some(child) = self.children.get_mut(&part) {
+            child.stop(STOP_TIMEOUT).await;
+        }
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub async fn kill9(&mut self, part: Part) {
+        if let Some(child) = self.children.get_mut(&part) {
+            child.kill9();
+        }
+    }
+
+    /// Graceful stop, then start on the same port with the same data.
+    pub async fn restart(&mut self, part: Part) -> anyhow::Result<()> {
+        self.stop(part).await;
+        self.start_part(part).await
+    }
+
+    /// Stops the three services, then starts them in new consumer groups: they read every
+    /// topic again from offset 0 (the groups have no committed offsets).
+    pub async fn replay_with_new_groups(&mut self) -> anyhow::Result<()> {
+        for part in [Part::Notifier, Part::Order, Part::Payment] {
+            self.stop(part).await;
+        }
+        self.generation += 1;
+        for part in Part::SERVICES {
+            self.spawn(part)?;
+        }
+        for part in Part::SERVICES {
+            self.wait_ready(part).await?;
+        }
+        Ok(())
+    }
+
+    fn spawn(&mut self, part: Part) -> anyhow::Result<()> {
+        let spec = self.spec(part);
+        let log = self.log_path(part);
+        let child = self
+            .children
+            .entry(part)
+            .or_insert_with(|| Child::new(part.name(), log));
+        if child.is_running() {
+            bail!("{} is already running", part.name());
+        }
+        child.spawn(&spec)
+    }
+
+    /// Waits until `part` accepts connections (servers) or answers `/readyz` with 200
+    /// (services); fails early, with its log, if it exits.
+    pub async fn wait_ready(&mut self, part: Part) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let path = if part == Part::KakaoPay {
+            "/healthz"
+        } else {
+            "/readyz"
+        };
+        loop {
+            let ready = if part.is_http() {
+                let url = format!("{}{path}", self.url(part));
+                matches!(self.http.get(url).timeout(Duration::from_secs(2)).send().await,
+                    Ok(response) if response.status().is_success())
+            } else {
+                tokio::net::TcpStream::connect(("127.0.0.1", self.ports.of(part)))
+                    .await
+                    .is_ok()
+            };
+            if ready {
+                return Ok(());
+            }
+            if !self.is_running(part) {
+                bail!(
+                    "{} exited before it was ready:\n{}",
+                    part.name(),
+                    self.log_tail(part, 40)
+                );
+            }
+            if started.elapsed() > READY_TIMEOUT {
+                bail!(
+                    "{} not ready after {READY_TIMEOUT:?}:\n{}",
+                    part.name(),
+                    self.log_tail(part, 40)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The command line and environment of `part`. The environment is cleared first: the
+    /// processes see only what is set here (never the shared stack's settings).
+    fn spec(&self, part: Part) -> Spec {
+        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".to_owned());
+        let mut env: Vec<(String, String)> = vec![
+            ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
+            ("HOME".into(), home.clone()),
+            ("RUST_BACKTRACE".into(), "1".into()),
+            ("NO_COLOR".into(), "1".into()),
+        ];
+        let mut set = |name: &str, value: String| env.push((name.to_owned(), value));
+        let kafka = self.kafka_brokers();
+        let services = |set: &mut dyn FnMut(&str, String)| {
+            set("RUST_LOG", "info".into());
+            set("KAFKA_BROKERS", kafka.clone());
+            set("KAFKA_TOPIC_PREFIX", self.topic_prefix());
+            set("KAFKA_PARTITIONS", PARTITIONS.to_string());
+        };
+        let database = |name: &str| format!("{}/{name}_{}", self.postgres_url, self.id);
+        let (program, args, cwd): (PathBuf, Vec<String>, PathBuf) = match part {
+            Part::Kafka => {
+                // As infra/lib/deps.sh: the sqlite path is relative to the working folder.
+                set("RUST_LOG", "warn".into());
+                let listener = format!("tcp://127.0.0.1:{}", self.ports.kafka);
+                (
+                    tansu_bin(&home),
+                    [
+                        "broker",
+                        "--cluster-id",
+                        &format!("faults-{}", self.id),
+                        "--listener-url",
+                        &listener,
+                        "--advertised-listener-url",
+                        &listener,
+                        "--storage-engine",
+                        &self.kafka_storage,
+                    ]
+                    .map(str::to_owned)
+                    .to_vec(),
+                    self.dir.join("tansu"),
+                )
+            }
+            Part::Mongo => {
+                let dir = self.dir.join("mongodb");
+                (
+                    venv(&home).join("bin/nx-27017"),
+                    vec![
+                        "--host".into(),
+                        "127.0.0.1".into(),
+                        "--port".into(),
+                        self.ports.mongo.to_string(),
+                        "--data-dir".into(),
+                        dir.join("db").display().to_string(),
+                        "--log-file".into(),
+                        "/dev/null".into(),
+                        "--pid-file".into(),
+                        dir.join("nx-27017.pid").display().to_string(),
+                    ],
+                    dir,
+                )
+            }
+            Part::Smtp => (
+                venv(&home).join("bin/python"),
+                vec![
+                    workspace_root()
+                        .join("infra/smtp_sink.py")
+                        .display()
+                        .to_string(),
+                    "--host".into(),
+                    "127.0.0.1".into(),
+                    "--port".into(),
+                    self.ports.smtp.to_string(),
+                    "--maildir".into(),
+                    self.maildir_path().display().to_string(),
+                ],
+                self.dir.clone(),
+            ),
+            Part::KakaoPay => {
+                set("RUST_LOG", "warn".into());
+                set("KAKAOPAY_SIM_HOST", "127.0.0.1".into());
+                set("KAKAOPAY_SIM_PORT", self.ports.kakaopay.to_string());
+                set("KAKAOPAY_SIM_SECRET_KEY", SIM_SECRET.into());
+                set("KAKAOPAY_SIM_MODE", "auto".into());
+                (self.bins.join("kakaopay-sim"), vec![], self.dir.clone())
+            }
+            Part::Payment => {
+                services(&mut set);
+                set("PAYMENT_HOST", "127.0.0.1".into());
+                set("PAYMENT_PORT", self.ports.payment.to_string());
+                set("PAYMENT_PUBLIC_URL", self.url(Part::Payment));
+                set("PAYMENT_DATABASE_URL", database("payments"));
+                set("PAYMENT_CONSUMER_GROUP", self.group(Part::Payment));
+                set("KAKAOPAY_BASE_URL", self.url(Part::KakaoPay));
+                set("KAKAOPAY_SECRET_KEY", SIM_SECRET.into());
+                (self.bins.join("payment"), vec![], self.dir.clone())
+            }
+            Part::Order => {
+                services(&mut set);
+                set("ORDER_HOST", "127.0.0.1".into());
+                set("ORDER_PORT", self.ports.order.to_string());
+                set("ORDER_DATABASE_URL", database("orders"));
+                set("ORDER_CONSUMER_GROUP", self.group(Part::Order));
+                (self.bins.join("order"), vec![], self.dir.clone())
+            }
+            Part::Notifier => {
+                services(&mut set);
+                set("NOTIFIER_HOST", "127.0.0.1".into());
+                set("NOTIFIER_PORT", self.ports.notifier.to_string());
+                set("NOTIFIER_CONSUMER_GROUP", self.group(Part::Notifier));
+                set(
+                    "MONGODB_URI",
+                    format!("mongodb://127.0.0.1:{}", self.ports.mongo),
+                );
+                set("NOTIFIER_MONGODB_DATABASE", format!("notifier_{}", self.id));
+                set("SMTP_HOST", "127.0.0.1".into());
+                set("SMTP_PORT", self.ports.smtp.to_string());
+                set("NOTIFIER_API_TOKEN", self.notifier_token.clone());
+                // Mail retries outlast a 60 s SMTP outage: waits double from 0.5 s up to
+                // 5 s, each a random point in the upper half of its bound ("equal
+                // jitter"), so 40 attempts wait at least 0.25+0.5+1+2+35×2.5 ≈ 91 s
+                // before a mail would be recorded FAILED.
+                set("NOTIFIER_MAIL_MAX_ATTEMPTS", "40".into());
+                set("NOTIFIER_MAIL_RETRY_INITIAL_MS", "500".into());
+                set("NOTIFIER_MAIL_RETRY_MAX_MS", "5000".into());
+                set("NOTIFIER_SHUTDOWN_TIMEOUT_SECS", "10".into());
+                (self.bins.join("notifier"), vec![], self.dir.clone())
+            }
+        };
+        for (name, value) in self.extra_env.get(&part).into_iter().flatten() {
+            env.retain(|(n, _)| n != name);
+            env.push((name.clone(), value.clone()));
+        }
+        Spec {
+            program,
+            args,
+            env,
+            cwd,
+        }
+    }
+
+    // ----- faults that are not process control -----
+
+    /// Terminates every PostgreSQL session of the stack's two databases (the services'
+    /// pooled connections); returns how many were terminated.
+    pub fn terminate_db_sessions(&self) -> anyhow::Result<usize> {
+        use diesel::{Connection, RunQueryDsl};
+        let mut conn = diesel::PgConnection::establish(&format!("{}/postgres", self.postgres_url))?;
+        let sql = format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname IN ('orders_{id}', 'payments_{id}') AND pid <> pg_backend_pid()",
+            id = self.id
+        );
+        Ok(diesel::sql_query(sql).execute(&mut conn)?)
+    }
+
+    /// `PUT /__sim/faults` with `patch` (only the fields present change).
+    pub async fn sim_faults(&self, patch: Value) -> anyhow::Result<Value> {
+        let response = self
+            .http
+            .put(format!("{}/__sim/faults", self.url(Part::KakaoPay)))
+            .json(&patch)
+            .send()
+            .await?;
+        let status = response.status();
+        let body: Value = response.json().await?;
+        anyhow::ensure!(status.is_success(), "PUT /__sim/faults: {status} {body}");
+        Ok(body)
+    }
+
+    /// The simulator's ledger (`GET /__sim/ledger`).
+    pub async fn ledger(&self) -> anyhow::Result<Ledger> {
+        Ok(self
+            .http
+            .get(format!("{}/__sim/ledger", self.url(Part::KakaoPay)))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
+    }
+
+    // ----- reading the services -----
+
+    /// The sum of every series of Prometheus metric `name` at `part`'s `/metrics` (0 when
+    /// absent): proof that a fault reached the service (retries, errors).
+    pub async fn metric(&self, part: Part, name: &str) -> anyhow::Result<f64> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.url(part)))
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .filter(|line| {
+                line.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+
+    /// `GET {url}` as JSON, retried for a few seconds through connection errors and 5xx.
+    pub async fn get_json(&self, url: &str) -> anyhow::Result<Value> {
+        get_json(&self.http, url, None).await
+    }
+
+    pub async fn get_order(&self, id: Uuid) -> anyhow::Result<Value> {
+        self.get_json(&format!("{}/orders/{id}", self.url(Part::Order)))
+            .await
+    }
+
+    /// The payment rows of an order (`GET /payments?order_id=`).
+    pub async fn payments_of(&self, order_id: Uuid) -> anyhow::Result<Value> {
+        self.get_json(&format!(
+            "{}/payments?order_id={order_id}",
+            self.url(Part::Payment)
+        ))
+        .await
+    }
+
+    /// One payment with its `gateway_calls`.
+    pub async fn payment(&self, payment_id: &str) -> anyhow::Result<Value> {
+        self.get_json(&format!(
+            "{}/payments/{payment_id}",
+            self.url(Part::Payment)
+        ))
+        .await
+    }
+
+    /// Every history record of an order (all pages of `GET /notifications?order_id=`).
+    pub async fn notifications(&self, order_id: Uuid) -> anyhow::Result<Vec<Value>> {
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut url = format!(
+                "{}/notifications?order_id={order_id}&limit=200",
+                self.url(Part::Notifier)
+            );
+            if let Some(cursor) = &cursor {
+                url.push_str(&format!("&cursor={cursor}"));
+            }
+            let page = get_json(&self.http, &url, Some(&self.notifier_token)).await?;
+            items.extend(page["items"].as_array().cloned().unwrap_or_default());
+            match page["next_cursor"].as_str() {
+                Some(next) if !next.is_empty() => cursor = Some(next.to_owned()),
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    // ----- Kafka -----
+
+    /// High watermark of every partition of `topic`.
+    pub fn high_watermarks(&self, topic: &str) -> anyhow::Result<Vec<i64>> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.kafka_brokers())
+            .create()?;
+        (0..PARTITIONS)
+            .map(|partition| {
+                Ok(consumer
+                    .fetch_watermarks(topic, partition, Duration::from_secs(5))?
+                    .1)
+            })
+            .collect()
+    }
+
+    /// True when `group` has committed every partition of `topic` up to its high
+    /// watermark (it has consumed everything there is).
+    pub fn caught_up(&self, group: &str, topic: &str) -> bool {
+        let Ok(consumer) = ClientConfig::new()
+            .set("bootstrap.servers", self.kafka_brokers())
+            .set("group.id", group)
+            .create::<BaseConsumer>()
+        else {
+            return false;
+        };
+        let mut partitions = TopicPartitionList::new();
+        for partition in 0..PARTITIONS {
+            partitions.add_partition(topic, partition);
+        }
+        let Ok(committed) = consumer.committed_offsets(partitions, Duration::from_secs(5)) else {
+            return false;
+        };
+        committed.elements().iter().all(|element| {
+            let Ok((_, high)) =
+                consumer.fetch_watermarks(topic, element.partition(), Duration::from_secs(5))
+            else {
+                return false;
+            };
+            match element.offset() {
+                Offset::Offset(offset) => offset >= high,
+                _ => high == 0,
+            }
+        })
+    }
+
+    /// Publishes `count` messages no consumer can use on `topic` (unparseable JSON, an
+    /// unknown event type, an unknown schema version, in turn).
+    pub async fn inject_poison(&self, topic: &str, count: usize) -> anyhow::Result<()> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", self.kafka_brokers())
+            .set("linger.ms", "1")
+            .create()?;
+        for n in 0..count {
+            let key = Uuid::new_v4().to_string();
+            let payload = match n % 3 {
+                0 => format!("{{not json {n}"),
+                1 => format!(r#"{{"event_id":"{key}","event_type":"OrderTeleported"}}"#),
+                _ => format!(
+                    r#"{{"event_id":"{key}","event_type":"OrderPlaced","schema_version":99,"occurred_at":"2026-01-01T00:00:00Z","order_id":"{key}","payload":{{}}}}"#
+                ),
+            };
+            producer
+                .send(
+                    FutureRecord::to(topic).key(&key).payload(&payload),
+                    Duration::from_secs(30),
+                )
+                .await
+                .map_err(|(error, _)| error)
+                .context("publishing a poison message")?;
+        }
+        Ok(())
+    }
+
+    /// Every dead letter on the stack's dead-letter topic.
+    pub async fn dead_letters(&self) -> anyhow::Result<Vec<DeadLetter>> {
+        let kafka = self.kafka();
+        Ok(tokio::task::spawn_blocking(move || {
+            dead_letter_tools::read_all(&kafka, Duration::from_secs(15))
+        })
+        .await??)
+    }
+
+    // ----- diagnostics -----
+
+    /// The last `lines` lines of a part's log.
+    pub fn log_tail(&self, part: Part, lines: usize) -> String {
+        child::tail(&self.log_path(part), lines)
+    }
+
+    /// Where everything is, and the tail of every log: for failure messages.
+    pub fn diagnostics(&self) -> String {
+        let mut out = format!(
+            "stack {} — folder {} (kept), logs in {}\n",
+            self.id,
+            self.dir.display(),
+            self.dir.join("logs").display()
+        );
+        for part in Part::ALL {
+            out.push_str(&format!(
+                "----- {} ({}) -----\n{}\n",
+                part.name(),
+                self.log_path(part).display(),
+                self.log_tail(part, 15)
+            ));
+        }
+        out
+    }
+}
+
+impl Drop for ProcStack {
+    fn drop(&mut self) {
+        // Services first, then the servers they use.
+        for part in Part::ALL.iter().rev() {
+            if let Some(child) = self.children.get_mut(part) {
+                child.kill9();
+            }
+        }
+        drop_databases(&self.postgres_url, &self.id);
+        if std::thread::panicking() || std::env::var_os("FAULT_KEEP").is_some() {
+            eprintln!(
+                "fault stack {}: processes killed; folder kept for inspection: {} (logs: {})",
+                self.id,
+                self.dir.display(),
+                self.dir.join("logs").display()
+            );
+        } else if let Err(error) = std::fs::remove_dir_all(&self.dir) {
+            eprintln!("could not remove {}: {error}", self.dir.display());
+        }
+    }
+}
+
+fn drop_databases(postgres_url: &str, id: &str) {
+    use diesel::{Connection, RunQueryDsl};
+    let Ok(mut conn) = diesel::PgConnection::establish(&format!("{postgres_url}/postgres")) else {
+        eprintln!("could not connect to PostgreSQL to drop the databases of stack {id}");
+        return;
+    };
+    for database in ["orders", "payments"] {
+        let sql = format!("DROP DATABASE IF EXISTS \"{database}_{id}\" WITH (FORCE)");
+        if let Err(error) = diesel::sql_query(sql).execute(&mut conn) {
+            eprintln!("could not drop {database}_{id}: {error}");
+        }
+    }
+}
+
+/// `GET url` as JSON: retries connection errors and 5xx for up to 10 s (a service being
+/// restarted), fails at once on 4xx.
+pub(crate) async fn get_json(
+    http: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+) -> anyhow::Result<Value> {
+    let started = Instant::now();
+    let mut wait = Duration::from_millis(50);
+    loop {
+        let mut request = http.get(url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let error = match request.send().await {
+            Ok(response) if response.status().is_success() => match response.json().await {
+                Ok(value) => return Ok(value),
+                Err(error) => anyhow::anyhow!("GET {url}: {error}"),
+            },
+            Ok(response) if response.status().is_client_error() => {
+                let status = response.status();
+                let body = response.text().await.unwrap_or_default();
+                bail!("GET {url}: {status} {body}");
+            }
+            Ok(response) => anyhow::anyhow!("GET {url}: {}", response.status()),
+            Err(error) => anyhow::anyhow!("GET {url}: {error}"),
+        };
+        if started.elapsed() > Duration::from_secs(10) {
+            return Err(error);
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(1));
+    }
+}
+
+pub(crate) fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("e2e lives in the workspace")
+        .to_path_buf()
+}
+
+fn tansu_bin(home: &str) -> PathBuf {
+    match std::env::var_os("TANSU_BIN") {
+        Some(bin) => bin.into(),
+        None => {
+            let cargo_home = std::env::var_os("CARGO_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| Path::new(home).join(".cargo"));
+            cargo_home.join("bin/tansu")
+        }
+    }
+}
+
+fn venv(home: &str) -> PathBuf {
+    std::env::var_os("SAGA_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(home).join(".cache/saga-shop"))
+        .join("venv")
+}

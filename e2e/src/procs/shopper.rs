@@ -1,0 +1,549 @@
+//! The shopper driver: places orders at a steady pace and, for each, does what the
+//! shopper means to do — approve, cancel on the payment page, or approve and then cancel
+//! the order (a refund). Every request is retried with bounded backoff through outages:
+//! the point of a scenario is that nothing *accepted* is lost, so the driver keeps
+//! trying to get its orders accepted and its actions through.
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use tokio::task::{JoinHandle, JoinSet};
+use uuid::Uuid;
+
+/// How long one shopper keeps at an order (all steps together) before giving up: the
+/// order is then still checked by the invariants (the give-up is noted, not excused).
+/// 120 s, plus 0.1 s per order of the load above 200 (a heavy run's backlog).
+fn order_deadline(orders: usize) -> Duration {
+    Duration::from_secs(120) + Duration::from_millis(100 * orders.saturating_sub(200) as u64)
+}
+
+/// What the shopper means to do with an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Intent {
+    /// Follow the payment page (approve): the order completes.
+    Approve,
+    /// `?action=cancel` on the payment page: the order is cancelled unpaid.
+    Cancel,
+    /// Approve, wait for `COMPLETED`, then `POST /orders/{id}/cancel`: refunded.
+    Refund,
+}
+
+/// Shares of the shopper actions, in percent (the rest approve).
+#[derive(Debug, Clone, Copy)]
+pub struct Mix {
+    pub cancel_percent: u32,
+    pub refund_percent: u32,
+}
+
+impl Mix {
+    /// ~70 % approve, ~15 % cancel on the payment page, ~15 % refunded after approval.
+    pub const STANDARD: Mix = Mix {
+        cancel_percent: 15,
+        refund_percent: 15,
+    };
+    pub const APPROVE_ONLY: Mix = Mix {
+        cancel_percent: 0,
+        refund_percent: 0,
+    };
+
+    /// The intent of the `n`-th order: deterministic, and spread evenly over the load
+    /// (37 is prime to 100, so every 100 consecutive orders use every bucket once).
+    pub fn intent(&self, n: usize) -> Intent {
+        let bucket = (n * 37 % 100) as u32;
+        if bucket < self.cancel_percent {
+            Intent::Cancel
+        } else if bucket < self.cancel_percent + self.refund_percent {
+            Intent::Refund
+        } else {
+            Intent::Approve
+        }
+    }
+}
+
+/// A load: how many orders, over how long, how many shoppers at once.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadPlan {
+    pub orders: usize,
+    /// Orders are started evenly over this time (so faults land mid-load).
+    pub spread: Duration,
+    /// Shoppers active at once.
+    pub concurrency: usize,
+    pub mix: Mix,
+}
+
+impl LoadPlan {
+    pub fn new(orders: usize, spread: Duration) -> Self {
+        Self {
+            orders,
+            spread,
+            concurrency: 64,
+            mix: Mix::STANDARD,
+        }
+    }
+
+    pub fn mix(mut self, mix: Mix) -> Self {
+        self.mix = mix;
+        self
+    }
+}
+
+/// An order the shop accepted (`202`), and what the driver did with it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Placed {
+    pub n: usize,
+    pub id: Uuid,
+    pub email: String,
+    pub total: i64,
+    pub intent: Intent,
+    /// The approval callback answered `APPROVED` (or the order completed).
+    pub approved: bool,
+    /// `POST /orders/{id}/cancel` was accepted (the refund intent's last step).
+    pub cancel_requested: bool,
+    /// Why the driver stopped short of its intent, if it did.
+    pub note: Option<String>,
+}
+
+/// What a load did.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadOutcome {
+    pub placed: Vec<Placed>,
+    /// Orders never accepted within the retry deadline, with the last error.
+    pub not_accepted: Vec<String>,
+    pub duration: Duration,
+    /// Requests that failed and were retried.
+    pub retries: usize,
+}
+
+#[derive(Default)]
+struct Progress {
+    accepted: AtomicUsize,
+    finished: AtomicUsize,
+    retries: AtomicUsize,
+}
+
+/// A load running in the background.
+pub struct Load {
+    progress: Arc<Progress>,
+    orders: usize,
+    task: JoinHandle<LoadOutcome>,
+}
+
+impl Load {
+    /// Orders accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.progress.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Orders whose shopper is done.
+    pub fn finished(&self) -> usize {
+        self.progress.finished.load(Ordering::SeqCst)
+    }
+
+    /// Waits until at least `n` orders were accepted (or the load ended).
+    pub async fn until_accepted(&self, n: usize) {
+        let n = n.min(self.orders);
+        let started = Instant::now();
+        while self.accepted() < n && !self.task.is_finished() {
+            assert!(
+                started.elapsed() < Duration::from_secs(600),
+                "gave up waiting for {n} accepted orders ({} so far)",
+                self.accepted()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until at least `n` shoppers are done (or the load ended).
+    pub async fn until_finished(&self, n: usize) {
+        let n = n.min(self.orders);
+        while self.finished() < n && !self.task.is_finished() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits for every shopper to be done.
+    pub async fn finish(self) -> LoadOutcome {
+        self.task.await.expect("the load's task")
+    }
+}
+
+/// Places and drives orders against one order-service.
+#[derive(Clone)]
+pub struct Shopper {
+    order_url: String,
+    http: reqwest::Client,
+    tag: String,
+}
+
+impl Shopper {
+    pub fn new(order_url: String, http: reqwest::Client, tag: &str) -> Self {
+        Self {
+            order_url,
+            http,
+            tag: tag.to_owned(),
+        }
+    }
+
+    /// Starts `plan` in the background.
+    pub fn start(&self, plan: LoadPlan) -> Load {
+        let progress = Arc::new(Progress::default());
+        let shopper = self.clone();
+        let shared = progress.clone();
+        let task = tokio::spawn(async move { shopper.run(plan, shared).await });
+        Load {
+            progress,
+            orders: plan.orders,
+            task,
+        }
+    }
+
+    async fn run(self, plan: LoadPlan, progress: Arc<Progress>) -> LoadOutcome {
+        let started = Instant::now();
+        let gate = Arc::new(Semaphore::new(plan.concurrency.max(1)));
+        let mut tasks = JoinSet::new();
+        let budget = order_deadline(plan.orders);
+        for n in 0..plan.orders {
+            let at = plan.spread.mul_f64(n as f64 / plan.orders.max(1) as f64);
+            let shopper = self.clone();
+            let gate = gate.clone();
+            let progress = progress.clone();
+            let intent = plan.mix.intent(n);
+            tasks.spawn(async move {
+                tokio::time::sleep_until(tokio::time::Instant::from_std(started + at)).await;
+                let _permit = gate.acquire_owned().await.expect("semaphore open");
+                let result = shopper.one(n, intent, &progress, budget).await;
+                progress.finished.fetch_add(1, Ordering::SeqCst);
+                result
+            });
+        }
+        let mut placed = Vec::new();
+        let mut not_accepted = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            match joined.expect("shopper task") {
+                Ok(order) => placed.push(order),
+                Err(error) => not_accepted.push(error),
+            }
+        }
+        placed.sort_by_key(|p| p.n);
+        LoadOutcome {
+            placed,
+            not_accepted,
+            duration: started.elapsed(),
+            retries: progress.retries.load(Ordering::SeqCst),
+        }
+    }
+
+    /// One shopper: place the order, then act on it.
+    async fn one(
+        &self,
+        n: usize,
+        intent: Intent,
+        progress: &Progress,
+        budget: Duration,
+    ) -> Result<Placed, String> {
+        let email = format!("f{n}-{}@example.com", self.tag);
+        let deadline = Instant::now() + budget;
+        let (id, total) = self.place(n, &email, progress, deadline).await?;
+        progress.accepted.fetch_add(1, Ordering::SeqCst);
+        let mut order = Placed {
+            n,
+            id,
+            email,
+            total,
+            intent,
+            approved: false,
+            cancel_requested: false,
+            note: None,
+        };
+        if let Err(note) = self.act(&mut order, progress, deadline).await {
+            order.note = Some(note);
+        }
+        Ok(order)
+    }
+
+    /// `POST /orders` until it is accepted; returns the order id and total.
+    async fn place(
+        &self,
+        n: usize,
+        email: &str,
+        progress: &Progress,
+        deadline: Instant,
+    ) -> Result<(Uuid, i64), String> {
+        let body = json!({
+            "customer_id": format!("shopper-{}-{n}", self.tag),
+            "customer_email": email,
+            "items": [
+                {"name": "아메리카노", "quantity": 1 + n % 3, "unit_price": 4500},
+                {"name": "Cookie", "quantity": 1, "unit_price": 1000 + (n % 5) * 500}
+            ]
+        });
+        let url = format!("{}/orders", self.order_url);
+        let mut backoff = Backoff::new(deadline);
+        loop {
+            let error = match self.http.post(&url).json(&body).send().await {
+                Ok(response) if response.status() == 202 => {
+                    let order: Value = response
+                        .json()
+                        .await
+                        .map_err(|e| format!("order {n}: accepted, body unreadable: {e}"))?;
+                    let id = order["id"]
+                        .as_str()
+                        .and_then(|id| id.parse().ok())
+                        .ok_or_else(|| format!("order {n}: no id in {order}"))?;
+                    let total = order["total_amount"].as_i64().unwrap_or_default();
+                    return Ok((id, total));
+                }
+                Ok(response) if response.status().is_client_error() => {
+                    let status = response.status();
+                    let text = response.text().await.unwrap_or_default();
+                    return Err(format!("order {n}: refused {status}: {text}"));
+                }
+                Ok(response) => format!("{}", response.status()),
+                Err(error) => error.to_string(),
+            };
+            progress.retries.fetch_add(1, Ordering::SeqCst);
+            backoff
+                .wait()
+                .await
+                .map_err(|elapsed| format!("order {n}: not accepted after {elapsed:?}: {error}"))?;
+        }
+    }
+
+    /// Acts on an accepted order as `order.intent` says.
+    async fn act(
+        &self,
+        order: &mut Placed,
+        progress: &Progress,
+        deadline: Instant,
+    ) -> Result<(), String> {
+        let Some(redirect) = self.redirect_url(order.id, deadline).await? else {
+            return Err("the payment failed before it was ready".to_owned());
+        };
+        match order.intent {
+            Intent::Cancel => {
+                let mut url = url::Url::parse(&redirect).map_err(|e| e.to_string())?;
+                url.query_pairs_mut().append_pair("action", "cancel");
+                self.visit_until(
+                    order.id,
+                    url.as_str(),
+                    progress,
+                    deadline,
+                    |status, body| status == 200 || body.is_some_and(|b| b["status"] == "FAILED"),
+                )
+                .await
+            }
+            Intent::Approve | Intent::Refund => {
+                order.approved = self
+                    .approve(order.id, &redirect, progress, deadline)
+                    .await?;
+                if order.intent == Intent::Refund && order.approved {
+                    self.until_status(order.id, "COMPLETED", deadline).await?;
+                    self.cancel_order(order.id, progress, deadline).await?;
+                    order.cancel_requested = true;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn get_order(&self, id: Uuid) -> Option<Value> {
+        let response = self
+            .http
+            .get(format!("{}/orders/{id}", self.order_url))
+            .send()
+            .await
+            .ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        response.json().await.ok()
+    }
+
+    /// Polls the order until its payment is ready (`Some(url)`) or the order was
+    /// cancelled before (`None`: the payment failed, e.g. the gateway was down).
+    async fn redirect_url(&self, id: Uuid, deadline: Instant) -> Result<Option<String>, String> {
+        let mut backoff = Backoff::polling(deadline);
+        loop {
+            if let Some(order) = self.get_order(id).await {
+                if let Some(url) = order["payment"]["redirect_url"].as_str() {
+                    return Ok(Some(url.to_owned()));
+                }
+                if order["status"] == "CANCELLED" {
+                    return Ok(None);
+                }
+            }
+            backoff
+                .wait()
+                .await
+                .map_err(|elapsed| format!("no payment redirect URL after {elapsed:?}"))?;
+        }
+    }
+
+    async fn until_status(&self, id: Uuid, status: &str, deadline: Instant) -> Result<(), String> {
+        let mut backoff = Backoff::polling(deadline);
+        let mut last = Value::Null;
+        loop {
+            if let Some(order) = self.get_order(id).await {
+                if order["status"] == status {
+                    return Ok(());
+                }
+                last = order["status"].clone();
+            }
+            backoff
+                .wait()
+                .await
+                .map_err(|elapsed| format!("not {status} after {elapsed:?} (last: {last})"))?;
+        }
+    }
+
+    /// Follows the payment page (auto mode approves) until the approval callback says
+    /// `APPROVED`, the order completes, or the payment is certainly not approved
+    /// (`Ok(false)`: e.g. declined, or cancelled meanwhile).
+    async fn approve(
+        &self,
+        id: Uuid,
+        redirect: &str,
+        progress: &Progress,
+        deadline: Instant,
+    ) -> Result<bool, String> {
+        let mut backoff = Backoff::new(deadline);
+        loop {
+            let mut last = match self.http.get(redirect).send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    let body: Option<Value> = response.json().await.ok();
+                    match body.as_ref().and_then(|b| b["status"].as_str()) {
+                        Some("APPROVED" | "REFUNDING" | "REFUNDED") if status == 200 => {
+                            return Ok(true)
+                        }
+                        Some("FAILED") => return Ok(false),
+                        _ => format!("{status} {}", body.unwrap_or_default()),
+                    }
+                }
+                Err(error) => error.to_string(),
+            };
+            // The callback may have failed after the approval went through (a restart):
+            // the order knows.
+            if let Some(order) = self.get_order(id).await {
+                match order["status"].as_str() {
+                    Some("COMPLETED" | "CANCELLING") => return Ok(true),
+                    Some("CANCELLED") => return Ok(false),
+                    status => last.push_str(&format!(" (order {})", status.unwrap_or("?"))),
+                }
+            }
+            progress.retries.fetch_add(1, Ordering::SeqCst);
+            backoff
+                .wait()
+                .await
+                .map_err(|elapsed| format!("approval not through after {elapsed:?}: {last}"))?;
+        }
+    }
+
+    /// GETs `url` until `done(status, body)` or the order is cancelled.
+    async fn visit_until(
+        &self,
+        id: Uuid,
+        url: &str,
+        progress: &Progress,
+        deadline: Instant,
+        done: impl Fn(u16, Option<&Value>) -> bool,
+    ) -> Result<(), String> {
+        let mut backoff = Backoff::new(deadline);
+        loop {
+            let last = match self.http.get(url).send().await {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let body: Option<Value> = response.json().await.ok();
+                    if done(status, body.as_ref()) {
+                        return Ok(());
+                    }
+                    format!("{status} {}", body.unwrap_or_default())
+                }
+                Err(error) => error.to_string(),
+            };
+            if self
+                .get_order(id)
+                .await
+                .is_some_and(|order| order["status"] == "CANCELLED")
+            {
+                return Ok(());
+            }
+            progress.retries.fetch_add(1, Ordering::SeqCst);
+            backoff
+                .wait()
+                .await
+                .map_err(|elapsed| format!("{url} not through after {elapsed:?}: {last}"))?;
+        }
+    }
+
+    /// `POST /orders/{id}/cancel` until accepted.
+    async fn cancel_order(
+        &self,
+        id: Uuid,
+        progress: &Progress,
+        deadline: Instant,
+    ) -> Result<(), String> {
+        let url = format!("{}/orders/{id}/cancel", self.order_url);
+        let mut backoff = Backoff::new(deadline);
+        loop {
+            let last = match self.http.post(&url).send().await {
+                Ok(response) if response.status().is_success() => return Ok(()),
+                Ok(response) => {
+                    let status = response.status();
+                    format!("{status} {}", response.text().await.unwrap_or_default())
+                }
+                Err(error) => error.to_string(),
+            };
+            progress.retries.fetch_add(1, Ordering::SeqCst);
+            backoff
+                .wait()
+                .await
+                .map_err(|elapsed| format!("cancel not accepted after {elapsed:?}: {last}"))?;
+        }
+    }
+}
+
+/// Doubling waits until the order's deadline.
+struct Backoff {
+    started: Instant,
+    deadline: Instant,
+    wait: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    /// For retrying a failed request: 100 ms doubling to 2 s.
+    fn new(deadline: Instant) -> Self {
+        Self {
+            started: Instant::now(),
+            deadline,
+            wait: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+        }
+    }
+
+    /// For polling an outcome: 50 ms doubling to 500 ms.
+    fn polling(deadline: Instant) -> Self {
+        Self {
+            wait: Duration::from_millis(50),
+            max: Duration::from_millis(500),
+            ..Self::new(deadline)
+        }
+    }
+
+    /// Sleeps before the next try; `Err(time spent on this step)` once the order's
+    /// deadline has passed.
+    async fn wait(&mut self) -> Result<(), Duration> {
+        let elapsed = self.started.elapsed();
+        if Instant::now() > self.deadline {
+            return Err(elapsed);
+        }
+        tokio::time::sleep(self.wait).await;
+        self.wait = (self.wait * 2).min(self.max);
+        Ok(())
+    }
+}

@@ -1,0 +1,99 @@
+//! Kakao Pay misbehaves mid-load (through the simulator's runtime fault knobs).
+
+use crate::Scenario;
+use e2e::procs::{Check, Expect, Part};
+use serde_json::json;
+use std::time::Duration;
+
+/// During the outage every API call answers 503: `ready` fails after the gateway's
+/// retries (the order is cancelled unpaid — a correct outcome, allowed here), approvals
+/// are refused without effect (the shopper retries), refunds are retried by the consumer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_kakao_pay_outage_fails_or_delays_payments_but_never_charges_twice() {
+    let scenario = Scenario::begin("kakaopay_outage_10s").await;
+    let load = scenario.start(scenario.load(Duration::from_secs(20)));
+    load.until_accepted(scenario.orders / 3).await;
+    scenario
+        .stack
+        .sim_faults(json!({"outage": true}))
+        .await
+        .expect("outage on");
+    scenario.note(&format!(
+        "Kakao Pay outage on after {} accepted orders",
+        load.accepted()
+    ));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    scenario
+        .stack
+        .sim_faults(json!({"outage": false}))
+        .await
+        .expect("outage off");
+    scenario.recovered();
+    let outcome = load.finish().await;
+    let expect = Expect {
+        gateway_failures_allowed: true,
+        ..scenario.expect()
+    };
+    let mut verdict = scenario.verify(&outcome, expect).await;
+    verdict.checks.push(
+        scenario
+            .fault_seen(Part::Payment, "payment_gateway_retries_total", 1.0)
+            .await,
+    );
+    // Most orders are still paid: the outage is a window, not the whole run.
+    let paid = verdict.completed + verdict.refunded;
+    verdict.checks.push(Check::new(
+        "orders outside the outage window were paid",
+        if paid * 2 > verdict.orders {
+            vec![]
+        } else {
+            vec![format!("only {paid} of {} paid", verdict.orders)]
+        },
+    ));
+    scenario.finish(
+        &outcome,
+        verdict,
+        json!({"fault": "PUT /__sim/faults {\"outage\": true} for 10 s"}),
+    );
+}
+
+/// Every gateway call takes 2 s for a while: payments slow down, nothing else changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_seconds_of_kakao_pay_latency_slow_payments_but_lose_nothing() {
+    let scenario = Scenario::begin("kakaopay_latency_2s").await;
+    let load = scenario.start(scenario.load(Duration::from_secs(20)));
+    load.until_accepted(scenario.orders / 3).await;
+    scenario
+        .stack
+        .sim_faults(json!({"latency_ms": 2000}))
+        .await
+        .expect("latency on");
+    scenario.note(&format!(
+        "Kakao Pay latency 2 s after {} accepted orders",
+        load.accepted()
+    ));
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    scenario
+        .stack
+        .sim_faults(json!({"latency_ms": 0}))
+        .await
+        .expect("latency off");
+    scenario.recovered();
+    let outcome = load.finish().await;
+    let mut verdict = scenario.verify(&outcome, scenario.expect()).await;
+    // Every call in the window took 2 s: their durations add up to well over that.
+    verdict.checks.push(
+        scenario
+            .fault_seen(
+                Part::Payment,
+                "payment_gateway_request_duration_seconds_sum",
+                10.0,
+            )
+            .await,
+    );
+    scenario.finish(
+        &outcome,
+        verdict,
+        json!({"fault": "PUT /__sim/faults {\"latency_ms\": 2000} for 15 s"}),
+    );
+}
