@@ -214,8 +214,10 @@ impl Shopper {
             let intent = plan.mix.intent(n);
             tasks.spawn(async move {
                 tokio::time::sleep_until(tokio::time::Instant::from_std(started + at)).await;
+                // The shopper's time runs from its scheduled start, queueing included.
+                let deadline = Instant::now() + budget;
                 let _permit = gate.acquire_owned().await.expect("semaphore open");
-                let result = shopper.one(n, intent, &progress, budget).await;
+                let result = shopper.one(n, intent, &progress, deadline).await;
                 progress.finished.fetch_add(1, Ordering::SeqCst);
                 result
             });
@@ -243,10 +245,9 @@ impl Shopper {
         n: usize,
         intent: Intent,
         progress: &Progress,
-        budget: Duration,
+        deadline: Instant,
     ) -> Result<Placed, String> {
         let email = format!("f{n}-{}@example.com", self.tag);
-        let deadline = Instant::now() + budget;
         let (id, total) = self.place(n, &email, progress, deadline).await?;
         progress.accepted.fetch_add(1, Ordering::SeqCst);
         let mut order = Placed {
