@@ -1,5 +1,6 @@
 //! The contract between the shop's services and the plumbing they share.
 //!
+//! * [`case`]: which of the seed's four architectures a process runs as (`SAGA_CASE`).
 //! * [`event`]: the JSON envelope and the typed events of the saga, with a decoder that
 //!   rejects malformed JSON, unknown event types and unsupported schema versions with a
 //!   typed error (so the consumer can dead-letter them with a reason).
@@ -15,6 +16,7 @@
 //! * `http` (feature `http`): RFC 9457 problem details and the `/healthz` and `/metrics`
 //!   routes every service serves.
 
+pub mod case;
 pub mod event;
 pub mod topics;
 
@@ -31,6 +33,7 @@ pub mod outbox;
 #[cfg(feature = "telemetry")]
 pub mod telemetry;
 
+pub use case::Case;
 pub use event::{
     CancelReason, DecodeError, Event, EventBody, EventType, LineItem, OrderCancelled,
     OrderCompleted, OrderPlaced, OrderSnapshot, PaymentApproved, PaymentFailed,
