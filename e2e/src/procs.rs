@@ -23,7 +23,9 @@
 //!
 //! Environment: `POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432`),
 //! `TANSU_BIN` (default `~/.cargo/bin/tansu`), `SAGA_CACHE_DIR` (default
-//! `~/.cache/saga-shop`, holding the Python `venv`), `FAULT_RESULTS` (see [`record`]).
+//! `~/.cache/saga-shop`, holding the Python `venv`), `FAULT_RESULTS` (see [`record`]),
+//! `FAULT_TANSU_STORAGE` and `FAULT_TANSU_LOG` (tansu's storage engine and `RUST_LOG`),
+//! `FAULT_KAFKA_DEBUG` (the services' `KAFKA_DEBUG`).
 
 mod build;
 mod child;
@@ -428,12 +430,23 @@ impl ProcStack {
             set("KAFKA_BROKERS", kafka.clone());
             set("KAFKA_TOPIC_PREFIX", self.topic_prefix());
             set("KAFKA_PARTITIONS", PARTITIONS.to_string());
+            // One process per part: a stable instance name lets a restarted service take
+            // back its partitions at once (see KafkaSettings::group_instance_id).
+            set("KAFKA_GROUP_INSTANCE_ID", format!("{}-1", part.name()));
+            if let Ok(debug) = std::env::var("FAULT_KAFKA_DEBUG") {
+                set("KAFKA_DEBUG", debug);
+            }
         };
         let database = |name: &str| format!("{}/{name}_{}", self.postgres_url, self.id);
         let (program, args, cwd): (PathBuf, Vec<String>, PathBuf) = match part {
             Part::Kafka => {
                 // As infra/lib/deps.sh: the sqlite path is relative to the working folder.
-                set("RUST_LOG", "warn".into());
+                // FAULT_TANSU_LOG (e.g. `warn,tansu_broker::coordinator=debug`) shows the
+                // broker's group coordination when a scenario needs explaining.
+                set(
+                    "RUST_LOG",
+                    std::env::var("FAULT_TANSU_LOG").unwrap_or_else(|_| "warn".to_owned()),
+                );
                 let listener = format!("tcp://127.0.0.1:{}", self.ports.kafka);
                 (
                     tansu_bin(&home),

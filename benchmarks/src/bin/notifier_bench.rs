@@ -1061,6 +1061,8 @@ async fn run_target(
         brokers: args.kafka_brokers.clone(),
         topic_prefix: prefix.clone(),
         partitions: args.partitions,
+        group_instance_id: None,
+        debug: None,
     };
     kafka
         .ensure_topics()

@@ -54,6 +54,21 @@ pub struct KafkaSettings {
         default_value_t = 3
     )]
     pub partitions: i32,
+    /// Static group membership (KIP-345): a stable, unique name for this instance, e.g.
+    /// `payment-1`. An instance restarted under the same name — after a crash too — takes
+    /// back its own partitions at once, without a rebalance. Unset: dynamic membership.
+    /// Why the stack sets it: on tansu 0.6, after a member is killed (no LeaveGroup), the
+    /// rebalance that follows can answer the new leader's SyncGroup with an empty
+    /// assignment, and the partitions stay unowned for minutes (seen in the kill -9 fault
+    /// scenarios: the new leader assigned itself all three partitions, tansu returned
+    /// none). Two running instances must never share a name; a static member that stops
+    /// for good keeps its partitions until its session times out.
+    #[arg(long = "kafka-group-instance-id", env = "KAFKA_GROUP_INSTANCE_ID")]
+    pub group_instance_id: Option<String>,
+    /// librdkafka debug contexts (its `debug` setting, e.g. `cgrp` for the consumer
+    /// group protocol), logged as `librdkafka` events; unset in normal operation.
+    #[arg(long = "kafka-debug", env = "KAFKA_DEBUG")]
+    pub debug: Option<String>,
 }
 
 impl KafkaSettings {
@@ -62,6 +77,8 @@ impl KafkaSettings {
             brokers: brokers.to_owned(),
             topic_prefix: topic_prefix.to_owned(),
             partitions: 3,
+            group_instance_id: None,
+            debug: None,
         }
     }
 
@@ -119,6 +136,14 @@ impl KafkaSettings {
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
             .set("fetch.wait.max.ms", "50");
+        if let Some(instance) = &self.group_instance_id {
+            config.set("group.instance.id", instance);
+        }
+        if let Some(debug) = &self.debug {
+            config
+                .set("debug", debug)
+                .set_log_level(rdkafka::config::RDKafkaLogLevel::Debug);
+        }
         config
     }
 
@@ -347,10 +372,51 @@ impl ClientContext for SagaConsumerContext {
     fn stats(&self, statistics: rdkafka::Statistics) {
         self.lag.record(&statistics);
     }
+
+    /// librdkafka's own log lines, as tracing events of target `librdkafka` (debug lines
+    /// appear only when `KAFKA_DEBUG` asks for them, so they are logged at info).
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        let consumer = &self.lag.consumer;
+        match level {
+            L::Emerg | L::Alert | L::Critical | L::Error => {
+                tracing::error!(target: "librdkafka", consumer, fac, "{message}")
+            }
+            L::Warning => tracing::warn!(target: "librdkafka", consumer, fac, "{message}"),
+            L::Notice | L::Info | L::Debug => {
+                tracing::info!(target: "librdkafka", consumer, fac, "{message}")
+            }
+        }
+    }
 }
 
 impl ConsumerContext for SagaConsumerContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         commit_on_revoke(consumer, rebalance);
     }
+
+    /// Logs what this instance now owns: after a crash or a rebalance, the first question
+    /// an operator asks is who holds which partition.
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let consumer = &self.lag.consumer;
+        match rebalance {
+            Rebalance::Assign(partitions) => tracing::info!(
+                consumer, partitions = %partition_list(partitions), "Partitions assigned."
+            ),
+            Rebalance::Revoke(partitions) => tracing::info!(
+                consumer, partitions = %partition_list(partitions), "Partitions revoked."
+            ),
+            Rebalance::Error(error) => tracing::warn!(consumer, %error, "Rebalance failed."),
+        }
+    }
+}
+
+/// `topic[partition]` for each entry, comma-separated.
+fn partition_list(partitions: &rdkafka::TopicPartitionList) -> String {
+    partitions
+        .elements()
+        .iter()
+        .map(|p| format!("{}[{}]", p.topic(), p.partition()))
+        .collect::<Vec<_>>()
+        .join(",")
 }
