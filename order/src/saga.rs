@@ -314,7 +314,7 @@ pub enum Reaction<'a> {
     /// A trigger for the status table, after noting the payment's status (if any).
     Trigger {
         trigger: Trigger,
-        facts: Facts,
+        facts: Box<Facts>,
         payment_status: Option<&'static str>,
     },
     /// Not an event the order reacts to.
@@ -349,7 +349,7 @@ pub fn react(event: &Event) -> Reaction<'_> {
     };
     Reaction::Trigger {
         trigger,
-        facts,
+        facts: Box::new(facts),
         payment_status,
     }
 }

@@ -111,11 +111,13 @@ async fn case4_a_paid_order_completes_with_both_mails_and_its_history() {
         .collect();
     assert_eq!(
         events,
+        // The event an order emits is recorded before the payment event that caused it
+        // (as in case 3: `saga::consume` records its own step after `apply`).
         [
             "OrderPlaced",
             "PaymentReady",
-            "PaymentApproved",
-            "OrderCompleted"
+            "OrderCompleted",
+            "PaymentApproved"
         ],
         "every step of the saga, written by the async adapter"
     );
