@@ -303,3 +303,72 @@ async fn case4_a_refunded_order_stays_refunded_once_when_every_event_is_redelive
     );
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn case4_a_charge_whose_answer_was_lost_is_found_by_the_reconciler() {
+    let options = Options {
+        fast_reconcile: true,
+        ..case4()
+    };
+    let stack = Stack::spawn_with(SimConfig::default(), options)
+        .await
+        .expect("stack starts");
+    let email = stack.shopper_email("case4-lost-answer");
+    let id = stack.place_order(&email).await;
+    let redirect = stack.redirect_url(id).await;
+
+    // Kakao Pay charges, but every answer (and status lookup) is lost on the way back.
+    stack.sim.set_faults(Faults {
+        lost_response_rate: 1.0,
+        ..Faults::default()
+    });
+    let response = stack.shopper_visits(&redirect, None).await;
+    assert_eq!(response.status(), 503, "the shopper is told to wait");
+    assert!(ledger_entry(&stack, id).approved, "the gateway did charge");
+    assert_eq!(stack.get_order(id).await["status"], "PENDING_PAYMENT");
+    stack.sim.set_faults(Faults::default());
+
+    // The reconciler finds the payment stuck APPROVING, asks Kakao Pay, and settles it.
+    let order = stack.wait_for_status(id, "COMPLETED").await;
+    assert_eq!(order["payment"]["status"], "APPROVED");
+    assert_eq!(
+        sent_mail_types(&stack, id, 2).await,
+        ["order_completed", "payment_completed"]
+    );
+    assert_eq!(ledger_entry(&stack, id).cancel_calls, 0, "nothing refunded");
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn case4_an_unpaid_order_cancelled_by_the_shopper_cannot_be_paid_afterwards() {
+    let stack = Stack::spawn_with(SimConfig::default(), case4())
+        .await
+        .expect("stack starts");
+    let email = stack.shopper_email("case4-unpaid-cancel");
+    let id = stack.place_order(&email).await;
+    let redirect = stack.redirect_url(id).await;
+
+    let cancel = format!("{}/orders/{id}/cancel", stack.order.url());
+    let response = stack.http.post(&cancel).send().await.expect("cancel");
+    assert_eq!(response.status(), 202);
+    let order: Value = response.json().await.expect("order JSON");
+    assert_eq!(order["status"], "CANCELLED");
+    assert_eq!(sent_mail_types(&stack, id, 1).await, ["order_cancelled"]);
+
+    let payments_url = format!("{}/payments?order_id={id}", stack.payment.url());
+    eventually("the payment to be closed", || async {
+        let payments = get_json(&stack, payments_url.clone()).await;
+        (payments[0]["status"] == "FAILED").then_some(())
+    })
+    .await;
+    let late: Value = stack
+        .shopper_visits(&redirect, None)
+        .await
+        .json()
+        .await
+        .expect("payment JSON");
+    assert_eq!(late["status"], "FAILED", "a late shopper is not charged");
+    let entry = ledger_entry(&stack, id);
+    assert_eq!(entry.approve_calls, 0, "approve was never called");
+    stack.stop().await;
+}
