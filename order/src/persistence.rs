@@ -4,8 +4,9 @@
 //! * [`OrderDb::Blocking`] (cases 1–3): Diesel on r2d2, each use case one closure on the
 //!   blocking pool through [`run_blocking`].
 //! * [`OrderDb::Async`] (case 4): the same statements on `diesel_async::AsyncPgConnection`
-//!   from a deadpool pool, awaited in the handler's task; no thread is held across a round
-//!   trip.
+//!   from a deadpool pool, awaited on the executor; no thread is held across a round
+//!   trip. Transactions run to completion on a task of their own
+//!   (`async_db::detached`), so a client that disconnects never leaves one half-open.
 //!
 //! Both adapters run the same queries (`store` and `store::nonblocking` are expanded from
 //! one source) and the same decisions (`saga::plan`, `saga::react`); only how a statement
@@ -72,18 +73,22 @@ impl OrderDb {
                 .await
             }
             OrderDb::Async(pool) => {
-                let mut pooled = async_db::connection(pool).await?;
-                let conn: &mut AsyncPgConnection = &mut pooled;
-                conn.transaction::<_, DbError, _>(async |conn| {
-                    use store::nonblocking as q;
-                    q::insert(conn, id, &order, payment_deadline).await?;
-                    let stored = q::find(conn, id, false)
-                        .await?
-                        .ok_or(diesel::result::Error::NotFound)?;
-                    let event = placed_event(&stored, payment_deadline);
-                    outbox.enqueue_async(conn, &event).await?;
-                    q::record_step(conn, &event, "order", "published").await?;
-                    Ok(stored)
+                let (pool, outbox) = (pool.clone(), outbox.clone());
+                async_db::detached(async move {
+                    let mut pooled = async_db::connection(&pool).await?;
+                    let conn: &mut AsyncPgConnection = &mut pooled;
+                    conn.transaction::<_, DbError, _>(async |conn| {
+                        use store::nonblocking as q;
+                        q::insert(conn, id, &order, payment_deadline).await?;
+                        let stored = q::find(conn, id, false)
+                            .await?
+                            .ok_or(diesel::result::Error::NotFound)?;
+                        let event = placed_event(&stored, payment_deadline);
+                        outbox.enqueue_async(conn, &event).await?;
+                        q::record_step(conn, &event, "order", "published").await?;
+                        Ok(stored)
+                    })
+                    .await
                 })
                 .await
             }
@@ -157,10 +162,14 @@ impl OrderDb {
                 .await
             }
             OrderDb::Async(pool) => {
-                let mut pooled = async_db::connection(pool).await?;
-                let conn: &mut AsyncPgConnection = &mut pooled;
-                conn.transaction::<_, SagaError, _>(async |conn| {
-                    saga::apply_async(conn, outbox, order_id, trigger, &facts).await
+                let (pool, outbox) = (pool.clone(), outbox.clone());
+                async_db::detached(async move {
+                    let mut pooled = async_db::connection(&pool).await?;
+                    let conn: &mut AsyncPgConnection = &mut pooled;
+                    conn.transaction::<_, SagaError, _>(async |conn| {
+                        saga::apply_async(conn, &outbox, order_id, trigger, &facts).await
+                    })
+                    .await
                 })
                 .await
             }
@@ -179,10 +188,14 @@ impl OrderDb {
                 .await
             }
             OrderDb::Async(pool) => {
-                let mut pooled = async_db::connection(pool).await?;
-                let conn: &mut AsyncPgConnection = &mut pooled;
-                conn.transaction::<_, SagaError, _>(async |conn| {
-                    saga::consume_async(conn, outbox, event).await
+                let (pool, outbox, event) = (pool.clone(), outbox.clone(), event.clone());
+                async_db::detached(async move {
+                    let mut pooled = async_db::connection(&pool).await?;
+                    let conn: &mut AsyncPgConnection = &mut pooled;
+                    conn.transaction::<_, SagaError, _>(async |conn| {
+                        saga::consume_async(conn, &outbox, &event).await
+                    })
+                    .await
                 })
                 .await
             }

@@ -5,7 +5,8 @@
 //! * [`PaymentDb::Blocking`] (cases 1–3): Diesel on r2d2, each use case one closure on
 //!   the blocking pool through [`run_blocking`].
 //! * [`PaymentDb::Async`] (case 4): the same statements on
-//!   `diesel_async::AsyncPgConnection` from a deadpool pool, awaited in the task.
+//!   `diesel_async::AsyncPgConnection` from a deadpool pool, awaited on the executor;
+//!   the transaction runs to completion on a task of its own (`async_db::detached`).
 //!
 //! Both adapters run the same queries (`store` and `store::nonblocking` are expanded from
 //! one source); the events are built by the caller (`checkout`), once, for both. Only the
@@ -151,21 +152,25 @@ impl PaymentDb {
                 .await
             }
             PaymentDb::Async(pool) => {
-                let mut pooled = async_db::connection(pool).await?;
-                let conn: &mut AsyncPgConnection = &mut pooled;
-                conn.transaction::<_, DbError, _>(async |conn| {
-                    if let Some(cause) = &cause {
-                        if !inbox::claim_async(conn, cause).await? {
-                            return Ok(None);
+                let (pool, outbox) = (pool.clone(), outbox.clone());
+                async_db::detached(async move {
+                    let mut pooled = async_db::connection(&pool).await?;
+                    let conn: &mut AsyncPgConnection = &mut pooled;
+                    conn.transaction::<_, DbError, _>(async |conn| {
+                        if let Some(cause) = &cause {
+                            if !inbox::claim_async(conn, cause).await? {
+                                return Ok(None);
+                            }
                         }
-                    }
-                    let Some(payment) =
-                        store::nonblocking::apply_transition(conn, id, &transition).await?
-                    else {
-                        return Ok(None);
-                    };
-                    outbox.enqueue_async(conn, &announce(&payment)).await?;
-                    Ok(Some(payment))
+                        let Some(payment) =
+                            store::nonblocking::apply_transition(conn, id, &transition).await?
+                        else {
+                            return Ok(None);
+                        };
+                        outbox.enqueue_async(conn, &announce(&payment)).await?;
+                        Ok(Some(payment))
+                    })
+                    .await
                 })
                 .await
             }

@@ -57,3 +57,21 @@ pub async fn ping(pool: &AsyncPgPool) -> Result<(), DbError> {
     diesel_async::RunQueryDsl::execute(diesel::sql_query("SELECT 1"), &mut *conn).await?;
     Ok(())
 }
+
+/// Runs `work` (a transaction) to completion on a task of its own, in the current span,
+/// even if the caller's future is dropped — say, by a client that disconnects mid-request.
+/// A cancelled `AsyncConnection::transaction` neither commits nor rolls back: its
+/// connection would go back to the pool with the transaction open and its row locks held
+/// until the pool next checks it out (and throws it away). The blocking adapter has the
+/// same property for free: `spawn_blocking` work always runs to the end.
+pub async fn detached<T, E, F>(work: F) -> Result<T, E>
+where
+    F: std::future::Future<Output = Result<T, E>> + Send + 'static,
+    T: Send + 'static,
+    E: From<DbError> + Send + 'static,
+{
+    use tracing::Instrument;
+    tokio::spawn(work.in_current_span())
+        .await
+        .map_err(DbError::from)?
+}
