@@ -34,6 +34,8 @@ pub struct Options {
     /// Short gateway timeouts and a frequent reconciler, so a payment stuck mid-call is
     /// settled within seconds.
     pub fast_reconcile: bool,
+    /// The experiment case the services run as (default: 3, the product).
+    pub case: shared_events::Case,
 }
 
 impl Plan {
@@ -197,6 +199,7 @@ async fn launch(kind: Kind, plan: &Plan) -> anyhow::Result<Launched> {
             settings.database_url = database_url(&plan.infra, "orders", &plan.id).into();
             settings.consumer_group = plan.group("order");
             settings.metrics_refresh_ms = 1000;
+            settings.case = plan.options.case;
             if let Some(deadline) = plan.options.payment_deadline {
                 settings.payment_deadline_secs = deadline.as_secs().max(1);
                 settings.deadline_check_ms = 100;
@@ -228,6 +231,7 @@ async fn launch(kind: Kind, plan: &Plan) -> anyhow::Result<Launched> {
                 settings.reconcile_ms = 200;
             }
             settings.metrics_refresh_ms = 1000;
+            settings.case = plan.options.case;
             settings.kafka = kafka;
             let app = payment::startup::Application::build(settings).await?;
             Ok((

@@ -6,7 +6,9 @@
 //! | `ORDER_HOST` | `127.0.0.1` | address to listen on |
 //! | `ORDER_PORT` | `8081` | port (0 = any free port) |
 //! | `ORDER_DATABASE_URL` | `postgres://postgres@127.0.0.1:5432/orders` | PostgreSQL (secret) |
-//! | `ORDER_DB_POOL_SIZE` | `10` | r2d2 pool size |
+//! | `ORDER_DB_POOL_SIZE` | `10` | r2d2 pool size (in case 4: migrations, outbox relay, deadline sweep, gauges) |
+//! | `ORDER_ASYNC_DB_POOL_SIZE` | `10` | case 4 only: size of the async (diesel-async + deadpool) pool of the request and event paths |
+//! | `SAGA_CASE` | `3` | the experiment case (`shared_events::Case`); 4 runs the request and event paths on the async driver |
 //! | `ORDER_HTTP_WORKERS` | `2` | actix-web worker threads |
 //! | `ORDER_CONSUMER_GROUP` | `order-service` | Kafka consumer group |
 //! | `ORDER_PAYMENT_DEADLINE_SECS` | `900` | an unpaid order is cancelled after this (the tid's lifetime) |
@@ -16,6 +18,7 @@
 
 use secrecy::SecretString;
 use shared_events::kafka::KafkaSettings;
+use shared_events::Case;
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
@@ -36,6 +39,8 @@ pub struct Settings {
     pub database_url: SecretString,
     #[arg(long, env = "ORDER_DB_POOL_SIZE", default_value_t = 10)]
     pub db_pool_size: u32,
+    #[arg(long, env = "ORDER_ASYNC_DB_POOL_SIZE", default_value_t = 10)]
+    pub async_db_pool_size: usize,
     #[arg(long, env = "ORDER_HTTP_WORKERS", default_value_t = 2)]
     pub http_workers: usize,
     #[arg(long, env = "ORDER_CONSUMER_GROUP", default_value = "order-service")]
@@ -46,6 +51,8 @@ pub struct Settings {
     pub deadline_check_ms: u64,
     #[arg(long, env = "ORDER_METRICS_REFRESH_MS", default_value_t = 10_000)]
     pub metrics_refresh_ms: u64,
+    #[arg(long, env = "SAGA_CASE", default_value = "3")]
+    pub case: Case,
     #[command(flatten)]
     pub kafka: KafkaSettings,
 }

@@ -4,6 +4,10 @@
 //! event (outbox) and answers `202` at once: the shopper never waits for payment. The
 //! payment service's events then settle the order: `PaymentApproved` completes it,
 //! `PaymentFailed` cancels it (the compensation), each with its own event.
+//!
+//! The request and event paths reach PostgreSQL through [`persistence::OrderDb`]: Diesel
+//! on the blocking pool (cases 1–3), or the same queries on diesel-async (case 4,
+//! `SAGA_CASE=4`).
 
 pub mod config;
 pub mod deadline;
@@ -11,6 +15,7 @@ pub mod domain;
 pub mod error;
 pub mod gauges;
 pub mod orders;
+pub mod persistence;
 pub mod routes;
 pub mod saga;
 pub mod startup;

@@ -3,6 +3,7 @@
 //! payment-event consumer — and stops them together.
 
 use crate::config::Settings;
+use crate::persistence::OrderDb;
 use crate::routes;
 use crate::saga::PaymentEvents;
 use actix_web::web;
@@ -18,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 /// What the handlers share.
 pub struct AppState {
     pub pool: PgPool,
+    /// Where the handlers run their SQL (the blocking pool, or the async one in case 4).
+    pub db: OrderDb,
     pub outbox: Outbox,
     pub payment_deadline: Duration,
 }
@@ -44,6 +47,7 @@ impl Application {
             .producer()
             .context("creating the Kafka producer")?;
         let outbox = Outbox::new(topics.clone());
+        let db = crate::persistence::for_case(settings.case, &pool, &settings);
         let shutdown = CancellationToken::new();
 
         let relay = outbox.relay("order", pool.clone(), producer.clone());
@@ -53,7 +57,7 @@ impl Application {
             &settings.consumer_group,
             &[&topics.payments],
             PaymentEvents {
-                pool: pool.clone(),
+                db: db.clone(),
                 outbox: outbox.clone(),
             },
             DeadLetterPublisher::new(producer, &topics.dead_letter),
@@ -82,6 +86,7 @@ impl Application {
             workers: settings.http_workers,
             state: web::Data::new(AppState {
                 pool,
+                db,
                 outbox,
                 payment_deadline: Duration::from_secs(settings.payment_deadline_secs),
             }),

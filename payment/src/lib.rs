@@ -5,6 +5,10 @@
 //! (with `pg_token`) → `approve` → `APPROVED` + `PaymentApproved`; the cancel or fail URL
 //! → `FAILED` + `PaymentFailed`. Every gateway call is recorded with its latency and
 //! outcome.
+//!
+//! The request and event paths reach PostgreSQL through [`persistence::PaymentDb`]:
+//! Diesel on the blocking pool (cases 1–3), or the same queries on diesel-async (case 4,
+//! `SAGA_CASE=4`).
 
 pub mod checkout;
 pub mod config;
@@ -12,6 +16,7 @@ pub mod domain;
 pub mod error;
 pub mod gateway;
 pub mod gauges;
+pub mod persistence;
 pub mod routes;
 pub mod startup;
 pub mod store;

@@ -6,7 +6,6 @@ use crate::error::ApiError;
 use crate::store::{GatewayCall, Payment};
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
-use shared_events::db::{run_blocking, DbError};
 use shared_events::http::InvalidParam;
 use shared_events::PaymentFailureReason;
 use uuid::Uuid;
@@ -103,13 +102,7 @@ async fn list_payments(
 }
 
 async fn readyz(checkout: web::Data<Checkout>) -> Result<HttpResponse, ApiError> {
-    run_blocking(&checkout.pool, |conn| {
-        use diesel::RunQueryDsl;
-        diesel::sql_query("SELECT 1")
-            .execute(conn)
-            .map_err(DbError::from)
-    })
-    .await?;
+    checkout.db.ping().await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"})))
 }
 

@@ -47,12 +47,13 @@ impl Application {
             timeout: Duration::from_millis(settings.kakaopay_timeout_ms),
         })
         .context("creating the Kakao Pay client")?;
+        let db = crate::persistence::for_case(settings.case, &pool, &settings);
         let checkout = Arc::new(Checkout {
-            pool: pool.clone(),
+            db: db.clone(),
             outbox: outbox.clone(),
             gateway: Gateway::new(
                 client,
-                pool.clone(),
+                db,
                 settings.gateway_max_attempts,
                 Duration::from_millis(settings.gateway_backoff_ms),
             ),

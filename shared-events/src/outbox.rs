@@ -55,6 +55,17 @@ struct OutboxRow {
     traceparent: Option<String>,
 }
 
+#[derive(Debug, Insertable)]
+#[diesel(table_name = outbox)]
+struct NewOutboxRow {
+    event_id: uuid::Uuid,
+    topic: String,
+    message_key: String,
+    event_type: &'static str,
+    payload: String,
+    traceparent: Option<String>,
+}
+
 /// The write side: enqueue events inside a transaction, then notify the relay.
 #[derive(Debug, Clone)]
 pub struct Outbox {
@@ -79,16 +90,34 @@ impl Outbox {
     /// published as the message's `traceparent` header.
     pub fn enqueue(&self, conn: &mut PgConnection, event: &Event) -> QueryResult<()> {
         diesel::insert_into(outbox::table)
-            .values((
-                outbox::event_id.eq(event.event_id),
-                outbox::topic.eq(self.topics.for_event(&event.body)),
-                outbox::message_key.eq(event.key()),
-                outbox::event_type.eq(event.event_type().as_str()),
-                outbox::payload.eq(event.to_json()),
-                outbox::traceparent.eq(crate::telemetry::current_traceparent()),
-            ))
+            .values(self.row(event))
             .execute(conn)
             .map(|_| ())
+    }
+
+    /// [`Outbox::enqueue`] on the async driver (case 4), in the caller's transaction.
+    #[cfg(feature = "async-db")]
+    pub async fn enqueue_async(
+        &self,
+        conn: &mut diesel_async::AsyncPgConnection,
+        event: &Event,
+    ) -> QueryResult<()> {
+        let insert = diesel::insert_into(outbox::table).values(self.row(event));
+        diesel_async::RunQueryDsl::execute(insert, conn)
+            .await
+            .map(|_| ())
+    }
+
+    /// The outbox row of `event`: one insert for both drivers.
+    fn row(&self, event: &Event) -> NewOutboxRow {
+        NewOutboxRow {
+            event_id: event.event_id,
+            topic: self.topics.for_event(&event.body).to_owned(),
+            message_key: event.key(),
+            event_type: event.event_type().as_str(),
+            payload: event.to_json(),
+            traceparent: crate::telemetry::current_traceparent(),
+        }
     }
 
     /// Wakes the relay. Call it after the transaction committed.
