@@ -4,6 +4,9 @@
 //! event (outbox) and answers `202` at once: the shopper never waits for payment. The
 //! payment service's events then settle the order: `PaymentApproved` completes it,
 //! `PaymentFailed` cancels it (the compensation), each with its own event.
+//!
+//! In case 1 (`SAGA_CASE=1`) the same events travel over synchronous HTTP instead of
+//! Kafka, inside the shopper's request: see [`sync_chain`].
 
 pub mod config;
 pub mod deadline;
@@ -15,6 +18,7 @@ pub mod routes;
 pub mod saga;
 pub mod startup;
 pub mod store;
+pub mod sync_chain;
 
 /// The order database's own migrations (the outbox and inbox come from `shared-events`).
 pub const MIGRATIONS: diesel_migrations::EmbeddedMigrations =

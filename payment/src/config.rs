@@ -18,10 +18,14 @@
 //! | `KAKAOPAY_SECRET_KEY` | — (required) | Kakao Pay secret key (secret) |
 //! | `KAKAOPAY_CID` | `TC0ONETIME` | merchant id |
 //! | `KAKAOPAY_TIMEOUT_MS` | `12000` | whole-request timeout (Kakao's platform gives up at 11 s) |
-//! | `KAFKA_BROKERS`, `KAFKA_TOPIC_PREFIX`, `KAFKA_PARTITIONS` | | see `shared_events::kafka` |
+//! | `KAFKA_BROKERS`, `KAFKA_TOPIC_PREFIX`, `KAFKA_PARTITIONS` | | see `shared_events::kafka` (cases 2–4) |
+//! | `SAGA_CASE` | `3` | which of the seed's cases this runs as (`shared_events::Case`): `1` delivers events over synchronous HTTP instead of Kafka |
+//! | `PAYMENT_ORDER_URL` | `http://127.0.0.1:8081` | case 1: order-service, which receives payment events at `POST /internal/events` |
+//! | `PAYMENT_MAILER_URL` | `http://127.0.0.1:8083` | case 1: the mail service, which receives payment events at `POST /internal/events` |
 
 use secrecy::SecretString;
 use shared_events::kafka::KafkaSettings;
+use shared_events::Case;
 use url::Url;
 
 #[derive(Debug, Clone, clap::Parser)]
@@ -78,6 +82,20 @@ pub struct Settings {
     pub kakaopay_timeout_ms: u64,
     #[command(flatten)]
     pub kafka: KafkaSettings,
+    #[arg(long, env = "SAGA_CASE", default_value = "3")]
+    pub case: Case,
+    #[arg(
+        long,
+        env = "PAYMENT_ORDER_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
+    pub order_url: Url,
+    #[arg(
+        long,
+        env = "PAYMENT_MAILER_URL",
+        default_value = "http://127.0.0.1:8083"
+    )]
+    pub mailer_url: Url,
 }
 
 impl Settings {

@@ -5,6 +5,9 @@
 //! (with `pg_token`) → `approve` → `APPROVED` + `PaymentApproved`; the cancel or fail URL
 //! → `FAILED` + `PaymentFailed`. Every gateway call is recorded with its latency and
 //! outcome.
+//!
+//! In case 1 (`SAGA_CASE=1`) the same events travel over synchronous HTTP instead of
+//! Kafka, inside the shopper's request: see [`sync_chain`].
 
 pub mod checkout;
 pub mod config;
@@ -15,6 +18,7 @@ pub mod gauges;
 pub mod routes;
 pub mod startup;
 pub mod store;
+pub mod sync_chain;
 
 /// The payment database's own migrations (the outbox and inbox come from `shared-events`).
 pub const MIGRATIONS: diesel_migrations::EmbeddedMigrations =

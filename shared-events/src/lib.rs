@@ -11,6 +11,8 @@
 //! * `db`, `outbox`, `inbox` (feature `outbox`): the r2d2 pool and the one helper that runs
 //!   Diesel work off the async executor, the transactional outbox and its relay, and the
 //!   processed-event table that makes consumers idempotent.
+//! * `chain` (feature `outbox`): case 1's transport — the outbox delivered over
+//!   synchronous HTTP (`POST /internal/events`) by the request that wrote it.
 //! * `telemetry` (feature `telemetry`): the tracing subscriber every binary installs and
 //!   the process's Prometheus recorder.
 //! * `http` (feature `http`): RFC 9457 problem details and the `/healthz` and `/metrics`
@@ -20,6 +22,8 @@ pub mod case;
 pub mod event;
 pub mod topics;
 
+#[cfg(feature = "outbox")]
+pub mod chain;
 #[cfg(feature = "outbox")]
 pub mod db;
 #[cfg(feature = "http")]
