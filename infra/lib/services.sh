@@ -132,7 +132,7 @@ EOF
 
 print_status() {
     local s pid alive port listening
-    printf '%-13s %-8s %-6s %-6s %s\n' NAME PID ALIVE PORT LISTENING
+    printf '%-16s %-8s %-6s %-6s %s\n' NAME PID ALIVE PORT LISTENING
     for s in "${DEP_NAMES[@]}" "${ALL_SERVICE_NAMES[@]}"; do
         port="$(service_port "$s")"
         if pid="$(running_pid "$s")"; then
@@ -142,6 +142,6 @@ print_status() {
             if [[ -f "$(pid_file "$s")" ]]; then pid="stale"; else pid="-"; fi
         fi
         if port_open "$port" "$(service_host "$s")"; then listening=yes; else listening=no; fi
-        printf '%-13s %-8s %-6s %-6s %s\n' "$s" "$pid" "$alive" "$port" "$listening"
+        printf '%-16s %-8s %-6s %-6s %s\n' "$s" "$pid" "$alive" "$port" "$listening"
     done
 }
