@@ -71,7 +71,9 @@ async fn sent_mail_types(
             .then_some(history)
     })
     .await;
-    assert!(history.iter().all(|n| n.recipient == email && n.attempts == 1));
+    assert!(history
+        .iter()
+        .all(|n| n.recipient == email && n.attempts == 1));
     let mut types: Vec<String> = history.iter().map(|n| n.kind.to_string()).collect();
     types.sort();
     // The history API serves the same records from the same store.
@@ -117,7 +119,11 @@ async fn paid_order(case: Case) {
     if !case.uses_kafka() {
         // The approval page answered after the order completed and both mails went out.
         assert_eq!(stack.get_order(id).await["status"], "COMPLETED");
-        assert_eq!(stack.infra.maildir.to(&email).len(), 2, "both mails already sent");
+        assert_eq!(
+            stack.infra.maildir.to(&email).len(),
+            2,
+            "both mails already sent"
+        );
     }
     let order = stack.wait_for_status(id, "COMPLETED").await;
     assert_eq!(order["payment"]["status"], "APPROVED");
@@ -173,7 +179,11 @@ async fn declined_payment(case: Case) {
         sent_mail_types(&stack, case, id, &email, 1).await,
         ["order_cancelled"]
     );
-    assert_eq!(stack.infra.maildir.to(&email).len(), 1, "no completion mail");
+    assert_eq!(
+        stack.infra.maildir.to(&email).len(),
+        1,
+        "no completion mail"
+    );
     let ledger = stack.sim.ledger();
     let entry = ledger
         .payments
@@ -181,6 +191,68 @@ async fn declined_payment(case: Case) {
         .find(|p| p.partner_order_id == id.to_string())
         .expect("a tid");
     assert!(!entry.approved, "nothing was charged");
+    stack.stop().await;
+}
+
+/// Case 1: a mail service outage does not fail the order: the approval completes it, and
+/// the mails follow once the mail service is back (the HTTP relay retries the outbox).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn case_1_a_mail_service_outage_does_not_fail_the_order_and_the_mails_follow() {
+    let mut stack = spawn(Case::SyncChain, SimConfig::default()).await;
+    let email = stack.shopper_email("case1-outage");
+    let (id, redirect) = place(&stack, Case::SyncChain, &email).await;
+
+    stack.notifier.stop().await;
+    let approval = stack.shopper_visits(&redirect, None).await;
+    assert_eq!(approval.status(), 200, "the shopper's payment succeeds");
+    assert_eq!(stack.get_order(id).await["status"], "COMPLETED");
+    assert!(stack.infra.maildir.to(&email).is_empty());
+
+    stack
+        .notifier
+        .start_again()
+        .await
+        .expect("mail service restarts");
+    stack.mails_to(&email, 2).await;
+    assert_eq!(
+        sent_mail_types(&stack, Case::SyncChain, id, &email, 2).await,
+        ["order_completed", "payment_completed"]
+    );
+    assert_eq!(stack.infra.maildir.to(&email).len(), 2, "each mail once");
+    stack.stop().await;
+}
+
+/// Case 1: the shopper cancelling a paid order is refunded, and mailed, within the
+/// request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn case_1_a_shopper_cancelling_a_paid_order_is_refunded_within_the_request() {
+    let stack = spawn(Case::SyncChain, SimConfig::default()).await;
+    let email = stack.shopper_email("case1-refund");
+    let (id, redirect) = place(&stack, Case::SyncChain, &email).await;
+    assert_eq!(stack.shopper_visits(&redirect, None).await.status(), 200);
+
+    let response = stack
+        .http
+        .post(format!("{}/orders/{id}/cancel", stack.order.url()))
+        .send()
+        .await
+        .expect("order-service answers");
+    assert_eq!(response.status(), 202);
+    let order: Value = response.json().await.expect("order JSON");
+    assert_eq!(order["status"], "CANCELLED", "refunded before the answer");
+    assert_eq!(order["refunded_amount"], 12_000);
+    assert_eq!(stack.infra.maildir.to(&email).len(), 3);
+    assert_eq!(
+        sent_mail_types(&stack, Case::SyncChain, id, &email, 3).await,
+        ["order_completed", "order_refunded", "payment_completed"]
+    );
+    let ledger = stack.sim.ledger();
+    let entry = ledger
+        .payments
+        .values()
+        .find(|p| p.partner_order_id == id.to_string())
+        .expect("a tid");
+    assert_eq!((entry.cancel_calls, entry.canceled_amount), (1, 12_000));
     stack.stop().await;
 }
 

@@ -169,7 +169,10 @@ async fn case_2_mails_each_event_once_and_keeps_the_history_in_postgres() {
     let later = unique_recipient("later");
     let later_order = Uuid::now_v7();
     mailer
-        .publish(&order_completed(later_order, &snapshot(&later, "en", "Tart")))
+        .publish(&order_completed(
+            later_order,
+            &snapshot(&later, "en", "Tart"),
+        ))
         .await;
     mailer.final_history(later_order, 1).await;
     assert_eq!(mails_to(&email), 2, "no mail twice");
@@ -182,7 +185,10 @@ async fn a_451_is_retried_with_backoff_then_failed_and_a_550_fails_at_once() {
     let flaky = unique_recipient("tempfail");
     let flaky_order = Uuid::now_v7();
     mailer
-        .publish(&order_completed(flaky_order, &snapshot(&flaky, "en", "Pie")))
+        .publish(&order_completed(
+            flaky_order,
+            &snapshot(&flaky, "en", "Pie"),
+        ))
         .await;
     let rejected = unique_recipient("reject");
     let rejected_order = Uuid::now_v7();
@@ -197,7 +203,10 @@ async fn a_451_is_retried_with_backoff_then_failed_and_a_550_fails_at_once() {
     assert_eq!(flaky_record["status"], "FAILED");
     assert_eq!(flaky_record["attempts"], 3, "retried up to the limit");
     let error = flaky_record["last_error"].as_str().unwrap_or_default();
-    assert!(error.contains("gave up after 3 attempts") && error.contains("451"), "{error}");
+    assert!(
+        error.contains("gave up after 3 attempts") && error.contains("451"),
+        "{error}"
+    );
 
     let rejected_record = &mailer.final_history(rejected_order, 1).await[0];
     assert_eq!(rejected_record["status"], "FAILED");
@@ -244,7 +253,11 @@ async fn case_2_dead_letters_a_poison_message_and_keeps_mailing() {
         .find(|l| l.payload == poison.as_bytes())
         .expect("the poison message was dead-lettered");
     assert_eq!(letter.source_topic, topics.orders);
-    assert!(letter.reason.contains("not a valid event"), "{}", letter.reason);
+    assert!(
+        letter.reason.contains("not a valid event"),
+        "{}",
+        letter.reason
+    );
     mailer.finish().await;
 }
 
@@ -261,7 +274,10 @@ async fn case_1_takes_events_over_http_once_each_and_refuses_garbage() {
         mailer.post_event(body.as_bytes()),
         mailer.post_event(body.as_bytes())
     );
-    assert_eq!((first.status().as_u16(), second.status().as_u16()), (200, 200));
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
     let mut outcomes = vec![
         first.json::<Value>().await.expect("JSON")["outcome"].clone(),
         second.json::<Value>().await.expect("JSON")["outcome"].clone(),
