@@ -4,7 +4,7 @@
 //! which mail and to whom, [`crate::render`] renders them from the same templates — but
 //! every mail is handled start to finish on one thread of a blocking pool: Diesel over
 //! r2d2 for the history (PostgreSQL, one row per (event, recipient), unique), lettre's
-//! synchronous SMTP client with its connection pool, `thread::sleep` between retries.
+//! synchronous SMTP connection in a small pool ([`smtp`]), `thread::sleep` between retries.
 //!
 //! * case 2: the events come from Kafka through the shared at-least-once consumer loop
 //!   (`MAILER_CONSUMERS` consumers in one group); the offset is stored only after the
