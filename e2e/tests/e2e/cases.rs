@@ -37,7 +37,7 @@ async fn stored_history(stack: &Stack, case: Case, order_id: Uuid) -> Vec<Notifi
     };
     let page = if case.blocking_mail() {
         let url = stack.mail_database_url();
-        tokio::task::spawn_blocking(move || {
+        shared_events::db::blocking(move || {
             use diesel::Connection;
             let mut conn = diesel::PgConnection::establish(&url).expect("mail database");
             notifier::blocking::store::list(&mut conn, &query)
