@@ -8,17 +8,20 @@
 //! | `ORDER_DATABASE_URL` | `postgres://postgres@127.0.0.1:5432/orders` | PostgreSQL (secret) |
 //! | `ORDER_DB_POOL_SIZE` | `10` | r2d2 pool size (in case 4: migrations, outbox relay, deadline sweep, gauges) |
 //! | `ORDER_ASYNC_DB_POOL_SIZE` | `10` | case 4 only: size of the async (diesel-async + deadpool) pool of the request and event paths |
-//! | `SAGA_CASE` | `3` | the experiment case (`shared_events::Case`); 4 runs the request and event paths on the async driver |
+//! | `SAGA_CASE` | `3` | which of the seed's cases this runs as (`shared_events::Case`): `1` delivers events over synchronous HTTP instead of Kafka, `4` runs the request and event paths on the async driver |
 //! | `ORDER_HTTP_WORKERS` | `2` | actix-web worker threads |
 //! | `ORDER_CONSUMER_GROUP` | `order-service` | Kafka consumer group |
 //! | `ORDER_PAYMENT_DEADLINE_SECS` | `900` | an unpaid order is cancelled after this (the tid's lifetime) |
 //! | `ORDER_DEADLINE_CHECK_MS` | `1000` | how often overdue orders are looked for |
 //! | `ORDER_METRICS_REFRESH_MS` | `10000` | how often the orders-by-status gauges are read from the database |
-//! | `KAFKA_BROKERS`, `KAFKA_TOPIC_PREFIX`, `KAFKA_PARTITIONS` | | see `shared_events::kafka` |
+//! | `KAFKA_BROKERS`, `KAFKA_TOPIC_PREFIX`, `KAFKA_PARTITIONS` | | see `shared_events::kafka` (cases 2–4) |
+//! | `ORDER_PAYMENT_URL` | `http://127.0.0.1:8082` | case 1: payment-service, which receives order events at `POST /internal/events` |
+//! | `ORDER_MAILER_URL` | `http://127.0.0.1:8083` | case 1: the mail service, which receives order events at `POST /internal/events` |
 
 use secrecy::SecretString;
 use shared_events::kafka::KafkaSettings;
 use shared_events::Case;
+use url::Url;
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
@@ -55,4 +58,16 @@ pub struct Settings {
     pub case: Case,
     #[command(flatten)]
     pub kafka: KafkaSettings,
+    #[arg(
+        long,
+        env = "ORDER_PAYMENT_URL",
+        default_value = "http://127.0.0.1:8082"
+    )]
+    pub payment_url: Url,
+    #[arg(
+        long,
+        env = "ORDER_MAILER_URL",
+        default_value = "http://127.0.0.1:8083"
+    )]
+    pub mailer_url: Url,
 }

@@ -79,7 +79,10 @@ async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
 }
 
 /// Reads the body, refusing it as soon as it passes `limit` (chunked bodies included).
-async fn read_limited(mut body: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
+pub(crate) async fn read_limited(
+    mut body: web::Payload,
+    limit: usize,
+) -> Result<web::BytesMut, ApiError> {
     let mut bytes = web::BytesMut::new();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| match e {
@@ -95,7 +98,7 @@ async fn read_limited(mut body: web::Payload, limit: usize) -> Result<web::Bytes
 }
 
 /// Parses JSON, naming the field at fault (`items[0].quantity: invalid type …`).
-fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
         let path = err.path().to_string();
@@ -123,7 +126,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
 }
 
 #[derive(Serialize)]
-struct OrderView {
+pub(crate) struct OrderView {
     id: Uuid,
     status: String,
     customer_id: String,

@@ -9,7 +9,7 @@
 //! | `PAYMENT_DATABASE_URL` | `postgres://postgres@127.0.0.1:5432/payments` | PostgreSQL (secret) |
 //! | `PAYMENT_DB_POOL_SIZE` | `10` | r2d2 pool size (in case 4: migrations, outbox relay, gauges) |
 //! | `PAYMENT_ASYNC_DB_POOL_SIZE` | `10` | case 4 only: size of the async (diesel-async + deadpool) pool of the request and event paths |
-//! | `SAGA_CASE` | `3` | the experiment case (`shared_events::Case`); 4 runs the request and event paths on the async driver |
+//! | `SAGA_CASE` | `3` | which of the seed's cases this runs as (`shared_events::Case`): `1` delivers events over synchronous HTTP instead of Kafka, `4` runs the request and event paths on the async driver |
 //! | `PAYMENT_HTTP_WORKERS` | `2` | actix-web worker threads |
 //! | `PAYMENT_CONSUMER_GROUP` | `payment-service` | Kafka consumer group |
 //! | `PAYMENT_GATEWAY_MAX_ATTEMPTS` | `4` | tries of a gateway call that fails transiently |
@@ -20,7 +20,9 @@
 //! | `KAKAOPAY_SECRET_KEY` | — (required) | Kakao Pay secret key (secret) |
 //! | `KAKAOPAY_CID` | `TC0ONETIME` | merchant id |
 //! | `KAKAOPAY_TIMEOUT_MS` | `12000` | whole-request timeout (Kakao's platform gives up at 11 s) |
-//! | `KAFKA_BROKERS`, `KAFKA_TOPIC_PREFIX`, `KAFKA_PARTITIONS` | | see `shared_events::kafka` |
+//! | `KAFKA_BROKERS`, `KAFKA_TOPIC_PREFIX`, `KAFKA_PARTITIONS` | | see `shared_events::kafka` (cases 2–4) |
+//! | `PAYMENT_ORDER_URL` | `http://127.0.0.1:8081` | case 1: order-service, which receives payment events at `POST /internal/events` |
+//! | `PAYMENT_MAILER_URL` | `http://127.0.0.1:8083` | case 1: the mail service, which receives payment events at `POST /internal/events` |
 
 use secrecy::SecretString;
 use shared_events::kafka::KafkaSettings;
@@ -85,6 +87,18 @@ pub struct Settings {
     pub case: Case,
     #[command(flatten)]
     pub kafka: KafkaSettings,
+    #[arg(
+        long,
+        env = "PAYMENT_ORDER_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
+    pub order_url: Url,
+    #[arg(
+        long,
+        env = "PAYMENT_MAILER_URL",
+        default_value = "http://127.0.0.1:8083"
+    )]
+    pub mailer_url: Url,
 }
 
 impl Settings {

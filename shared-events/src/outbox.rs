@@ -71,6 +71,8 @@ struct NewOutboxRow {
 pub struct Outbox {
     topics: Topics,
     wake: Arc<Notify>,
+    /// Case 1: the events are delivered over HTTP by the request that wrote them.
+    chain: Option<crate::chain::HttpChain>,
 }
 
 impl Outbox {
@@ -78,6 +80,31 @@ impl Outbox {
         Self {
             topics,
             wake: Arc::new(Notify::new()),
+            chain: None,
+        }
+    }
+
+    /// Case 1: deliver this outbox over synchronous HTTP ([`crate::chain`]) rather than
+    /// through the Kafka relay.
+    pub fn with_http_chain(mut self, chain: crate::chain::HttpChain) -> Self {
+        self.chain = Some(chain);
+        self
+    }
+
+    /// The HTTP chain, in case 1.
+    pub fn http_chain(&self) -> Option<&crate::chain::HttpChain> {
+        self.chain.as_ref()
+    }
+
+    /// Case 1: delivers order `order_id`'s committed events now and waits for their
+    /// subscribers (see [`crate::chain::HttpChain::flush`]). A failed delivery is logged
+    /// and left to the background relay: the caller's own change is committed either way.
+    /// With Kafka (no chain) this does nothing: the relay publishes.
+    pub async fn dispatch_now(&self, order_id: uuid::Uuid) {
+        if let Some(chain) = &self.chain {
+            if let Err(error) = chain.flush(&order_id.to_string()).await {
+                tracing::warn!(%order_id, %error, "Event not delivered yet; the HTTP relay will retry.");
+            }
         }
     }
 

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod case4;
+mod cases;
 mod compensations;
 mod flow;
 mod guarantees;
