@@ -285,6 +285,16 @@ impl Stack {
     pub fn order_database_url(&self) -> String {
         services::database_url(&self.infra, "orders", &self.id)
     }
+
+    /// The blocking mail service's history database (cases 1 and 2).
+    pub fn mail_database_url(&self) -> String {
+        services::database_url(&self.infra, "mail", &self.id)
+    }
+
+    /// The MongoDB database of the Tokio notifier's history (cases 3 and 4).
+    pub fn notifier_mongodb_database(&self) -> String {
+        format!("notifier_{}", self.id)
+    }
 }
 
 /// Polls `check` until it yields a value, failing the test after [`DEADLINE`].

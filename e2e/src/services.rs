@@ -34,6 +34,9 @@ pub struct Options {
     /// Short gateway timeouts and a frequent reconciler, so a payment stuck mid-call is
     /// settled within seconds.
     pub fast_reconcile: bool,
+    /// Which of the seed's architectures to run (default: case 3, the product). Cases 1
+    /// and 2 run the blocking mail service (history in PostgreSQL) in the notifier's place.
+    pub case: shared_events::Case,
 }
 
 impl Plan {
@@ -43,7 +46,7 @@ impl Plan {
         sim: &SimHandle,
         options: Options,
     ) -> anyhow::Result<Self> {
-        for database in ["orders", "payments"] {
+        for database in databases(options.case) {
             shared_events::db::create_database(
                 &format!("{}/postgres", infra.postgres_url),
                 &format!("{database}_{id}"),
@@ -74,8 +77,21 @@ impl Plan {
         self.generation += 1;
     }
 
+    fn url(&self, port: u16) -> anyhow::Result<url::Url> {
+        Ok(format!("http://127.0.0.1:{port}").parse()?)
+    }
+
     fn topic_prefix(&self) -> String {
         format!("t{}.", self.id)
+    }
+}
+
+/// The stack's PostgreSQL databases (the blocking mail service keeps its history in one).
+fn databases(case: shared_events::Case) -> &'static [&'static str] {
+    if case.blocking_mail() {
+        &["orders", "payments", "mail"]
+    } else {
+        &["orders", "payments"]
     }
 }
 
@@ -94,7 +110,7 @@ pub(crate) fn drop_databases(infra: &Infra, id: &str) {
     else {
         return;
     };
-    for database in ["orders", "payments"] {
+    for database in ["orders", "payments", "mail"] {
         let sql = format!("DROP DATABASE IF EXISTS \"{database}_{id}\" WITH (FORCE)");
         if let Err(error) = diesel::sql_query(sql).execute(&mut conn) {
             tracing::warn!(%error, "Could not drop a test database.");
@@ -197,6 +213,9 @@ async fn launch(kind: Kind, plan: &Plan) -> anyhow::Result<Launched> {
             settings.database_url = database_url(&plan.infra, "orders", &plan.id).into();
             settings.consumer_group = plan.group("order");
             settings.metrics_refresh_ms = 1000;
+            settings.case = plan.options.case;
+            settings.payment_url = plan.url(plan.payment_port)?;
+            settings.mailer_url = plan.url(plan.notifier_port)?;
             if let Some(deadline) = plan.options.payment_deadline {
                 settings.payment_deadline_secs = deadline.as_secs().max(1);
                 settings.deadline_check_ms = 100;
@@ -228,8 +247,29 @@ async fn launch(kind: Kind, plan: &Plan) -> anyhow::Result<Launched> {
                 settings.reconcile_ms = 200;
             }
             settings.metrics_refresh_ms = 1000;
+            settings.case = plan.options.case;
+            settings.order_url = plan.url(plan.order_port)?;
+            settings.mailer_url = plan.url(plan.notifier_port)?;
             settings.kafka = kafka;
             let app = payment::startup::Application::build(settings).await?;
+            Ok((
+                app.port(),
+                app.shutdown_token(),
+                tokio::spawn(app.run_until_stopped()),
+            ))
+        }
+        Kind::Notifier if plan.options.case.blocking_mail() => {
+            let mut settings =
+                notifier::blocking::MailerSettings::try_parse_from(["mailer-blocking"])?;
+            settings.case = plan.options.case;
+            settings.port = plan.notifier_port;
+            settings.database_url = database_url(&plan.infra, "mail", &plan.id).into();
+            settings.consumer_group = plan.group("mailer");
+            settings.smtp_host = plan.infra.smtp_host.clone();
+            settings.smtp_port = plan.infra.smtp_port;
+            settings.api_token = plan.notifier_token.clone().into();
+            settings.kafka = kafka;
+            let app = notifier::blocking::MailerApp::build(settings).await?;
             Ok((
                 app.port(),
                 app.shutdown_token(),

@@ -20,9 +20,25 @@ TANSU_VERSION="0.6.0"
 TANSU_BIN="${TANSU_BIN:-${CARGO_HOME:-$HOME/.cargo}/bin/tansu}"
 CARGO_TARGET="${CARGO_TARGET_DIR:-$STACK_ROOT/target}"
 
-# Names of the processes this script manages, in start order.
+# Names of the processes this script manages, in start order. The mail service depends
+# on the case (select_services): the Tokio notifier (cases 3, 4) or the blocking mail
+# service (cases 1, 2), on the same port. ALL_SERVICE_NAMES is what `down` and `status`
+# look at, whatever the case.
 DEP_NAMES=(tansu mongodb smtp)
 SERVICE_NAMES=(kakaopay-sim payment order notifier)
+ALL_SERVICE_NAMES=(kakaopay-sim payment order notifier mailer-blocking)
+
+# The mail service of the case in $SAGA_CASE.
+mail_service() {
+    case "${SAGA_CASE:-3}" in
+        1 | 2) printf 'mailer-blocking' ;;
+        *) printf 'notifier' ;;
+    esac
+}
+
+select_services() {
+    SERVICE_NAMES=(kakaopay-sim payment order "$(mail_service)")
+}
 
 # Names of the processes started by *this* invocation (used by `test` to stop only
 # what it started).
@@ -68,6 +84,15 @@ set_defaults() {
     : "${SMTP_MAILDIR:=$STATE/mail}"
     : "${MAIL_FROM:=Saga Shop <shop@example.com>}"
     : "${NOTIFIER_API_TOKEN:=local-dev-token}"
+    # Cases 1 and 2: the blocking mail service stands where the notifier would.
+    : "${MAILER_HOST:=$NOTIFIER_HOST}"
+    : "${MAILER_PORT:=$NOTIFIER_PORT}"
+    : "${MAILER_DATABASE_URL:=$POSTGRES_URL/mail}"
+    # Case 1: where each service delivers its events over HTTP.
+    : "${ORDER_PAYMENT_URL:=http://$PAYMENT_HOST:$PAYMENT_PORT}"
+    : "${ORDER_MAILER_URL:=http://$MAILER_HOST:$MAILER_PORT}"
+    : "${PAYMENT_ORDER_URL:=http://$ORDER_HOST:$ORDER_PORT}"
+    : "${PAYMENT_MAILER_URL:=http://$MAILER_HOST:$MAILER_PORT}"
     : "${PROMETHEUS_PORT:=9090}"
     : "${RUST_LOG:=info}"
     : "${SAGA_CASE:=3}"
@@ -81,7 +106,10 @@ set_defaults() {
         KAKAOPAY_SECRET_KEY KAKAOPAY_SIM_SECRET_KEY KAKAOPAY_CID \
         NOTIFIER_HOST NOTIFIER_PORT MONGODB_PORT MONGODB_URI NOTIFIER_MONGODB_DATABASE \
         SMTP_HOST SMTP_PORT SMTP_MAILDIR MAIL_FROM NOTIFIER_API_TOKEN \
-        PROMETHEUS_PORT RUST_LOG SAGA_CASE
+        PROMETHEUS_PORT RUST_LOG SAGA_CASE \
+        MAILER_HOST MAILER_PORT MAILER_DATABASE_URL \
+        ORDER_PAYMENT_URL ORDER_MAILER_URL PAYMENT_ORDER_URL PAYMENT_MAILER_URL
+    select_services
 }
 
 ensure_state_dirs() {

@@ -35,13 +35,14 @@ cmd_demo() {
     local timeout="${STACK_DEMO_TIMEOUT:-60}"
     parse_case "$@"
     if services_running; then
-        log "stack already running"
+        check_running_case
+        log "stack already running (case $SAGA_CASE)"
     else
         cmd_up "$@"
     fi
     local order_url notifier_url email body hdr code location id
     order_url="$(service_url order)"
-    notifier_url="$(service_url notifier)"
+    notifier_url="$(service_url "$(mail_service)")"
     email="shopper-$(date +%s)-$RANDOM@example.com"
     body="$(jq -n --arg email "$email" '{
         customer_id: "demo-customer",
@@ -130,5 +131,5 @@ cmd_demo() {
 
     demo_step "6. Mails in the Maildir for $email"
     maildir_subjects "$email"
-    printf '\nDone: order %s is COMPLETED and mailed.\n' "$id"
+    printf '\nDone: order %s is COMPLETED and mailed (case %s).\n' "$id" "$SAGA_CASE"
 }

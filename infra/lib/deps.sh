@@ -36,7 +36,8 @@ db_name_of() {
 
 create_databases() {
     local db
-    for db in "$(db_name_of "$ORDER_DATABASE_URL")" "$(db_name_of "$PAYMENT_DATABASE_URL")"; do
+    for db in "$(db_name_of "$ORDER_DATABASE_URL")" "$(db_name_of "$PAYMENT_DATABASE_URL")" \
+        "$(db_name_of "$MAILER_DATABASE_URL")"; do
         [[ "$db" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || die "unexpected database name '$db'"
         if [[ "$(psql "$POSTGRES_URL/postgres" -X -tAc "SELECT 1 FROM pg_database WHERE datname = '$db'")" != 1 ]]; then
             log "creating PostgreSQL database $db"

@@ -9,6 +9,7 @@ service_port() {
         payment) printf '%s' "$PAYMENT_PORT" ;;
         order) printf '%s' "$ORDER_PORT" ;;
         notifier) printf '%s' "$NOTIFIER_PORT" ;;
+        mailer-blocking) printf '%s' "$MAILER_PORT" ;;
         tansu) printf '%s' "$KAFKA_PORT" ;;
         mongodb) printf '%s' "$MONGODB_PORT" ;;
         smtp) printf '%s' "$SMTP_PORT" ;;
@@ -21,6 +22,7 @@ service_host() {
         payment) printf '%s' "$PAYMENT_HOST" ;;
         order) printf '%s' "$ORDER_HOST" ;;
         notifier) printf '%s' "$NOTIFIER_HOST" ;;
+        mailer-blocking) printf '%s' "$MAILER_HOST" ;;
         *) printf '127.0.0.1' ;;
     esac
 }
@@ -46,6 +48,9 @@ build_services() {
 
 start_services() {
     local s
+    check_running_case
+    ensure_state_dirs
+    printf '%s\n' "$SAGA_CASE" >"$STATE/case"
     for s in "${SERVICE_NAMES[@]}"; do
         if ! is_running "$s" && ! port_taken "$s" "$(service_port "$s")"; then
             start_bg "$s" "$s" "$STACK_ROOT" "$(service_bin "$s")"
@@ -89,10 +94,26 @@ services_running() {
     done
 }
 
+# The case the running services were started as ($STATE/case, written by `up`).
+running_case() {
+    cat "$STATE/case" 2>/dev/null || printf '3'
+}
+
+# Fails when services of another case are running: they would be mixed with this one's.
+check_running_case() {
+    local s
+    for s in "${ALL_SERVICE_NAMES[@]}"; do
+        if is_running "$s" && [[ "$(running_case)" != "$SAGA_CASE" ]]; then
+            die "the stack runs case $(running_case) ($s is up); 'infra/stack down' first to run case $SAGA_CASE"
+        fi
+    done
+}
+
+# Stops every service this script may have started, whatever the case they ran as.
 stop_services() {
     local i
-    for ((i = ${#SERVICE_NAMES[@]} - 1; i >= 0; i--)); do
-        stop_one "${SERVICE_NAMES[i]}"
+    for ((i = ${#ALL_SERVICE_NAMES[@]} - 1; i >= 0; i--)); do
+        stop_one "${ALL_SERVICE_NAMES[i]}"
     done
 }
 
@@ -101,7 +122,7 @@ print_urls() {
 Saga shop is up (case $SAGA_CASE):
   order         $(service_url order)          POST /orders, GET /orders/{id}
   payment       $(service_url payment)
-  notifier      $(service_url notifier)          GET /notifications?order_id=ID  (Authorization: Bearer \$NOTIFIER_API_TOKEN)
+  mail          $(service_url "$(mail_service)")          $(mail_service): GET /notifications?order_id=ID  (Authorization: Bearer \$NOTIFIER_API_TOKEN)
   kakaopay-sim  $(service_url kakaopay-sim)          GET /__sim/ledger
   every service: /healthz /readyz /metrics
   Kafka         $KAFKA_BROKERS   MongoDB $MONGODB_URI   SMTP $SMTP_HOST:$SMTP_PORT (Maildir $SMTP_MAILDIR)
@@ -111,8 +132,8 @@ EOF
 
 print_status() {
     local s pid alive port listening
-    printf '%-13s %-8s %-6s %-6s %s\n' NAME PID ALIVE PORT LISTENING
-    for s in "${DEP_NAMES[@]}" "${SERVICE_NAMES[@]}"; do
+    printf '%-16s %-8s %-6s %-6s %s\n' NAME PID ALIVE PORT LISTENING
+    for s in "${DEP_NAMES[@]}" "${ALL_SERVICE_NAMES[@]}"; do
         port="$(service_port "$s")"
         if pid="$(running_pid "$s")"; then
             alive=yes
@@ -121,6 +142,6 @@ print_status() {
             if [[ -f "$(pid_file "$s")" ]]; then pid="stale"; else pid="-"; fi
         fi
         if port_open "$port" "$(service_host "$s")"; then listening=yes; else listening=no; fi
-        printf '%-13s %-8s %-6s %-6s %s\n' "$s" "$pid" "$alive" "$port" "$listening"
+        printf '%-16s %-8s %-6s %-6s %s\n' "$s" "$pid" "$alive" "$port" "$listening"
     done
 }

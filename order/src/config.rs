@@ -6,16 +6,22 @@
 //! | `ORDER_HOST` | `127.0.0.1` | address to listen on |
 //! | `ORDER_PORT` | `8081` | port (0 = any free port) |
 //! | `ORDER_DATABASE_URL` | `postgres://postgres@127.0.0.1:5432/orders` | PostgreSQL (secret) |
-//! | `ORDER_DB_POOL_SIZE` | `10` | r2d2 pool size |
+//! | `ORDER_DB_POOL_SIZE` | `10` | r2d2 pool size (in case 4: migrations, outbox relay, deadline sweep, gauges) |
+//! | `ORDER_ASYNC_DB_POOL_SIZE` | `10` | case 4 only: size of the async (diesel-async + deadpool) pool of the request and event paths |
+//! | `SAGA_CASE` | `3` | which of the seed's cases this runs as (`shared_events::Case`): `1` delivers events over synchronous HTTP instead of Kafka, `4` runs the request and event paths on the async driver |
 //! | `ORDER_HTTP_WORKERS` | `2` | actix-web worker threads |
 //! | `ORDER_CONSUMER_GROUP` | `order-service` | Kafka consumer group |
 //! | `ORDER_PAYMENT_DEADLINE_SECS` | `900` | an unpaid order is cancelled after this (the tid's lifetime) |
 //! | `ORDER_DEADLINE_CHECK_MS` | `1000` | how often overdue orders are looked for |
 //! | `ORDER_METRICS_REFRESH_MS` | `10000` | how often the orders-by-status gauges are read from the database |
-//! | `KAFKA_BROKERS`, `KAFKA_TOPIC_PREFIX`, `KAFKA_PARTITIONS` | | see `shared_events::kafka` |
+//! | `KAFKA_BROKERS`, `KAFKA_TOPIC_PREFIX`, `KAFKA_PARTITIONS` | | see `shared_events::kafka` (cases 2–4) |
+//! | `ORDER_PAYMENT_URL` | `http://127.0.0.1:8082` | case 1: payment-service, which receives order events at `POST /internal/events` |
+//! | `ORDER_MAILER_URL` | `http://127.0.0.1:8083` | case 1: the mail service, which receives order events at `POST /internal/events` |
 
 use secrecy::SecretString;
 use shared_events::kafka::KafkaSettings;
+use shared_events::Case;
+use url::Url;
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
@@ -36,6 +42,8 @@ pub struct Settings {
     pub database_url: SecretString,
     #[arg(long, env = "ORDER_DB_POOL_SIZE", default_value_t = 10)]
     pub db_pool_size: u32,
+    #[arg(long, env = "ORDER_ASYNC_DB_POOL_SIZE", default_value_t = 10)]
+    pub async_db_pool_size: usize,
     #[arg(long, env = "ORDER_HTTP_WORKERS", default_value_t = 2)]
     pub http_workers: usize,
     #[arg(long, env = "ORDER_CONSUMER_GROUP", default_value = "order-service")]
@@ -46,6 +54,20 @@ pub struct Settings {
     pub deadline_check_ms: u64,
     #[arg(long, env = "ORDER_METRICS_REFRESH_MS", default_value_t = 10_000)]
     pub metrics_refresh_ms: u64,
+    #[arg(long, env = "SAGA_CASE", default_value = "3")]
+    pub case: Case,
     #[command(flatten)]
     pub kafka: KafkaSettings,
+    #[arg(
+        long,
+        env = "ORDER_PAYMENT_URL",
+        default_value = "http://127.0.0.1:8082"
+    )]
+    pub payment_url: Url,
+    #[arg(
+        long,
+        env = "ORDER_MAILER_URL",
+        default_value = "http://127.0.0.1:8083"
+    )]
+    pub mailer_url: Url,
 }

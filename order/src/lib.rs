@@ -4,6 +4,13 @@
 //! event (outbox) and answers `202` at once: the shopper never waits for payment. The
 //! payment service's events then settle the order: `PaymentApproved` completes it,
 //! `PaymentFailed` cancels it (the compensation), each with its own event.
+//!
+//! The request and event paths reach PostgreSQL through [`persistence::OrderDb`]: Diesel
+//! on the blocking pool (cases 1–3), or the same queries on diesel-async (case 4,
+//! `SAGA_CASE=4`).
+//!
+//! In case 1 (`SAGA_CASE=1`) the same events travel over synchronous HTTP instead of
+//! Kafka, inside the shopper's request: see [`sync_chain`].
 
 pub mod config;
 pub mod deadline;
@@ -11,10 +18,12 @@ pub mod domain;
 pub mod error;
 pub mod gauges;
 pub mod orders;
+pub mod persistence;
 pub mod routes;
 pub mod saga;
 pub mod startup;
 pub mod store;
+pub mod sync_chain;
 
 /// The order database's own migrations (the outbox and inbox come from `shared-events`).
 pub const MIGRATIONS: diesel_migrations::EmbeddedMigrations =

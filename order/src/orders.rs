@@ -2,13 +2,11 @@
 
 use crate::domain::{NewOrder, Trigger};
 use crate::error::ApiError;
+use crate::persistence::OrderDb;
 use crate::saga::{self, Facts, SagaError};
 use crate::store::{self, Order};
 use chrono::Utc;
-use diesel::Connection;
-use shared_events::db::{run_blocking, DbError, PgPool};
 use shared_events::outbox::Outbox;
-use shared_events::{Event, OrderPlaced};
 use std::time::Duration;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -16,7 +14,7 @@ use uuid::Uuid;
 /// Stores the order `PENDING_PAYMENT` and its `OrderPlaced` event in one transaction.
 #[tracing::instrument(name = "Placing an order", skip_all, fields(order_id, trace_id))]
 pub async fn place(
-    pool: &PgPool,
+    db: &OrderDb,
     outbox: &Outbox,
     order: NewOrder,
     deadline: Duration,
@@ -29,25 +27,7 @@ pub async fn place(
     }
     let payment_deadline =
         Utc::now() + chrono::Duration::from_std(deadline).unwrap_or(chrono::Duration::minutes(15));
-    let writer = outbox.clone();
-    let placed = run_blocking(pool, move |conn| {
-        conn.transaction::<_, DbError, _>(|conn| {
-            store::insert(conn, id, &order, payment_deadline)?;
-            let stored = store::find(conn, id, false)?.ok_or(diesel::result::Error::NotFound)?;
-            let event = Event::new(
-                id,
-                None,
-                OrderPlaced {
-                    order: stored.snapshot(),
-                    payment_deadline,
-                },
-            );
-            writer.enqueue(conn, &event)?;
-            store::record_step(conn, &event, "order", "published")?;
-            Ok(stored)
-        })
-    })
-    .await?;
+    let placed = db.place(outbox, id, order, payment_deadline).await?;
     outbox.notify();
     metrics::counter!("order_orders_placed_total").increment(1);
     tracing::info!(
@@ -58,24 +38,17 @@ pub async fn place(
     Ok(placed)
 }
 
-pub async fn get(pool: &PgPool, id: Uuid) -> Result<Order, ApiError> {
-    run_blocking(pool, move |conn| {
-        Ok::<_, DbError>(store::find(conn, id, false)?)
-    })
-    .await?
-    .ok_or(ApiError::NotFound("order"))
+pub async fn get(db: &OrderDb, id: Uuid) -> Result<Order, ApiError> {
+    db.find(id).await?.ok_or(ApiError::NotFound("order"))
 }
 
 /// The shopper cancels: an unpaid order is cancelled at once; a paid one is refunded
 /// first (`CANCELLING` until the refund is confirmed). Asking again changes nothing. The
 /// work continues the order's own trace (see [`order_span`]).
-pub async fn cancel(pool: &PgPool, outbox: &Outbox, id: Uuid) -> Result<Order, ApiError> {
-    let traceparent = run_blocking(pool, move |conn| {
-        Ok::<_, DbError>(store::traceparent(conn, id)?)
-    })
-    .await?;
+pub async fn cancel(db: &OrderDb, outbox: &Outbox, id: Uuid) -> Result<Order, ApiError> {
+    let traceparent = db.traceparent(id).await?;
     let span = order_span("shopper cancels", id, traceparent.as_deref());
-    saga::run(pool, outbox, id, Trigger::ShopperCancels, Facts::default())
+    saga::run(db, outbox, id, Trigger::ShopperCancels, Facts::default())
         .instrument(span)
         .await
         .map_err(|error| match error {
@@ -100,13 +73,6 @@ pub fn order_span(work: &'static str, id: Uuid, traceparent: Option<&str>) -> tr
 }
 
 /// Every step of the order's saga, oldest first.
-pub async fn timeline(pool: &PgPool, id: Uuid) -> Result<(Order, Vec<store::SagaStep>), ApiError> {
-    let found = run_blocking(pool, move |conn| {
-        let Some(order) = store::find(conn, id, false)? else {
-            return Ok::<_, DbError>(None);
-        };
-        Ok(Some((order, store::steps(conn, id)?)))
-    })
-    .await?;
-    found.ok_or(ApiError::NotFound("order"))
+pub async fn timeline(db: &OrderDb, id: Uuid) -> Result<(Order, Vec<store::SagaStep>), ApiError> {
+    db.timeline(id).await?.ok_or(ApiError::NotFound("order"))
 }

@@ -11,7 +11,6 @@ use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::Serialize;
-use shared_events::db::{run_blocking, DbError};
 use uuid::Uuid;
 
 /// Orders are small; anything bigger is a mistake or an attack.
@@ -33,7 +32,7 @@ async fn place_order(
     let bytes = read_limited(body, MAX_BODY_BYTES).await?;
     let request: PlaceOrder = parse_json(&bytes)?;
     let order = NewOrder::try_from(request).map_err(ApiError::Invalid)?;
-    let placed = orders::place(&state.pool, &state.outbox, order, state.payment_deadline).await?;
+    let placed = orders::place(&state.db, &state.outbox, order, state.payment_deadline).await?;
     Ok(HttpResponse::Accepted()
         .insert_header((header::LOCATION, format!("/orders/{}", placed.row.id)))
         .json(OrderView::from(placed)))
@@ -44,7 +43,7 @@ async fn get_order(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("order"))?;
-    let order = orders::get(&state.pool, id).await?;
+    let order = orders::get(&state.db, id).await?;
     Ok(HttpResponse::Ok().json(OrderView::from(order)))
 }
 
@@ -54,7 +53,7 @@ async fn cancel_order(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("order"))?;
-    let order = orders::cancel(&state.pool, &state.outbox, id).await?;
+    let order = orders::cancel(&state.db, &state.outbox, id).await?;
     Ok(HttpResponse::Accepted().json(OrderView::from(order)))
 }
 
@@ -65,7 +64,7 @@ async fn get_timeline(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("order"))?;
-    let (order, steps) = orders::timeline(&state.pool, id).await?;
+    let (order, steps) = orders::timeline(&state.db, id).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "order_id": id,
         "status": order.row.status,
@@ -75,18 +74,15 @@ async fn get_timeline(
 
 /// Ready when the database answers.
 async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    run_blocking(&state.pool, |conn| {
-        use diesel::RunQueryDsl;
-        diesel::sql_query("SELECT 1")
-            .execute(conn)
-            .map_err(DbError::from)
-    })
-    .await?;
+    state.db.ping().await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"})))
 }
 
 /// Reads the body, refusing it as soon as it passes `limit` (chunked bodies included).
-async fn read_limited(mut body: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
+pub(crate) async fn read_limited(
+    mut body: web::Payload,
+    limit: usize,
+) -> Result<web::BytesMut, ApiError> {
     let mut bytes = web::BytesMut::new();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| match e {
@@ -102,7 +98,7 @@ async fn read_limited(mut body: web::Payload, limit: usize) -> Result<web::Bytes
 }
 
 /// Parses JSON, naming the field at fault (`items[0].quantity: invalid type …`).
-fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
         let path = err.path().to_string();
@@ -130,7 +126,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
 }
 
 #[derive(Serialize)]
-struct OrderView {
+pub(crate) struct OrderView {
     id: Uuid,
     status: String,
     customer_id: String,

@@ -13,18 +13,23 @@
 //!
 //! Consumed events are claimed in the inbox in the same transaction as their effect, so a
 //! redelivered event changes nothing.
+//!
+//! The decisions ([`plan`], [`react`]) are pure; [`apply`]/[`consume`] carry them out on
+//! the blocking driver and [`apply_async`]/[`consume_async`] on the async one (case 4),
+//! with the same statements (`store` and `store::nonblocking`).
 
 use crate::domain::{Decision, OrderStatus, Trigger};
-use crate::store::{self, Order};
+use crate::persistence::OrderDb;
+use crate::store::{self, Change, Order};
 use chrono::Utc;
 use diesel::pg::PgConnection;
-use diesel::Connection;
-use shared_events::db::{run_blocking, DbError, PgPool};
+use shared_events::async_db::AsyncPgConnection;
+use shared_events::db::DbError;
 use shared_events::inbox;
 use shared_events::kafka::{EventHandler, HandlerError};
 use shared_events::outbox::Outbox;
 use shared_events::{
-    CancelReason, Event, EventBody, OrderCancelled, OrderCompleted, RefundRequested,
+    CancelReason, Event, EventBody, OrderCancelled, OrderCompleted, PaymentReady, RefundRequested,
 };
 use uuid::Uuid;
 
@@ -66,26 +71,90 @@ pub fn apply(
     facts: &Facts,
 ) -> Result<Applied, SagaError> {
     let order = store::find(conn, order_id, true)?.ok_or(SagaError::UnknownOrder(order_id))?;
-    let from = order.status();
-    let decision = from.decide(trigger);
-    let Some((to, event)) = carry_out(conn, &order, decision, facts)? else {
-        tracing::info!(%order_id, status = %from, ?trigger, "Trigger changes nothing.");
-        return Ok(Applied {
-            order,
-            published: false,
-        });
+    let Some(plan) = plan(&order, trigger, facts) else {
+        return Ok(unchanged(order, trigger));
     };
-    outbox.enqueue(conn, &event)?;
-    store::record_step(conn, &event, "order", "published")?;
-    metrics::counter!("order_transitions_total", "from" => from.as_str(), "to" => to.as_str())
-        .increment(1);
-    record_settlement(&order, from, to, decision);
-    tracing::info!(%order_id, %from, %to, event = %event.event_type(), "Order moved.");
+    store::apply_change(conn, order_id, &plan.change)?;
+    outbox.enqueue(conn, &plan.event)?;
+    store::record_step(conn, &plan.event, "order", "published")?;
+    plan.moved(&order);
     let order = store::find(conn, order_id, false)?.ok_or(SagaError::UnknownOrder(order_id))?;
     Ok(Applied {
         order,
         published: true,
     })
+}
+
+/// [`apply`] on the async driver (case 4): the same decision, the same statements.
+pub async fn apply_async(
+    conn: &mut AsyncPgConnection,
+    outbox: &Outbox,
+    order_id: Uuid,
+    trigger: Trigger,
+    facts: &Facts,
+) -> Result<Applied, SagaError> {
+    let order = store::nonblocking::find(conn, order_id, true)
+        .await?
+        .ok_or(SagaError::UnknownOrder(order_id))?;
+    let Some(plan) = plan(&order, trigger, facts) else {
+        return Ok(unchanged(order, trigger));
+    };
+    store::nonblocking::apply_change(conn, order_id, &plan.change).await?;
+    outbox.enqueue_async(conn, &plan.event).await?;
+    store::nonblocking::record_step(conn, &plan.event, "order", "published").await?;
+    plan.moved(&order);
+    let order = store::nonblocking::find(conn, order_id, false)
+        .await?
+        .ok_or(SagaError::UnknownOrder(order_id))?;
+    Ok(Applied {
+        order,
+        published: true,
+    })
+}
+
+/// What a trigger does to an order: the status table's decision, the row change it
+/// makes, the new status and the event announcing it. `None` when it changes nothing.
+/// Pure: both drivers carry out the same plan.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub from: OrderStatus,
+    pub to: OrderStatus,
+    pub decision: Decision,
+    pub change: Change,
+    pub event: Event,
+}
+
+impl Plan {
+    /// Metrics and the log line of a transition that was made.
+    fn moved(&self, order: &Order) {
+        let (from, to) = (self.from, self.to);
+        metrics::counter!("order_transitions_total", "from" => from.as_str(), "to" => to.as_str())
+            .increment(1);
+        record_settlement(order, from, to, self.decision);
+        tracing::info!(order_id = %order.row.id, %from, %to, event = %self.event.event_type(), "Order moved.");
+    }
+}
+
+/// The plan for `trigger` on `order` (see [`Plan`]).
+pub fn plan(order: &Order, trigger: Trigger, facts: &Facts) -> Option<Plan> {
+    let from = order.status();
+    let decision = from.decide(trigger);
+    let (to, change, event) = carry_out(order, decision, facts)?;
+    Some(Plan {
+        from,
+        to,
+        decision,
+        change,
+        event,
+    })
+}
+
+fn unchanged(order: Order, trigger: Trigger) -> Applied {
+    tracing::info!(order_id = %order.row.id, status = %order.status(), ?trigger, "Trigger changes nothing.");
+    Applied {
+        order,
+        published: false,
+    }
 }
 
 /// Saga metrics of a transition: how long the order took to settle
@@ -127,71 +196,68 @@ pub fn cancel_reason_label(reason: CancelReason) -> &'static str {
     }
 }
 
-/// Makes the change `decision` asks for; returns the new status and its event.
+/// The change `decision` asks for: the new status, the row change and its event.
 fn carry_out(
-    conn: &mut PgConnection,
     order: &Order,
     decision: Decision,
     facts: &Facts,
-) -> Result<Option<(OrderStatus, Event)>, SagaError> {
+) -> Option<(OrderStatus, Change, Event)> {
     let id = order.row.id;
     let new_event = |body: shared_events::EventBody| match &facts.cause {
         Some(cause) => cause.follow_up(body),
         None => Event::new(id, None, body),
     };
-    Ok(Some(match decision {
-        Decision::Nothing => return Ok(None),
+    Some(match decision {
+        Decision::Nothing => return None,
         Decision::Complete => {
             let payment_id = facts
                 .payment_id
                 .or(order.row.payment_id)
                 .unwrap_or_default();
-            store::complete(conn, id, payment_id)?;
             let body = OrderCompleted {
                 order: order.snapshot(),
                 payment_id,
                 completed_at: Utc::now(),
             };
-            (OrderStatus::Completed, new_event(body.into()))
-        }
-        Decision::Cancel(reason) => {
-            store::cancel(conn, id, reason)?;
             (
-                OrderStatus::Cancelled,
-                new_event(cancelled(order, reason, None).into()),
+                OrderStatus::Completed,
+                Change::Complete { payment_id },
+                new_event(body.into()),
             )
         }
+        Decision::Cancel(reason) => (
+            OrderStatus::Cancelled,
+            Change::Cancel(reason),
+            new_event(cancelled(order, reason, None).into()),
+        ),
         Decision::RequestRefund(reason) => {
-            let Some(payment_id) = facts.payment_id.or(order.row.payment_id) else {
-                return Ok(None);
-            };
+            let payment_id = facts.payment_id.or(order.row.payment_id)?;
             // A completed order waits in CANCELLING for its refund; a cancelled one that
             // was paid late stays CANCELLED.
-            let to = if order.status() == OrderStatus::Completed {
-                store::start_refund(conn, id, reason)?;
-                OrderStatus::Cancelling
+            let (to, change) = if order.status() == OrderStatus::Completed {
+                (OrderStatus::Cancelling, Change::StartRefund(reason))
             } else {
-                order.status()
+                (order.status(), Change::Nothing)
             };
             let body = RefundRequested {
                 payment_id,
                 amount: order.row.total_amount,
                 reason,
             };
-            (to, new_event(body.into()))
+            (to, change, new_event(body.into()))
         }
         Decision::FinishRefund => {
             let amount = facts.refunded_amount.unwrap_or(order.row.total_amount);
-            store::finish_refund(conn, id, amount)?;
             let reason = order
                 .cancel_reason()
                 .unwrap_or(CancelReason::CancelledByShopper);
             (
                 OrderStatus::Cancelled,
+                Change::FinishRefund { amount },
                 new_event(cancelled(order, reason, Some(amount)).into()),
             )
         }
-    }))
+    })
 }
 
 fn cancelled(order: &Order, reason: CancelReason, refunded_amount: Option<i64>) -> OrderCancelled {
@@ -205,17 +271,13 @@ fn cancelled(order: &Order, reason: CancelReason, refunded_amount: Option<i64>) 
 
 /// Applies a trigger in a transaction of its own and wakes the relay if needed.
 pub async fn run(
-    pool: &PgPool,
+    db: &OrderDb,
     outbox: &Outbox,
     order_id: Uuid,
     trigger: Trigger,
     facts: Facts,
 ) -> Result<Order, SagaError> {
-    let writer = outbox.clone();
-    let applied = run_blocking(pool, move |conn| {
-        conn.transaction(|conn| apply(conn, &writer, order_id, trigger, &facts))
-    })
-    .await?;
+    let applied = db.apply(outbox, order_id, trigger, facts).await?;
     if applied.published {
         outbox.notify();
     }
@@ -224,22 +286,20 @@ pub async fn run(
 
 /// The consumer of payment events.
 pub struct PaymentEvents {
-    pub pool: PgPool,
+    pub db: OrderDb,
     pub outbox: Outbox,
 }
 
 impl EventHandler for PaymentEvents {
     async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
-        let event = event.clone();
-        let outbox = self.outbox.clone();
-        let published = run_blocking(&self.pool, move |conn| {
-            conn.transaction(|conn| consume(conn, &outbox, &event))
-        })
-        .await
-        .map_err(|error| match error {
-            SagaError::Db(_) => HandlerError::Transient(error.into()),
-            SagaError::UnknownOrder(_) => HandlerError::Permanent(error.into()),
-        })?;
+        let published =
+            self.db
+                .consume(&self.outbox, event)
+                .await
+                .map_err(|error| match error {
+                    SagaError::Db(_) => HandlerError::Transient(error.into()),
+                    SagaError::UnknownOrder(_) => HandlerError::Permanent(error.into()),
+                })?;
         if published {
             self.outbox.notify();
         }
@@ -247,48 +307,130 @@ impl EventHandler for PaymentEvents {
     }
 }
 
-/// Handles one payment event in the caller's transaction; true when it enqueued one.
-fn consume(conn: &mut PgConnection, outbox: &Outbox, event: &Event) -> Result<bool, SagaError> {
-    if !inbox::claim(conn, event)? {
-        tracing::debug!(event_id = %event.event_id, "Event already handled.");
-        return Ok(false);
-    }
+/// What a payment event asks of the order. Pure: both drivers carry it out the same way.
+pub enum Reaction<'a> {
+    /// `PaymentReady`: the order learns where the shopper pays.
+    RecordReady(&'a PaymentReady),
+    /// A trigger for the status table, after noting the payment's status (if any).
+    Trigger {
+        trigger: Trigger,
+        facts: Box<Facts>,
+        payment_status: Option<&'static str>,
+    },
+    /// Not an event the order reacts to.
+    Ignore,
+}
+
+/// The reaction to `event`.
+pub fn react(event: &Event) -> Reaction<'_> {
     let facts = |payment_id: Option<Uuid>, refunded_amount: Option<i64>| Facts {
         cause: Some(event.clone()),
         payment_id,
         refunded_amount,
     };
-    let (trigger, facts) = match &event.body {
-        EventBody::PaymentReady(ready) => {
-            store::find(conn, event.order_id, true)?
-                .ok_or(SagaError::UnknownOrder(event.order_id))?;
-            store::record_payment_ready(conn, event.order_id, ready)?;
-            store::record_step(conn, event, "payment", "applied")?;
-            return Ok(false);
-        }
+    let (trigger, facts, payment_status) = match &event.body {
+        EventBody::PaymentReady(ready) => return Reaction::RecordReady(ready),
         EventBody::PaymentApproved(approved) => (
             Trigger::PaymentApproved,
             facts(Some(approved.payment_id), None),
+            None,
         ),
-        EventBody::PaymentFailed(failed) => {
-            store::record_payment_status(conn, event.order_id, "FAILED")?;
-            (
-                Trigger::PaymentFailed(CancelReason::from(failed.reason)),
-                facts(failed.payment_id, None),
-            )
-        }
+        EventBody::PaymentFailed(failed) => (
+            Trigger::PaymentFailed(CancelReason::from(failed.reason)),
+            facts(failed.payment_id, None),
+            Some("FAILED"),
+        ),
         EventBody::PaymentRefunded(refunded) => (
             Trigger::Refunded,
             facts(Some(refunded.payment_id), Some(refunded.amount)),
+            None,
         ),
-        _ => return Ok(false),
+        _ => return Reaction::Ignore,
     };
-    let applied = apply(conn, outbox, event.order_id, trigger, &facts)?;
-    let outcome = if applied.published {
+    Reaction::Trigger {
+        trigger,
+        facts: Box::new(facts),
+        payment_status,
+    }
+}
+
+/// The timeline outcome of a payment event that triggered [`apply`].
+fn step_outcome(published: bool) -> &'static str {
+    if published {
         "applied"
     } else {
         "ignored: order already settled"
-    };
-    store::record_step(conn, event, "payment", outcome)?;
-    Ok(applied.published)
+    }
+}
+
+/// Handles one payment event in the caller's transaction; true when it enqueued one.
+pub fn consume(conn: &mut PgConnection, outbox: &Outbox, event: &Event) -> Result<bool, SagaError> {
+    if !inbox::claim(conn, event)? {
+        tracing::debug!(event_id = %event.event_id, "Event already handled.");
+        return Ok(false);
+    }
+    let order_id = event.order_id;
+    match react(event) {
+        Reaction::Ignore => Ok(false),
+        Reaction::RecordReady(ready) => {
+            store::find(conn, order_id, true)?.ok_or(SagaError::UnknownOrder(order_id))?;
+            store::record_payment_ready(conn, order_id, ready)?;
+            store::record_step(conn, event, "payment", "applied")?;
+            Ok(false)
+        }
+        Reaction::Trigger {
+            trigger,
+            facts,
+            payment_status,
+        } => {
+            if let Some(status) = payment_status {
+                store::record_payment_status(conn, order_id, status)?;
+            }
+            let applied = apply(conn, outbox, order_id, trigger, &facts)?;
+            store::record_step(conn, event, "payment", step_outcome(applied.published))?;
+            Ok(applied.published)
+        }
+    }
+}
+
+/// [`consume`] on the async driver (case 4).
+pub async fn consume_async(
+    conn: &mut AsyncPgConnection,
+    outbox: &Outbox,
+    event: &Event,
+) -> Result<bool, SagaError> {
+    if !inbox::claim_async(conn, event).await? {
+        tracing::debug!(event_id = %event.event_id, "Event already handled.");
+        return Ok(false);
+    }
+    let order_id = event.order_id;
+    match react(event) {
+        Reaction::Ignore => Ok(false),
+        Reaction::RecordReady(ready) => {
+            store::nonblocking::find(conn, order_id, true)
+                .await?
+                .ok_or(SagaError::UnknownOrder(order_id))?;
+            store::nonblocking::record_payment_ready(conn, order_id, ready).await?;
+            store::nonblocking::record_step(conn, event, "payment", "applied").await?;
+            Ok(false)
+        }
+        Reaction::Trigger {
+            trigger,
+            facts,
+            payment_status,
+        } => {
+            if let Some(status) = payment_status {
+                store::nonblocking::record_payment_status(conn, order_id, status).await?;
+            }
+            let applied = apply_async(conn, outbox, order_id, trigger, &facts).await?;
+            store::nonblocking::record_step(
+                conn,
+                event,
+                "payment",
+                step_outcome(applied.published),
+            )
+            .await?;
+            Ok(applied.published)
+        }
+    }
 }

@@ -1,8 +1,10 @@
 //! Building and running order-service: one `Application::build` used by `main` and by
 //! the tests. It runs three things side by side — the HTTP API, the outbox relay and the
-//! payment-event consumer — and stops them together.
+//! payment-event consumer — and stops them together. In case 1 the relay and the
+//! consumer are replaced by the HTTP chain ([`crate::sync_chain`]).
 
 use crate::config::Settings;
+use crate::persistence::OrderDb;
 use crate::routes;
 use crate::saga::PaymentEvents;
 use actix_web::web;
@@ -18,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 /// What the handlers share.
 pub struct AppState {
     pub pool: PgPool,
+    /// Where the handlers run their SQL (the blocking pool, or the async one in case 4).
+    pub db: OrderDb,
     pub outbox: Outbox,
     pub payment_deadline: Duration,
 }
@@ -33,35 +37,18 @@ impl Application {
         db::migrate(&pool, crate::MIGRATIONS)
             .await
             .map_err(|e| anyhow::anyhow!("migrations failed: {e}"))?;
-        settings
-            .kafka
-            .ensure_topics()
-            .await
-            .context("creating Kafka topics")?;
         let topics = settings.kafka.topics();
-        let producer = settings
-            .kafka
-            .producer()
-            .context("creating the Kafka producer")?;
-        let outbox = Outbox::new(topics.clone());
+        let db = crate::persistence::for_case(settings.case, &pool, &settings);
         let shutdown = CancellationToken::new();
-
-        let relay = outbox.relay("order", pool.clone(), producer.clone());
-        let consumer = ConsumerLoop::new(
-            "order-payment-events",
-            &settings.kafka,
-            &settings.consumer_group,
-            &[&topics.payments],
-            PaymentEvents {
-                pool: pool.clone(),
-                outbox: outbox.clone(),
-            },
-            DeadLetterPublisher::new(producer, &topics.dead_letter),
-        )
-        .context("creating the Kafka consumer")?;
-        let tasks = vec![
-            tokio::spawn(relay.run(shutdown.clone())),
-            tokio::spawn(consumer.run(shutdown.clone())),
+        let mut tasks = Vec::new();
+        let outbox = if settings.case.uses_kafka() {
+            let outbox = Outbox::new(topics.clone());
+            tasks.extend(kafka_tasks(&settings, &pool, &db, &outbox, &shutdown).await?);
+            outbox
+        } else {
+            crate::sync_chain::outbox(&settings, &pool, &shutdown, &mut tasks)?
+        };
+        tasks.extend([
             tokio::spawn(crate::deadline::run(
                 pool.clone(),
                 outbox.clone(),
@@ -73,7 +60,7 @@ impl Application {
                 Duration::from_millis(settings.metrics_refresh_ms.max(100)),
                 shutdown.clone(),
             )),
-        ];
+        ]);
 
         let api = HttpApi {
             service: "order",
@@ -82,11 +69,54 @@ impl Application {
             workers: settings.http_workers,
             state: web::Data::new(AppState {
                 pool,
+                db,
                 outbox,
                 payment_deadline: Duration::from_secs(settings.payment_deadline_secs),
             }),
-            configure: routes::configure,
+            configure: if settings.case.uses_kafka() {
+                routes::configure
+            } else {
+                crate::sync_chain::configure
+            },
         };
         RunningService::start(api, shutdown, tasks)
     }
+}
+
+/// Cases 2–4: the outbox relay to Kafka (on the blocking pool) and the payment-event
+/// consumer (on `db`).
+async fn kafka_tasks(
+    settings: &Settings,
+    pool: &PgPool,
+    db: &OrderDb,
+    outbox: &Outbox,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    settings
+        .kafka
+        .ensure_topics()
+        .await
+        .context("creating Kafka topics")?;
+    let topics = settings.kafka.topics();
+    let producer = settings
+        .kafka
+        .producer()
+        .context("creating the Kafka producer")?;
+    let relay = outbox.relay("order", pool.clone(), producer.clone());
+    let consumer = ConsumerLoop::new(
+        "order-payment-events",
+        &settings.kafka,
+        &settings.consumer_group,
+        &[&topics.payments],
+        PaymentEvents {
+            db: db.clone(),
+            outbox: outbox.clone(),
+        },
+        DeadLetterPublisher::new(producer, &topics.dead_letter),
+    )
+    .context("creating the Kafka consumer")?;
+    Ok(vec![
+        tokio::spawn(relay.run(shutdown.clone())),
+        tokio::spawn(consumer.run(shutdown.clone())),
+    ])
 }

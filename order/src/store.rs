@@ -142,90 +142,20 @@ impl Order {
     }
 }
 
-pub fn insert(
-    conn: &mut PgConnection,
-    id: Uuid,
-    order: &NewOrder,
-    deadline: DateTime<Utc>,
-) -> QueryResult<()> {
-    diesel::insert_into(orders::table)
-        .values((
-            orders::id.eq(id),
-            orders::customer_id.eq(&order.customer_id),
-            orders::customer_email.eq(&order.customer_email),
-            orders::locale.eq(order.locale.as_str()),
-            orders::status.eq(OrderStatus::PendingPayment.as_str()),
-            orders::total_amount.eq(order.total_amount),
-            orders::payment_deadline.eq(deadline),
-            orders::traceparent.eq(shared_events::telemetry::current_traceparent()),
-        ))
-        .execute(conn)?;
-    let lines: Vec<_> = order
-        .items
-        .iter()
-        .zip(1..)
-        .map(|(item, line_no): (&LineItem, i32)| {
-            (
-                order_items::order_id.eq(id),
-                order_items::line_no.eq(line_no),
-                order_items::name.eq(&item.name),
-                order_items::quantity.eq(i32::try_from(item.quantity).unwrap_or(i32::MAX)),
-                order_items::unit_price.eq(item.unit_price),
-            )
-        })
-        .collect();
-    diesel::insert_into(order_items::table)
-        .values(&lines)
-        .execute(conn)?;
-    Ok(())
-}
-
-/// The order, or `None`. With `for_update`, the row stays locked until the transaction
-/// ends, so two events for one order cannot settle it concurrently.
-pub fn find(conn: &mut PgConnection, id: Uuid, for_update: bool) -> QueryResult<Option<Order>> {
-    let query = orders::table.find(id).select(OrderRow::as_select());
-    let row = if for_update {
-        query.for_update().first(conn).optional()?
-    } else {
-        query.first(conn).optional()?
-    };
-    let Some(row) = row else { return Ok(None) };
-    let items = order_items::table
-        .filter(order_items::order_id.eq(id))
-        .order(order_items::line_no)
-        .select(ItemRow::as_select())
-        .load(conn)?;
-    Ok(Some(Order { row, items }))
-}
-
-pub fn record_payment_ready(
-    conn: &mut PgConnection,
-    id: Uuid,
-    ready: &PaymentReady,
-) -> QueryResult<()> {
-    diesel::update(orders::table.find(id))
-        .set((
-            orders::payment_id.eq(ready.payment_id),
-            orders::payment_tid.eq(&ready.tid),
-            orders::payment_status.eq("READY"),
-            orders::payment_redirect_url.eq(&ready.redirect_url),
-            orders::updated_at.eq(diesel::dsl::now),
-        ))
-        .execute(conn)
-        .map(|_| ())
-}
-
-pub fn complete(conn: &mut PgConnection, id: Uuid, payment_id: Uuid) -> QueryResult<()> {
-    diesel::update(orders::table.find(id))
-        .set((
-            orders::status.eq(OrderStatus::Completed.as_str()),
-            orders::payment_id.eq(payment_id),
-            orders::payment_status.eq("APPROVED"),
-            orders::completed_at.eq(diesel::dsl::now),
-            orders::updated_at.eq(diesel::dsl::now),
-        ))
-        .execute(conn)
-        .map(|_| ())
+/// The row change a saga decision makes (chosen by `saga::plan`, made by
+/// [`apply_change`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// `COMPLETED`, paid by `payment_id`.
+    Complete { payment_id: Uuid },
+    /// `CANCELLED` for `reason` (nothing was paid).
+    Cancel(CancelReason),
+    /// `COMPLETED` → `CANCELLING`: the refund has been asked for.
+    StartRefund(CancelReason),
+    /// `CANCELLED`, `amount` refunded.
+    FinishRefund { amount: i64 },
+    /// The row stays as it is (a late payment of a cancelled order is given back).
+    Nothing,
 }
 
 fn reason_text(reason: CancelReason) -> String {
@@ -235,84 +165,232 @@ fn reason_text(reason: CancelReason) -> String {
         .unwrap_or_default()
 }
 
-pub fn cancel(conn: &mut PgConnection, id: Uuid, reason: CancelReason) -> QueryResult<()> {
-    diesel::update(orders::table.find(id))
-        .set((
-            orders::status.eq(OrderStatus::Cancelled.as_str()),
-            orders::cancel_reason.eq(reason_text(reason)),
-            orders::cancelled_at.eq(diesel::dsl::now),
-            orders::updated_at.eq(diesel::dsl::now),
-        ))
-        .execute(conn)
-        .map(|_| ())
+/// The queries of the request and event paths, written once and expanded twice: as
+/// blocking functions on `PgConnection` (this module, cases 1–3) and as async functions on
+/// `diesel_async::AsyncPgConnection` ([`nonblocking`], case 4). The Diesel query values
+/// are the same; `$run!` is the only difference (`.await` or not), so the SQL cannot
+/// drift between the two drivers.
+macro_rules! queries {
+    ($conn:ty, $($async:ident)?, $run:ident) => {
+        pub $($async)? fn insert(
+            conn: &mut $conn,
+            id: Uuid,
+            order: &NewOrder,
+            deadline: DateTime<Utc>,
+        ) -> QueryResult<()> {
+            $run!(diesel::insert_into(orders::table)
+                .values((
+                    orders::id.eq(id),
+                    orders::customer_id.eq(&order.customer_id),
+                    orders::customer_email.eq(&order.customer_email),
+                    orders::locale.eq(order.locale.as_str()),
+                    orders::status.eq(OrderStatus::PendingPayment.as_str()),
+                    orders::total_amount.eq(order.total_amount),
+                    orders::payment_deadline.eq(deadline),
+                    orders::traceparent.eq(shared_events::telemetry::current_traceparent()),
+                ))
+                .execute(conn))?;
+            let lines: Vec<_> = order
+                .items
+                .iter()
+                .zip(1..)
+                .map(|(item, line_no): (&LineItem, i32)| {
+                    (
+                        order_items::order_id.eq(id),
+                        order_items::line_no.eq(line_no),
+                        order_items::name.eq(&item.name),
+                        order_items::quantity.eq(i32::try_from(item.quantity).unwrap_or(i32::MAX)),
+                        order_items::unit_price.eq(item.unit_price),
+                    )
+                })
+                .collect();
+            $run!(diesel::insert_into(order_items::table)
+                .values(&lines)
+                .execute(conn))?;
+            Ok(())
+        }
+
+        /// The order, or `None`. With `for_update`, the row stays locked until the transaction
+        /// ends, so two events for one order cannot settle it concurrently.
+        pub $($async)? fn find(conn: &mut $conn, id: Uuid, for_update: bool) -> QueryResult<Option<Order>> {
+            let query = orders::table.find(id).select(OrderRow::as_select());
+            let row = if for_update {
+                $run!(query.for_update().first::<OrderRow>(conn)).optional()?
+            } else {
+                $run!(query.first::<OrderRow>(conn)).optional()?
+            };
+            let Some(row) = row else { return Ok(None) };
+            let items = $run!(order_items::table
+                .filter(order_items::order_id.eq(id))
+                .order(order_items::line_no)
+                .select(ItemRow::as_select())
+                .load::<ItemRow>(conn))?;
+            Ok(Some(Order { row, items }))
+        }
+
+        pub $($async)? fn record_payment_ready(
+            conn: &mut $conn,
+            id: Uuid,
+            ready: &PaymentReady,
+        ) -> QueryResult<()> {
+            $run!(diesel::update(orders::table.find(id))
+                .set((
+                    orders::payment_id.eq(ready.payment_id),
+                    orders::payment_tid.eq(&ready.tid),
+                    orders::payment_status.eq("READY"),
+                    orders::payment_redirect_url.eq(&ready.redirect_url),
+                    orders::updated_at.eq(diesel::dsl::now),
+                ))
+                .execute(conn))
+                .map(|_| ())
+        }
+
+        pub $($async)? fn complete(conn: &mut $conn, id: Uuid, payment_id: Uuid) -> QueryResult<()> {
+            $run!(diesel::update(orders::table.find(id))
+                .set((
+                    orders::status.eq(OrderStatus::Completed.as_str()),
+                    orders::payment_id.eq(payment_id),
+                    orders::payment_status.eq("APPROVED"),
+                    orders::completed_at.eq(diesel::dsl::now),
+                    orders::updated_at.eq(diesel::dsl::now),
+                ))
+                .execute(conn))
+                .map(|_| ())
+        }
+
+        pub $($async)? fn cancel(conn: &mut $conn, id: Uuid, reason: CancelReason) -> QueryResult<()> {
+            $run!(diesel::update(orders::table.find(id))
+                .set((
+                    orders::status.eq(OrderStatus::Cancelled.as_str()),
+                    orders::cancel_reason.eq(reason_text(reason)),
+                    orders::cancelled_at.eq(diesel::dsl::now),
+                    orders::updated_at.eq(diesel::dsl::now),
+                ))
+                .execute(conn))
+                .map(|_| ())
+        }
+
+        pub $($async)? fn record_payment_status(
+            conn: &mut $conn,
+            id: Uuid,
+            payment_status: &str,
+        ) -> QueryResult<()> {
+            $run!(diesel::update(orders::table.find(id))
+                .set((
+                    orders::payment_status.eq(payment_status),
+                    orders::updated_at.eq(diesel::dsl::now),
+                ))
+                .execute(conn))
+                .map(|_| ())
+        }
+
+        /// `COMPLETED` → `CANCELLING`: the refund has been asked for.
+        pub $($async)? fn start_refund(conn: &mut $conn, id: Uuid, reason: CancelReason) -> QueryResult<()> {
+            $run!(diesel::update(orders::table.find(id))
+                .set((
+                    orders::status.eq(OrderStatus::Cancelling.as_str()),
+                    orders::cancel_reason.eq(reason_text(reason)),
+                    orders::updated_at.eq(diesel::dsl::now),
+                ))
+                .execute(conn))
+                .map(|_| ())
+        }
+
+        /// The money is back with the shopper: `CANCELLED`, refunded.
+        pub $($async)? fn finish_refund(conn: &mut $conn, id: Uuid, amount: i64) -> QueryResult<()> {
+            $run!(diesel::update(orders::table.find(id))
+                .set((
+                    orders::status.eq(OrderStatus::Cancelled.as_str()),
+                    orders::refunded_amount.eq(amount),
+                    orders::payment_status.eq("REFUNDED"),
+                    orders::cancelled_at.eq(diesel::dsl::sql::<
+                        diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>,
+                    >("COALESCE(cancelled_at, now())")),
+                    orders::updated_at.eq(diesel::dsl::now),
+                ))
+                .execute(conn))
+                .map(|_| ())
+        }
+
+        pub $($async)? fn record_step(
+            conn: &mut $conn,
+            event: &shared_events::Event,
+            service: &str,
+            outcome: &str,
+        ) -> QueryResult<()> {
+            $run!(diesel::insert_into(saga_steps::table)
+                .values((
+                    saga_steps::order_id.eq(event.order_id),
+                    saga_steps::event_id.eq(event.event_id),
+                    saga_steps::event_type.eq(event.event_type().as_str()),
+                    saga_steps::service.eq(service),
+                    saga_steps::outcome.eq(outcome),
+                ))
+                .execute(conn))
+                .map(|_| ())
+        }
+
+        pub $($async)? fn steps(conn: &mut $conn, order_id: Uuid) -> QueryResult<Vec<SagaStep>> {
+            $run!(saga_steps::table
+                .filter(saga_steps::order_id.eq(order_id))
+                .order(saga_steps::id)
+                .select(SagaStep::as_select())
+                .load::<SagaStep>(conn))
+        }
+
+        /// The trace order `id` was placed in (`None` if the order or its trace is unknown).
+        pub $($async)? fn traceparent(conn: &mut $conn, id: Uuid) -> QueryResult<Option<String>> {
+            Ok($run!(orders::table
+                .find(id)
+                .select(orders::traceparent)
+                .first::<Option<String>>(conn))
+            .optional()?
+            .flatten())
+        }
+
+        /// Makes the row change a saga decision asks for (see [`Change`]).
+        pub $($async)? fn apply_change(conn: &mut $conn, id: Uuid, change: &Change) -> QueryResult<()> {
+            match *change {
+                Change::Complete { payment_id } => $run!(complete(conn, id, payment_id)),
+                Change::Cancel(reason) => $run!(cancel(conn, id, reason)),
+                Change::StartRefund(reason) => $run!(start_refund(conn, id, reason)),
+                Change::FinishRefund { amount } => $run!(finish_refund(conn, id, amount)),
+                Change::Nothing => Ok(()),
+            }
+        }
+    };
 }
 
-pub fn record_payment_status(
-    conn: &mut PgConnection,
-    id: Uuid,
-    payment_status: &str,
-) -> QueryResult<()> {
-    diesel::update(orders::table.find(id))
-        .set((
-            orders::payment_status.eq(payment_status),
-            orders::updated_at.eq(diesel::dsl::now),
-        ))
-        .execute(conn)
-        .map(|_| ())
+/// Runs a statement on the blocking driver: no `.await`.
+macro_rules! blocking {
+    ($statement:expr) => {
+        $statement
+    };
 }
 
-/// `COMPLETED` → `CANCELLING`: the refund has been asked for.
-pub fn start_refund(conn: &mut PgConnection, id: Uuid, reason: CancelReason) -> QueryResult<()> {
-    diesel::update(orders::table.find(id))
-        .set((
-            orders::status.eq(OrderStatus::Cancelling.as_str()),
-            orders::cancel_reason.eq(reason_text(reason)),
-            orders::updated_at.eq(diesel::dsl::now),
-        ))
-        .execute(conn)
-        .map(|_| ())
-}
+queries!(PgConnection, , blocking);
 
-/// The money is back with the shopper: `CANCELLED`, refunded.
-pub fn finish_refund(conn: &mut PgConnection, id: Uuid, amount: i64) -> QueryResult<()> {
-    diesel::update(orders::table.find(id))
-        .set((
-            orders::status.eq(OrderStatus::Cancelled.as_str()),
-            orders::refunded_amount.eq(amount),
-            orders::payment_status.eq("REFUNDED"),
-            orders::cancelled_at.eq(diesel::dsl::sql::<
-                diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>,
-            >("COALESCE(cancelled_at, now())")),
-            orders::updated_at.eq(diesel::dsl::now),
-        ))
-        .execute(conn)
-        .map(|_| ())
-}
+/// The same queries on the async driver (case 4); call them with a connection of
+/// `shared_events::async_db`, inside the caller's transaction.
+pub mod nonblocking {
+    use super::{
+        order_items, orders, reason_text, saga_steps, Change, ItemRow, Order, OrderRow, SagaStep,
+    };
+    use crate::domain::{NewOrder, OrderStatus};
+    use chrono::{DateTime, Utc};
+    use diesel::{ExpressionMethods, OptionalExtension, QueryDsl, QueryResult, SelectableHelper};
+    use diesel_async::{AsyncPgConnection, RunQueryDsl};
+    use shared_events::{CancelReason, LineItem, PaymentReady};
+    use uuid::Uuid;
 
-pub fn record_step(
-    conn: &mut PgConnection,
-    event: &shared_events::Event,
-    service: &str,
-    outcome: &str,
-) -> QueryResult<()> {
-    diesel::insert_into(saga_steps::table)
-        .values((
-            saga_steps::order_id.eq(event.order_id),
-            saga_steps::event_id.eq(event.event_id),
-            saga_steps::event_type.eq(event.event_type().as_str()),
-            saga_steps::service.eq(service),
-            saga_steps::outcome.eq(outcome),
-        ))
-        .execute(conn)
-        .map(|_| ())
-}
+    /// Runs a statement on the async driver.
+    macro_rules! awaited {
+        ($statement:expr) => {
+            $statement.await
+        };
+    }
 
-pub fn steps(conn: &mut PgConnection, order_id: Uuid) -> QueryResult<Vec<SagaStep>> {
-    saga_steps::table
-        .filter(saga_steps::order_id.eq(order_id))
-        .order(saga_steps::id)
-        .select(SagaStep::as_select())
-        .load(conn)
+    queries!(AsyncPgConnection, async, awaited);
 }
 
 /// Up to `limit` unpaid orders past their deadline, with the trace each was placed in,
@@ -327,16 +405,6 @@ pub fn overdue(conn: &mut PgConnection, limit: i64) -> QueryResult<Vec<(Uuid, Op
         .for_update()
         .skip_locked()
         .load(conn)
-}
-
-/// The trace order `id` was placed in (`None` if the order or its trace is unknown).
-pub fn traceparent(conn: &mut PgConnection, id: Uuid) -> QueryResult<Option<String>> {
-    Ok(orders::table
-        .find(id)
-        .select(orders::traceparent)
-        .first::<Option<String>>(conn)
-        .optional()?
-        .flatten())
 }
 
 /// How many orders are in each status (statuses without orders are absent).

@@ -10,16 +10,15 @@
 use crate::domain::{self, PaymentStatus};
 use crate::error::ApiError;
 use crate::gateway::{CallbackUrls, Gateway};
-use crate::store::{self, Payment};
+use crate::persistence::PaymentDb;
+use crate::store::{self, Payment, Transition};
 use chrono::Utc;
-use diesel::pg::PgConnection;
-use diesel::Connection;
 use kakaopay::KakaoPayError;
-use shared_events::db::{run_blocking, DbError, PgPool};
+use shared_events::db::DbError;
 use shared_events::kafka::{EventHandler, HandlerError};
 use shared_events::outbox::Outbox;
 use shared_events::{
-    inbox, Event, EventBody, OrderPlaced, PaymentApproved, PaymentFailed, PaymentFailureReason,
+    Event, EventBody, OrderPlaced, PaymentApproved, PaymentFailed, PaymentFailureReason,
     PaymentReady, PaymentRefunded, RefundRequested,
 };
 use std::sync::Arc;
@@ -27,14 +26,12 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 pub struct Checkout {
-    pub pool: PgPool,
+    /// Where the use cases run their SQL (the blocking pool, or the async one in case 4).
+    pub db: PaymentDb,
     pub outbox: Outbox,
     pub gateway: Gateway,
     pub urls: CallbackUrls,
 }
-
-/// A payment's next state and the event announcing it.
-type Step = Option<(Payment, Event)>;
 
 impl Checkout {
     /// `OrderPlaced` → Kakao Pay `ready` → `READY` + `PaymentReady` (or `FAILED` +
@@ -42,39 +39,41 @@ impl Checkout {
     pub async fn start(&self, placed_event: &Event, placed: &OrderPlaced) -> Result<(), DbError> {
         let order = placed.order.clone();
         let order_id = placed_event.order_id;
-        let payment = run_blocking(&self.pool, move |conn| {
-            let (name, quantity) = (domain::item_name(&order), domain::quantity(&order));
-            Ok::<_, DbError>(store::create_requested(
-                conn, order_id, &order, &name, quantity,
-            )?)
-        })
-        .await?;
+        let (name, quantity) = (domain::item_name(&order), domain::quantity(&order));
+        let payment = self
+            .db
+            .create_requested(order_id, order, name, quantity)
+            .await?;
         if payment.status() != PaymentStatus::Requested {
             return Ok(()); // a redelivery: this order's checkout already went further
         }
-        let ready = self.gateway.ready(&payment, &self.urls).await;
         let cause = placed_event.clone();
-        self.commit(Some(cause.clone()), move |conn| match ready {
-            Ok(ready) => Ok(store::mark_ready(
-                conn,
-                payment.id,
-                &ready.tid,
-                &ready.next_redirect_pc_url,
-                &ready.next_redirect_mobile_url,
-            )?
-            .map(|p| {
-                tracing::info!(
-                    order_id = %p.order_id, payment_id = %p.id, tid = %ready.tid,
-                    "Payment ready; waiting for the shopper."
-                );
-                let event = cause.follow_up(PaymentReady {
-                    payment_id: p.id,
+        match self.gateway.ready(&payment, &self.urls).await {
+            Ok(ready) => {
+                let transition = Transition::Ready {
                     tid: ready.tid.clone(),
                     redirect_url: ready.next_redirect_pc_url.clone(),
-                    mobile_redirect_url: Some(ready.next_redirect_mobile_url.clone()),
-                });
-                (p, event)
-            })),
+                    mobile_redirect_url: ready.next_redirect_mobile_url.clone(),
+                };
+                let follow = cause.clone();
+                let announce = move |p: &Payment| {
+                    follow.follow_up(PaymentReady {
+                        payment_id: p.id,
+                        tid: ready.tid,
+                        redirect_url: ready.next_redirect_pc_url,
+                        mobile_redirect_url: Some(ready.next_redirect_mobile_url),
+                    })
+                };
+                if let Some(p) = self
+                    .commit(Some(cause), payment.id, transition, announce)
+                    .await?
+                {
+                    tracing::info!(
+                        order_id = %p.order_id, payment_id = %p.id, tid = p.tid(),
+                        "Payment ready; waiting for the shopper."
+                    );
+                }
+            }
             Err(error) => {
                 tracing::warn!(order_id = %payment.order_id, %error, "Kakao Pay ready failed.");
                 let reason = if error.is_transient() {
@@ -82,28 +81,24 @@ impl Checkout {
                 } else {
                     PaymentFailureReason::Rejected
                 };
-                fail(
-                    conn,
+                self.fail(
                     &payment,
                     PaymentStatus::Requested,
                     reason,
                     &error,
-                    Some(&cause),
+                    Some(cause),
                 )
+                .await?;
             }
-        })
-        .await
-        .map(|_| ())
+        }
+        Ok(())
     }
 
     /// The shopper came back to the approval URL with `pg_token`. Kakao Pay's redirects
     /// carry no trace context: the approval continues the order's trace, stored with the
     /// payment.
     pub async fn approve(&self, payment_id: Uuid, pg_token: &str) -> Result<Payment, ApiError> {
-        let begun = run_blocking(&self.pool, move |conn| {
-            Ok::<_, DbError>(store::begin_approval(conn, payment_id)?)
-        })
-        .await?;
+        let begun = self.db.begin_approval(payment_id).await?;
         let Some(payment) = begun else {
             // Not READY: a refresh or double submit. Show where the payment is.
             return self.find(payment_id).await;
@@ -127,10 +122,7 @@ impl Checkout {
             }
             Err(error) if error.is_transient() => {
                 // Certainly not applied (e.g. connection refused): let the shopper retry.
-                run_blocking(&self.pool, move |conn| {
-                    Ok::<_, DbError>(store::abandon_approval(conn, payment_id)?)
-                })
-                .await?;
+                self.db.abandon_approval(payment_id).await?;
                 Err(ApiError::GatewayUnavailable)
             }
             Err(error) => {
@@ -140,17 +132,8 @@ impl Checkout {
                     _ => PaymentFailureReason::Rejected,
                 };
                 tracing::info!(%payment_id, %error, ?reason, "Payment not approved.");
-                self.commit(None, move |conn| {
-                    fail(
-                        conn,
-                        &payment,
-                        PaymentStatus::Approving,
-                        reason,
-                        &error,
-                        None,
-                    )
-                })
-                .await?;
+                self.fail(&payment, PaymentStatus::Approving, reason, &error, None)
+                    .await?;
                 self.find(payment_id).await
             }
         }
@@ -174,27 +157,21 @@ impl Checkout {
     ) -> Result<Payment, ApiError> {
         let payment_id = payment.id;
         if payment.status() == PaymentStatus::Ready {
-            let failed = self
-                .commit(None, move |conn| {
-                    let step = store::mark_failed(
-                        conn,
-                        payment.id,
-                        PaymentStatus::Ready,
-                        &reason_text(reason),
-                        None,
-                    )?;
-                    Ok(step.map(|p| {
-                        let event = failed_event(
-                            &p,
-                            reason,
-                            None,
-                            format!("shopper returned: {reason:?}"),
-                            None,
-                        );
-                        (p, event)
-                    }))
-                })
-                .await?;
+            let transition = Transition::Failed {
+                from: PaymentStatus::Ready,
+                reason: reason_text(reason),
+                error_code: None,
+            };
+            let announce = move |p: &Payment| {
+                failed_event(
+                    p,
+                    reason,
+                    None,
+                    format!("shopper returned: {reason:?}"),
+                    None,
+                )
+            };
+            let failed = self.commit(None, payment.id, transition, announce).await?;
             if failed.is_some() {
                 metrics::counter!("payment_payments_failed_total", "reason" => reason_label(reason))
                     .increment(1);
@@ -207,17 +184,7 @@ impl Checkout {
     /// approved, so a shopper returning late to the approval URL is not charged.
     pub async fn order_cancelled(&self, event: &Event) -> Result<(), DbError> {
         let order_id = event.order_id;
-        let closed = run_blocking(&self.pool, move |conn| {
-            let mut closed = 0;
-            for payment in store::find_by_order(conn, order_id)? {
-                for from in [PaymentStatus::Requested, PaymentStatus::Ready] {
-                    closed += store::mark_failed(conn, payment.id, from, "order_cancelled", None)?
-                        .map_or(0, |_| 1);
-                }
-            }
-            Ok::<_, DbError>(closed)
-        })
-        .await?;
+        let closed = self.db.close_unpaid(order_id).await?;
         if closed > 0 {
             metrics::counter!("payment_payments_failed_total", "reason" => "order_cancelled")
                 .increment(closed);
@@ -235,15 +202,14 @@ impl Checkout {
     ) -> Result<(), HandlerError> {
         let transient = |error: DbError| HandlerError::Transient(error.into());
         let payment_id = request.payment_id;
-        let payment = run_blocking(&self.pool, move |conn| {
-            store::begin_refund(conn, payment_id)?;
-            Ok::<_, DbError>(store::find(conn, payment_id)?)
-        })
-        .await
-        .map_err(transient)?
-        .ok_or_else(|| {
-            HandlerError::Permanent(anyhow::anyhow!("no payment {payment_id} to refund"))
-        })?;
+        let payment = self
+            .db
+            .begin_refund(payment_id)
+            .await
+            .map_err(transient)?
+            .ok_or_else(|| {
+                HandlerError::Permanent(anyhow::anyhow!("no payment {payment_id} to refund"))
+            })?;
         match payment.status() {
             PaymentStatus::Refunding => {}
             PaymentStatus::Refunded => return Ok(()),
@@ -273,23 +239,20 @@ impl Checkout {
     /// money back.
     async fn finish_refund(&self, payment: Payment, cause: Option<Event>) -> Result<(), DbError> {
         let amount = payment.amount;
-        self.commit(cause, move |conn| {
-            let step = store::mark_refunded(conn, payment.id, amount)?;
-            Ok(step.map(|p| {
-                let event = Event::new(
-                    p.order_id,
-                    None,
-                    PaymentRefunded {
-                        payment_id: p.id,
-                        tid: p.tid().to_owned(),
-                        amount,
-                        refunded_at: p.refunded_at.unwrap_or_else(Utc::now),
-                    },
-                );
-                (p, event)
-            }))
-        })
-        .await?;
+        let announce = move |p: &Payment| {
+            Event::new(
+                p.order_id,
+                None,
+                PaymentRefunded {
+                    payment_id: p.id,
+                    tid: p.tid().to_owned(),
+                    amount,
+                    refunded_at: p.refunded_at.unwrap_or_else(Utc::now),
+                },
+            )
+        };
+        self.commit(cause, payment.id, Transition::Refunded { amount }, announce)
+            .await?;
         metrics::counter!("payment_refunds_total").increment(1);
         Ok(())
     }
@@ -300,10 +263,7 @@ impl Checkout {
     /// sweep never races an approve still in flight. Returns how many were settled.
     pub async fn reconcile_stuck(&self, older_than: std::time::Duration) -> Result<usize, DbError> {
         let cutoff = Utc::now() - chrono::Duration::from_std(older_than).unwrap_or_default();
-        let stuck = run_blocking(&self.pool, move |conn| {
-            Ok::<_, DbError>(store::stuck(conn, cutoff, 50)?)
-        })
-        .await?;
+        let stuck = self.db.stuck(cutoff, 50).await?;
         let mut settled = 0;
         for payment in stuck {
             let id = payment.id;
@@ -346,28 +306,21 @@ impl Checkout {
     }
 
     pub async fn find(&self, payment_id: Uuid) -> Result<Payment, ApiError> {
-        run_blocking(&self.pool, move |conn| {
-            Ok::<_, DbError>(store::find(conn, payment_id)?)
-        })
-        .await?
-        .ok_or(ApiError::NotFound("payment"))
+        self.db
+            .find(payment_id)
+            .await?
+            .ok_or(ApiError::NotFound("payment"))
     }
 
     pub async fn find_by_order(&self, order_id: Uuid) -> Result<Vec<Payment>, ApiError> {
-        Ok(run_blocking(&self.pool, move |conn| {
-            Ok::<_, DbError>(store::find_by_order(conn, order_id)?)
-        })
-        .await?)
+        Ok(self.db.find_by_order(order_id).await?)
     }
 
     pub async fn gateway_calls(
         &self,
         payment_id: Uuid,
     ) -> Result<Vec<store::GatewayCall>, ApiError> {
-        Ok(run_blocking(&self.pool, move |conn| {
-            Ok::<_, DbError>(store::gateway_calls_of(conn, payment_id)?)
-        })
-        .await?)
+        Ok(self.db.gateway_calls(payment_id).await?)
     }
 
     /// Settles an unclear approve by the gateway's own record of the payment.
@@ -387,24 +340,18 @@ impl Checkout {
                     message: format!("gateway reports {}", status.status),
                     method_result_code: None,
                 };
-                self.commit(None, move |conn| {
-                    fail(
-                        conn,
-                        &payment,
-                        PaymentStatus::Approving,
-                        PaymentFailureReason::Declined,
-                        &error,
-                        None,
-                    )
-                })
+                self.fail(
+                    &payment,
+                    PaymentStatus::Approving,
+                    PaymentFailureReason::Declined,
+                    &error,
+                    None,
+                )
                 .await?;
                 self.find(payment_id).await
             }
             Ok(_) => {
-                run_blocking(&self.pool, move |conn| {
-                    Ok::<_, DbError>(store::abandon_approval(conn, payment_id)?)
-                })
-                .await?;
+                self.db.abandon_approval(payment_id).await?;
                 Err(ApiError::GatewayUnavailable)
             }
             Err(error) => {
@@ -420,26 +367,25 @@ impl Checkout {
         method: Option<String>,
     ) -> Result<Payment, ApiError> {
         let payment_id = payment.id;
-        let approved = self
-            .commit(None, move |conn| {
-                let step = store::mark_approved(conn, payment.id, method.as_deref(), Utc::now())?;
-                Ok(step.map(|p| {
-                    let event = Event::new(
-                        p.order_id,
-                        None,
-                        PaymentApproved {
-                            payment_id: p.id,
-                            tid: p.tid().to_owned(),
-                            amount: p.amount,
-                            payment_method: p.payment_method.clone(),
-                            approved_at: p.approved_at.unwrap_or_else(Utc::now),
-                            order: p.snapshot(),
-                        },
-                    );
-                    (p, event)
-                }))
-            })
-            .await?;
+        let transition = Transition::Approved {
+            payment_method: method,
+            approved_at: Utc::now(),
+        };
+        let announce = |p: &Payment| {
+            Event::new(
+                p.order_id,
+                None,
+                PaymentApproved {
+                    payment_id: p.id,
+                    tid: p.tid().to_owned(),
+                    amount: p.amount,
+                    payment_method: p.payment_method.clone(),
+                    approved_at: p.approved_at.unwrap_or_else(Utc::now),
+                    order: p.snapshot(),
+                },
+            )
+        };
+        let approved = self.commit(None, payment.id, transition, announce).await?;
         if let Some(approved) = approved {
             metrics::counter!("payment_payments_approved_total").increment(1);
             tracing::info!(
@@ -450,53 +396,54 @@ impl Checkout {
         self.find(payment_id).await
     }
 
-    /// Runs `step` in a transaction (claiming `cause` in the inbox first, when given),
-    /// enqueues the event it returns, and wakes the relay after the commit.
-    async fn commit<F>(&self, cause: Option<Event>, step: F) -> Result<Option<Payment>, DbError>
+    /// Makes `transition` in a transaction (claiming `cause` in the inbox first, when
+    /// given), enqueues the event `announce` builds from the updated payment, and wakes
+    /// the relay after the commit. `None` when nothing changed.
+    async fn commit<F>(
+        &self,
+        cause: Option<Event>,
+        payment_id: Uuid,
+        transition: Transition,
+        announce: F,
+    ) -> Result<Option<Payment>, DbError>
     where
-        F: FnOnce(&mut PgConnection) -> Result<Step, DbError> + Send + 'static,
+        F: FnOnce(&Payment) -> Event + Send + 'static,
     {
-        let outbox = self.outbox.clone();
-        let done = run_blocking(&self.pool, move |conn| {
-            conn.transaction::<_, DbError, _>(|conn| {
-                if let Some(cause) = &cause {
-                    if !inbox::claim(conn, cause)? {
-                        return Ok(None);
-                    }
-                }
-                let Some((payment, event)) = step(conn)? else {
-                    return Ok(None);
-                };
-                outbox.enqueue(conn, &event)?;
-                Ok(Some(payment))
-            })
-        })
-        .await?;
+        let done = self
+            .db
+            .commit(&self.outbox, cause, payment_id, transition, announce)
+            .await?;
         if done.is_some() {
             self.outbox.notify();
         }
         Ok(done)
     }
-}
 
-fn fail(
-    conn: &mut PgConnection,
-    payment: &Payment,
-    from: PaymentStatus,
-    reason: PaymentFailureReason,
-    error: &KakaoPayError,
-    cause: Option<&Event>,
-) -> Result<Step, DbError> {
-    let code = error.code().filter(|c| *c != 0);
-    let step = store::mark_failed(conn, payment.id, from, &reason_text(reason), code)?;
-    if step.is_some() {
-        metrics::counter!("payment_payments_failed_total", "reason" => reason_label(reason))
-            .increment(1);
+    /// `from` → `FAILED` + `PaymentFailed` for a gateway error; `cause` is claimed in
+    /// the inbox and is the event's cause.
+    async fn fail(
+        &self,
+        payment: &Payment,
+        from: PaymentStatus,
+        reason: PaymentFailureReason,
+        error: &KakaoPayError,
+        cause: Option<Event>,
+    ) -> Result<Option<Payment>, DbError> {
+        let code = error.code().filter(|c| *c != 0);
+        let transition = Transition::Failed {
+            from,
+            reason: reason_text(reason),
+            error_code: code,
+        };
+        let (detail, follow) = (error.to_string(), cause.clone());
+        let announce = move |p: &Payment| failed_event(p, reason, code, detail, follow.as_ref());
+        let step = self.commit(cause, payment.id, transition, announce).await?;
+        if step.is_some() {
+            metrics::counter!("payment_payments_failed_total", "reason" => reason_label(reason))
+                .increment(1);
+        }
+        Ok(step)
     }
-    Ok(step.map(|p| {
-        let event = failed_event(&p, reason, code, error.to_string(), cause);
-        (p, event)
-    }))
 }
 
 /// A span for work on `payment` that continues its order's trace (see the `traceparent`

@@ -7,7 +7,9 @@
 //! | `PAYMENT_PORT` | `8082` | port (0 = any free port) |
 //! | `PAYMENT_PUBLIC_URL` | `http://127.0.0.1:8082` | base of the callback URLs Kakao Pay sends the shopper to |
 //! | `PAYMENT_DATABASE_URL` | `postgres://postgres@127.0.0.1:5432/payments` | PostgreSQL (secret) |
-//! | `PAYMENT_DB_POOL_SIZE` | `10` | r2d2 pool size |
+//! | `PAYMENT_DB_POOL_SIZE` | `10` | r2d2 pool size (in case 4: migrations, outbox relay, gauges) |
+//! | `PAYMENT_ASYNC_DB_POOL_SIZE` | `10` | case 4 only: size of the async (diesel-async + deadpool) pool of the request and event paths |
+//! | `SAGA_CASE` | `3` | which of the seed's cases this runs as (`shared_events::Case`): `1` delivers events over synchronous HTTP instead of Kafka, `4` runs the request and event paths on the async driver |
 //! | `PAYMENT_HTTP_WORKERS` | `2` | actix-web worker threads |
 //! | `PAYMENT_CONSUMER_GROUP` | `payment-service` | Kafka consumer group |
 //! | `PAYMENT_GATEWAY_MAX_ATTEMPTS` | `4` | tries of a gateway call that fails transiently |
@@ -18,10 +20,13 @@
 //! | `KAKAOPAY_SECRET_KEY` | — (required) | Kakao Pay secret key (secret) |
 //! | `KAKAOPAY_CID` | `TC0ONETIME` | merchant id |
 //! | `KAKAOPAY_TIMEOUT_MS` | `12000` | whole-request timeout (Kakao's platform gives up at 11 s) |
-//! | `KAFKA_BROKERS`, `KAFKA_TOPIC_PREFIX`, `KAFKA_PARTITIONS` | | see `shared_events::kafka` |
+//! | `KAFKA_BROKERS`, `KAFKA_TOPIC_PREFIX`, `KAFKA_PARTITIONS` | | see `shared_events::kafka` (cases 2–4) |
+//! | `PAYMENT_ORDER_URL` | `http://127.0.0.1:8081` | case 1: order-service, which receives payment events at `POST /internal/events` |
+//! | `PAYMENT_MAILER_URL` | `http://127.0.0.1:8083` | case 1: the mail service, which receives payment events at `POST /internal/events` |
 
 use secrecy::SecretString;
 use shared_events::kafka::KafkaSettings;
+use shared_events::Case;
 use url::Url;
 
 #[derive(Debug, Clone, clap::Parser)]
@@ -48,6 +53,8 @@ pub struct Settings {
     pub database_url: SecretString,
     #[arg(long, env = "PAYMENT_DB_POOL_SIZE", default_value_t = 10)]
     pub db_pool_size: u32,
+    #[arg(long, env = "PAYMENT_ASYNC_DB_POOL_SIZE", default_value_t = 10)]
+    pub async_db_pool_size: usize,
     #[arg(long, env = "PAYMENT_HTTP_WORKERS", default_value_t = 2)]
     pub http_workers: usize,
     #[arg(
@@ -76,8 +83,22 @@ pub struct Settings {
     pub kakaopay_cid: String,
     #[arg(long, env = "KAKAOPAY_TIMEOUT_MS", default_value_t = 12_000)]
     pub kakaopay_timeout_ms: u64,
+    #[arg(long, env = "SAGA_CASE", default_value = "3")]
+    pub case: Case,
     #[command(flatten)]
     pub kafka: KafkaSettings,
+    #[arg(
+        long,
+        env = "PAYMENT_ORDER_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
+    pub order_url: Url,
+    #[arg(
+        long,
+        env = "PAYMENT_MAILER_URL",
+        default_value = "http://127.0.0.1:8083"
+    )]
+    pub mailer_url: Url,
 }
 
 impl Settings {

@@ -27,9 +27,10 @@ pub enum ApiError {
 
 impl From<DbError> for ApiError {
     fn from(error: DbError) -> Self {
-        match error {
-            DbError::Pool(_) => ApiError::Unavailable(error),
-            other => ApiError::Internal(other),
+        if error.is_unavailable() {
+            ApiError::Unavailable(error)
+        } else {
+            ApiError::Internal(error)
         }
     }
 }

@@ -5,12 +5,12 @@
 //! (declines, `-7xx`, bad keys) fail at once. Every attempt is written to
 //! `gateway_calls` with its latency and outcome, and counted in metrics.
 
-use crate::store::{self, NewGatewayCall, Payment};
+use crate::persistence::PaymentDb;
+use crate::store::{NewGatewayCall, Payment};
 use kakaopay::{
     ApproveRequest, ApproveResponse, CancelRequest, CancelResponse, KakaoPayClient, KakaoPayError,
     OrderStatusResponse, ReadyRequest, ReadyResponse,
 };
-use shared_events::db::{run_blocking, DbError, PgPool};
 use shared_events::kafka::RetryPolicy;
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -36,15 +36,20 @@ impl CallbackUrls {
 #[derive(Clone)]
 pub struct Gateway {
     client: KakaoPayClient,
-    pool: PgPool,
+    db: PaymentDb,
     retry: RetryPolicy,
 }
 
 impl Gateway {
-    pub fn new(client: KakaoPayClient, pool: PgPool, max_attempts: u32, backoff: Duration) -> Self {
+    pub fn new(
+        client: KakaoPayClient,
+        db: PaymentDb,
+        max_attempts: u32,
+        backoff: Duration,
+    ) -> Self {
         Self {
             client,
-            pool,
+            db,
             retry: RetryPolicy {
                 max_attempts: max_attempts.max(1),
                 initial_backoff: backoff,
@@ -175,10 +180,7 @@ impl Gateway {
             http_status: error.and_then(KakaoPayError::http_status).map(i32::from),
             latency_ms: latency.as_secs_f64() * 1000.0,
         };
-        let recorded = run_blocking(&self.pool, move |conn| {
-            store::record_gateway_call(conn, &call).map_err(DbError::from)
-        })
-        .await;
+        let recorded = self.db.record_gateway_call(call).await;
         if let Err(error) = recorded {
             tracing::warn!(%error, "Could not record a gateway call.");
         }

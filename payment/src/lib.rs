@@ -5,6 +5,13 @@
 //! (with `pg_token`) → `approve` → `APPROVED` + `PaymentApproved`; the cancel or fail URL
 //! → `FAILED` + `PaymentFailed`. Every gateway call is recorded with its latency and
 //! outcome.
+//!
+//! The request and event paths reach PostgreSQL through [`persistence::PaymentDb`]:
+//! Diesel on the blocking pool (cases 1–3), or the same queries on diesel-async (case 4,
+//! `SAGA_CASE=4`).
+//!
+//! In case 1 (`SAGA_CASE=1`) the same events travel over synchronous HTTP instead of
+//! Kafka, inside the shopper's request: see [`sync_chain`].
 
 pub mod checkout;
 pub mod config;
@@ -12,9 +19,11 @@ pub mod domain;
 pub mod error;
 pub mod gateway;
 pub mod gauges;
+pub mod persistence;
 pub mod routes;
 pub mod startup;
 pub mod store;
+pub mod sync_chain;
 
 /// The payment database's own migrations (the outbox and inbox come from `shared-events`).
 pub const MIGRATIONS: diesel_migrations::EmbeddedMigrations =

@@ -6,7 +6,6 @@ use crate::error::ApiError;
 use crate::store::{GatewayCall, Payment};
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
-use shared_events::db::{run_blocking, DbError};
 use shared_events::http::InvalidParam;
 use shared_events::PaymentFailureReason;
 use uuid::Uuid;
@@ -22,8 +21,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 #[derive(Deserialize)]
-struct ApprovalQuery {
-    pg_token: Option<String>,
+pub(crate) struct ApprovalQuery {
+    pub(crate) pg_token: Option<String>,
 }
 
 /// Kakao Pay's `approval_url`: the shopper authenticated; approve with the `pg_token`.
@@ -103,22 +102,16 @@ async fn list_payments(
 }
 
 async fn readyz(checkout: web::Data<Checkout>) -> Result<HttpResponse, ApiError> {
-    run_blocking(&checkout.pool, |conn| {
-        use diesel::RunQueryDsl;
-        diesel::sql_query("SELECT 1")
-            .execute(conn)
-            .map_err(DbError::from)
-    })
-    .await?;
+    checkout.db.ping().await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"})))
 }
 
-fn parse_id(raw: &str, what: &'static str) -> Result<Uuid, ApiError> {
+pub(crate) fn parse_id(raw: &str, what: &'static str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::NotFound(what))
 }
 
 #[derive(Serialize)]
-struct PaymentView {
+pub(crate) struct PaymentView {
     #[serde(flatten)]
     payment: Payment,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -126,7 +119,7 @@ struct PaymentView {
 }
 
 impl PaymentView {
-    fn new(payment: Payment, gateway_calls: Option<Vec<GatewayCall>>) -> Self {
+    pub(crate) fn new(payment: Payment, gateway_calls: Option<Vec<GatewayCall>>) -> Self {
         Self {
             payment,
             gateway_calls,

@@ -120,210 +120,313 @@ pub struct NewGatewayCall {
     pub latency_ms: f64,
 }
 
-/// The order's payment, created `REQUESTED` if it has none yet.
-pub fn create_requested(
-    conn: &mut PgConnection,
-    order_id: Uuid,
-    order: &OrderSnapshot,
-    item_name: &str,
-    quantity: i64,
-) -> QueryResult<Payment> {
-    diesel::insert_into(payments::table)
-        .values((
-            payments::id.eq(Uuid::now_v7()),
-            payments::order_id.eq(order_id),
-            payments::status.eq(PaymentStatus::Requested.as_str()),
-            payments::amount.eq(order.total_amount),
-            payments::item_name.eq(item_name),
-            payments::quantity.eq(i32::try_from(quantity).unwrap_or(i32::MAX)),
-            payments::partner_user_id.eq(&order.customer_id),
-            payments::order_snapshot.eq(serde_json::to_value(order).unwrap_or_default()),
-            payments::traceparent.eq(shared_events::telemetry::current_traceparent()),
-        ))
-        .on_conflict(payments::order_id)
-        .do_nothing()
-        .execute(conn)?;
-    payments::table
-        .filter(payments::order_id.eq(order_id))
-        .select(Payment::as_select())
-        .first(conn)
+/// A guarded status change and what it records (made by [`apply_transition`], announced
+/// by the event the caller builds from the updated payment).
+#[derive(Debug, Clone)]
+pub enum Transition {
+    /// `REQUESTED` → `READY`: Kakao Pay issued a tid and the page to pay on.
+    Ready {
+        tid: String,
+        redirect_url: String,
+        mobile_redirect_url: String,
+    },
+    /// `from` → `FAILED`; `reason` is a `PaymentFailureReason` in snake case.
+    Failed {
+        from: PaymentStatus,
+        reason: String,
+        error_code: Option<i32>,
+    },
+    /// `APPROVING` → `APPROVED`.
+    Approved {
+        payment_method: Option<String>,
+        approved_at: DateTime<Utc>,
+    },
+    /// `REFUNDING` → `REFUNDED`.
+    Refunded { amount: i64 },
 }
 
-pub fn find(conn: &mut PgConnection, id: Uuid) -> QueryResult<Option<Payment>> {
-    payments::table
-        .find(id)
-        .select(Payment::as_select())
-        .first(conn)
-        .optional()
-}
+/// The queries of the request and event paths, written once and expanded twice: as
+/// blocking functions on `PgConnection` (this module, cases 1–3) and as async functions on
+/// `diesel_async::AsyncPgConnection` ([`nonblocking`], case 4). The Diesel query values
+/// are the same; `$run!` is the only difference (`.await` or not), so the SQL cannot
+/// drift between the two drivers.
+macro_rules! queries {
+    ($conn:ty, $($async:ident)?, $run:ident) => {
+        /// The order's payment, created `REQUESTED` if it has none yet.
+        pub $($async)? fn create_requested(
+            conn: &mut $conn,
+            order_id: Uuid,
+            order: &OrderSnapshot,
+            item_name: &str,
+            quantity: i64,
+        ) -> QueryResult<Payment> {
+            $run!(diesel::insert_into(payments::table)
+                .values((
+                    payments::id.eq(Uuid::now_v7()),
+                    payments::order_id.eq(order_id),
+                    payments::status.eq(PaymentStatus::Requested.as_str()),
+                    payments::amount.eq(order.total_amount),
+                    payments::item_name.eq(item_name),
+                    payments::quantity.eq(i32::try_from(quantity).unwrap_or(i32::MAX)),
+                    payments::partner_user_id.eq(&order.customer_id),
+                    payments::order_snapshot.eq(serde_json::to_value(order).unwrap_or_default()),
+                    payments::traceparent.eq(shared_events::telemetry::current_traceparent()),
+                ))
+                .on_conflict(payments::order_id)
+                .do_nothing()
+                .execute(conn))?;
+            $run!(payments::table
+                .filter(payments::order_id.eq(order_id))
+                .select(Payment::as_select())
+                .first::<Payment>(conn))
+        }
 
-pub fn find_by_order(conn: &mut PgConnection, order_id: Uuid) -> QueryResult<Vec<Payment>> {
-    payments::table
-        .filter(payments::order_id.eq(order_id))
-        .select(Payment::as_select())
-        .load(conn)
-}
+        pub $($async)? fn find(conn: &mut $conn, id: Uuid) -> QueryResult<Option<Payment>> {
+            $run!(payments::table
+                .find(id)
+                .select(Payment::as_select())
+                .first::<Payment>(conn))
+            .optional()
+        }
 
-/// Moves `id` from `from` to `to`, returning the updated payment, or `None` if it was not
-/// in `from` (someone else moved it first).
-fn transition(
-    conn: &mut PgConnection,
-    id: Uuid,
-    from: PaymentStatus,
-    to: PaymentStatus,
-) -> QueryResult<Option<Payment>> {
-    diesel::update(
-        payments::table
-            .find(id)
-            .filter(payments::status.eq(from.as_str())),
-    )
-    .set((
-        payments::status.eq(to.as_str()),
-        payments::updated_at.eq(diesel::dsl::now),
-    ))
-    .returning(Payment::as_returning())
-    .get_result(conn)
-    .optional()
-}
+        pub $($async)? fn find_by_order(conn: &mut $conn, order_id: Uuid) -> QueryResult<Vec<Payment>> {
+            $run!(payments::table
+                .filter(payments::order_id.eq(order_id))
+                .select(Payment::as_select())
+                .load::<Payment>(conn))
+        }
 
-pub fn mark_ready(
-    conn: &mut PgConnection,
-    id: Uuid,
-    tid: &str,
-    redirect_url: &str,
-    mobile_redirect_url: &str,
-) -> QueryResult<Option<Payment>> {
-    let Some(_) = transition(conn, id, PaymentStatus::Requested, PaymentStatus::Ready)? else {
-        return Ok(None);
+        /// Moves `id` from `from` to `to`, returning the updated payment, or `None` if it was not
+        /// in `from` (someone else moved it first).
+        $($async)? fn transition(
+            conn: &mut $conn,
+            id: Uuid,
+            from: PaymentStatus,
+            to: PaymentStatus,
+        ) -> QueryResult<Option<Payment>> {
+            $run!(diesel::update(
+                payments::table
+                    .find(id)
+                    .filter(payments::status.eq(from.as_str())),
+            )
+            .set((
+                payments::status.eq(to.as_str()),
+                payments::updated_at.eq(diesel::dsl::now),
+            ))
+            .returning(Payment::as_returning())
+            .get_result::<Payment>(conn))
+            .optional()
+        }
+
+        pub $($async)? fn mark_ready(
+            conn: &mut $conn,
+            id: Uuid,
+            tid: &str,
+            redirect_url: &str,
+            mobile_redirect_url: &str,
+        ) -> QueryResult<Option<Payment>> {
+            let Some(_) = $run!(transition(conn, id, PaymentStatus::Requested, PaymentStatus::Ready))? else {
+                return Ok(None);
+            };
+            $run!(diesel::update(payments::table.find(id))
+                .set((
+                    payments::tid.eq(tid),
+                    payments::redirect_url.eq(redirect_url),
+                    payments::mobile_redirect_url.eq(mobile_redirect_url),
+                    payments::ready_at.eq(diesel::dsl::now),
+                ))
+                .returning(Payment::as_returning())
+                .get_result::<Payment>(conn))
+            .map(Some)
+        }
+
+        /// `READY` → `APPROVING`: only the caller that gets `Some` may call approve.
+        pub $($async)? fn begin_approval(conn: &mut $conn, id: Uuid) -> QueryResult<Option<Payment>> {
+            $run!(transition(conn, id, PaymentStatus::Ready, PaymentStatus::Approving))
+        }
+
+        /// `APPROVING` → `READY`: the approve certainly did not happen; the shopper may retry.
+        pub $($async)? fn abandon_approval(conn: &mut $conn, id: Uuid) -> QueryResult<Option<Payment>> {
+            $run!(transition(conn, id, PaymentStatus::Approving, PaymentStatus::Ready))
+        }
+
+        pub $($async)? fn mark_approved(
+            conn: &mut $conn,
+            id: Uuid,
+            payment_method: Option<&str>,
+            approved_at: DateTime<Utc>,
+        ) -> QueryResult<Option<Payment>> {
+            let Some(_) = $run!(transition(conn, id, PaymentStatus::Approving, PaymentStatus::Approved))? else {
+                return Ok(None);
+            };
+            $run!(diesel::update(payments::table.find(id))
+                .set((
+                    payments::payment_method.eq(payment_method),
+                    payments::approved_at.eq(approved_at),
+                ))
+                .returning(Payment::as_returning())
+                .get_result::<Payment>(conn))
+            .map(Some)
+        }
+
+        /// `reason` is a `PaymentFailureReason` in snake case, or `order_cancelled`.
+        pub $($async)? fn mark_failed(
+            conn: &mut $conn,
+            id: Uuid,
+            from: PaymentStatus,
+            reason: &str,
+            error_code: Option<i32>,
+        ) -> QueryResult<Option<Payment>> {
+            let Some(_) = $run!(transition(conn, id, from, PaymentStatus::Failed))? else {
+                return Ok(None);
+            };
+            $run!(diesel::update(payments::table.find(id))
+                .set((
+                    payments::failure_reason.eq(reason),
+                    payments::error_code.eq(error_code),
+                    payments::failed_at.eq(diesel::dsl::now),
+                ))
+                .returning(Payment::as_returning())
+                .get_result::<Payment>(conn))
+            .map(Some)
+        }
+
+        /// Payments still `APPROVING` or `REFUNDING` since before `cutoff`.
+        pub $($async)? fn stuck(
+            conn: &mut $conn,
+            cutoff: DateTime<Utc>,
+            limit: i64,
+        ) -> QueryResult<Vec<Payment>> {
+            let statuses = [
+                PaymentStatus::Approving.as_str(),
+                PaymentStatus::Refunding.as_str(),
+            ];
+            $run!(payments::table
+                .filter(payments::status.eq_any(statuses))
+                .filter(payments::updated_at.lt(cutoff))
+                .order(payments::updated_at)
+                .limit(limit)
+                .select(Payment::as_select())
+                .load::<Payment>(conn))
+        }
+
+        /// `APPROVED` → `REFUNDING`: only the caller that gets `Some` may call Kakao Pay cancel.
+        pub $($async)? fn begin_refund(conn: &mut $conn, id: Uuid) -> QueryResult<Option<Payment>> {
+            $run!(transition(conn, id, PaymentStatus::Approved, PaymentStatus::Refunding))
+        }
+
+        pub $($async)? fn mark_refunded(
+            conn: &mut $conn,
+            id: Uuid,
+            amount: i64,
+        ) -> QueryResult<Option<Payment>> {
+            let Some(_) = $run!(transition(conn, id, PaymentStatus::Refunding, PaymentStatus::Refunded))? else {
+                return Ok(None);
+            };
+            $run!(diesel::update(payments::table.find(id))
+                .set((
+                    payments::refunded_amount.eq(amount),
+                    payments::refunded_at.eq(diesel::dsl::now),
+                ))
+                .returning(Payment::as_returning())
+                .get_result::<Payment>(conn))
+            .map(Some)
+        }
+
+        /// Makes the guarded status change `transition` describes; `None` when the payment was
+        /// not in the status it comes from.
+        pub $($async)? fn apply_transition(
+            conn: &mut $conn,
+            id: Uuid,
+            transition: &Transition,
+        ) -> QueryResult<Option<Payment>> {
+            match transition {
+                Transition::Ready {
+                    tid,
+                    redirect_url,
+                    mobile_redirect_url,
+                } => $run!(mark_ready(conn, id, tid, redirect_url, mobile_redirect_url)),
+                Transition::Failed {
+                    from,
+                    reason,
+                    error_code,
+                } => $run!(mark_failed(conn, id, *from, reason, *error_code)),
+                Transition::Approved {
+                    payment_method,
+                    approved_at,
+                } => $run!(mark_approved(conn, id, payment_method.as_deref(), *approved_at)),
+                Transition::Refunded { amount } => $run!(mark_refunded(conn, id, *amount)),
+            }
+        }
+
+        /// Closes the order's payments that can still be paid (`REQUESTED`, `READY` →
+        /// `FAILED`, `order_cancelled`); returns how many.
+        pub $($async)? fn close_unpaid(conn: &mut $conn, order_id: Uuid) -> QueryResult<u64> {
+            let mut closed = 0;
+            for payment in $run!(find_by_order(conn, order_id))? {
+                for from in [PaymentStatus::Requested, PaymentStatus::Ready] {
+                    closed += $run!(mark_failed(conn, payment.id, from, "order_cancelled", None))?
+                        .map_or(0, |_| 1);
+                }
+            }
+            Ok(closed)
+        }
+
+        pub $($async)? fn record_gateway_call(conn: &mut $conn, call: &NewGatewayCall) -> QueryResult<()> {
+            $run!(diesel::insert_into(gateway_calls::table)
+                .values((
+                    gateway_calls::payment_id.eq(call.payment_id),
+                    gateway_calls::kind.eq(call.kind),
+                    gateway_calls::outcome.eq(call.outcome),
+                    gateway_calls::error_code.eq(call.error_code),
+                    gateway_calls::http_status.eq(call.http_status),
+                    gateway_calls::latency_ms.eq(call.latency_ms),
+                ))
+                .execute(conn))
+            .map(|_| ())
+        }
+
+        pub $($async)? fn gateway_calls_of(
+            conn: &mut $conn,
+            payment_id: Uuid,
+        ) -> QueryResult<Vec<GatewayCall>> {
+            $run!(gateway_calls::table
+                .filter(gateway_calls::payment_id.eq(payment_id))
+                .order(gateway_calls::id)
+                .select(GatewayCall::as_select())
+                .load::<GatewayCall>(conn))
+        }
     };
-    diesel::update(payments::table.find(id))
-        .set((
-            payments::tid.eq(tid),
-            payments::redirect_url.eq(redirect_url),
-            payments::mobile_redirect_url.eq(mobile_redirect_url),
-            payments::ready_at.eq(diesel::dsl::now),
-        ))
-        .returning(Payment::as_returning())
-        .get_result(conn)
-        .map(Some)
 }
 
-/// `READY` → `APPROVING`: only the caller that gets `Some` may call approve.
-pub fn begin_approval(conn: &mut PgConnection, id: Uuid) -> QueryResult<Option<Payment>> {
-    transition(conn, id, PaymentStatus::Ready, PaymentStatus::Approving)
-}
-
-/// `APPROVING` → `READY`: the approve certainly did not happen; the shopper may retry.
-pub fn abandon_approval(conn: &mut PgConnection, id: Uuid) -> QueryResult<Option<Payment>> {
-    transition(conn, id, PaymentStatus::Approving, PaymentStatus::Ready)
-}
-
-pub fn mark_approved(
-    conn: &mut PgConnection,
-    id: Uuid,
-    payment_method: Option<&str>,
-    approved_at: DateTime<Utc>,
-) -> QueryResult<Option<Payment>> {
-    let Some(_) = transition(conn, id, PaymentStatus::Approving, PaymentStatus::Approved)? else {
-        return Ok(None);
+/// Runs a statement on the blocking driver: no `.await`.
+macro_rules! blocking {
+    ($statement:expr) => {
+        $statement
     };
-    diesel::update(payments::table.find(id))
-        .set((
-            payments::payment_method.eq(payment_method),
-            payments::approved_at.eq(approved_at),
-        ))
-        .returning(Payment::as_returning())
-        .get_result(conn)
-        .map(Some)
 }
 
-/// `reason` is a `PaymentFailureReason` in snake case, or `order_cancelled`.
-pub fn mark_failed(
-    conn: &mut PgConnection,
-    id: Uuid,
-    from: PaymentStatus,
-    reason: &str,
-    error_code: Option<i32>,
-) -> QueryResult<Option<Payment>> {
-    let Some(_) = transition(conn, id, from, PaymentStatus::Failed)? else {
-        return Ok(None);
-    };
-    diesel::update(payments::table.find(id))
-        .set((
-            payments::failure_reason.eq(reason),
-            payments::error_code.eq(error_code),
-            payments::failed_at.eq(diesel::dsl::now),
-        ))
-        .returning(Payment::as_returning())
-        .get_result(conn)
-        .map(Some)
-}
+queries!(PgConnection, , blocking);
 
-/// Payments still `APPROVING` or `REFUNDING` since before `cutoff`.
-pub fn stuck(
-    conn: &mut PgConnection,
-    cutoff: DateTime<Utc>,
-    limit: i64,
-) -> QueryResult<Vec<Payment>> {
-    let statuses = [
-        PaymentStatus::Approving.as_str(),
-        PaymentStatus::Refunding.as_str(),
-    ];
-    payments::table
-        .filter(payments::status.eq_any(statuses))
-        .filter(payments::updated_at.lt(cutoff))
-        .order(payments::updated_at)
-        .limit(limit)
-        .select(Payment::as_select())
-        .load(conn)
-}
+/// The same queries on the async driver (case 4); call them with a connection of
+/// `shared_events::async_db`.
+pub mod nonblocking {
+    use super::{gateway_calls, payments, GatewayCall, NewGatewayCall, Payment, Transition};
+    use crate::domain::PaymentStatus;
+    use chrono::{DateTime, Utc};
+    use diesel::{ExpressionMethods, OptionalExtension, QueryDsl, QueryResult, SelectableHelper};
+    use diesel_async::{AsyncPgConnection, RunQueryDsl};
+    use shared_events::OrderSnapshot;
+    use uuid::Uuid;
 
-/// `APPROVED` → `REFUNDING`: only the caller that gets `Some` may call Kakao Pay cancel.
-pub fn begin_refund(conn: &mut PgConnection, id: Uuid) -> QueryResult<Option<Payment>> {
-    transition(conn, id, PaymentStatus::Approved, PaymentStatus::Refunding)
-}
+    /// Runs a statement on the async driver.
+    macro_rules! awaited {
+        ($statement:expr) => {
+            $statement.await
+        };
+    }
 
-pub fn mark_refunded(
-    conn: &mut PgConnection,
-    id: Uuid,
-    amount: i64,
-) -> QueryResult<Option<Payment>> {
-    let Some(_) = transition(conn, id, PaymentStatus::Refunding, PaymentStatus::Refunded)? else {
-        return Ok(None);
-    };
-    diesel::update(payments::table.find(id))
-        .set((
-            payments::refunded_amount.eq(amount),
-            payments::refunded_at.eq(diesel::dsl::now),
-        ))
-        .returning(Payment::as_returning())
-        .get_result(conn)
-        .map(Some)
-}
-
-pub fn record_gateway_call(conn: &mut PgConnection, call: &NewGatewayCall) -> QueryResult<()> {
-    diesel::insert_into(gateway_calls::table)
-        .values((
-            gateway_calls::payment_id.eq(call.payment_id),
-            gateway_calls::kind.eq(call.kind),
-            gateway_calls::outcome.eq(call.outcome),
-            gateway_calls::error_code.eq(call.error_code),
-            gateway_calls::http_status.eq(call.http_status),
-            gateway_calls::latency_ms.eq(call.latency_ms),
-        ))
-        .execute(conn)
-        .map(|_| ())
-}
-
-pub fn gateway_calls_of(
-    conn: &mut PgConnection,
-    payment_id: Uuid,
-) -> QueryResult<Vec<GatewayCall>> {
-    gateway_calls::table
-        .filter(gateway_calls::payment_id.eq(payment_id))
-        .order(gateway_calls::id)
-        .select(GatewayCall::as_select())
-        .load(conn)
+    queries!(AsyncPgConnection, async, awaited);
 }
 
 /// How many payments are in each status (statuses without payments are absent).

@@ -11,6 +11,9 @@
 //! | 2 | Kafka (outbox → topic → consumer) | Diesel + r2d2 (blocking pool) | blocking (thread pool, sync SMTP), history in PostgreSQL |
 //! | 3 | Kafka | Diesel + r2d2 (blocking pool) | Tokio-native, history in MongoDB |
 //! | 4 | Kafka | diesel-async (async pool) | Tokio-native, history in MongoDB |
+//!
+//! Case 4 selects `OrderDb::Async` / `PaymentDb::Async` (the services' `persistence`
+//! modules) over `shared_events::async_db`; background work stays on the blocking pool.
 
 use std::fmt;
 

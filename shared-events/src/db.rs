@@ -24,12 +24,21 @@ pub enum DbError {
     Query(#[from] diesel::result::Error),
     #[error("database task did not finish: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// The async pool (case 4) could not hand out a connection.
+    #[error("no database connection: {0}")]
+    AsyncPool(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl DbError {
     /// True when the row asked for does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, DbError::Query(diesel::result::Error::NotFound))
+    }
+
+    /// True when no connection could be had (the database is out of reach): a 503, not
+    /// a 500.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, DbError::Pool(_) | DbError::AsyncPool(_))
     }
 }
 

@@ -16,14 +16,44 @@ diesel::table! {
     }
 }
 
+/// The inbox row of an event; one insert statement for both drivers.
+#[derive(Insertable)]
+#[diesel(table_name = processed_events)]
+struct Claim {
+    event_id: uuid::Uuid,
+    event_type: &'static str,
+}
+
+impl Claim {
+    fn of(event: &Event) -> Self {
+        Claim {
+            event_id: event.event_id,
+            event_type: event.event_type().as_str(),
+        }
+    }
+}
+
 /// Records `event` as handled. Returns `false` if it had been handled already.
 pub fn claim(conn: &mut PgConnection, event: &Event) -> QueryResult<bool> {
     let inserted = diesel::insert_into(processed_events::table)
-        .values((
-            processed_events::event_id.eq(event.event_id),
-            processed_events::event_type.eq(event.event_type().as_str()),
-        ))
+        .values(Claim::of(event))
         .on_conflict_do_nothing()
         .execute(conn)?;
+    Ok(inserted == 1)
+}
+
+/// [`claim`] on the async driver (case 4), in the caller's transaction.
+#[cfg(feature = "async-db")]
+pub async fn claim_async(
+    conn: &mut diesel_async::AsyncPgConnection,
+    event: &Event,
+) -> QueryResult<bool> {
+    let inserted = diesel_async::RunQueryDsl::execute(
+        diesel::insert_into(processed_events::table)
+            .values(Claim::of(event))
+            .on_conflict_do_nothing(),
+        conn,
+    )
+    .await?;
     Ok(inserted == 1)
 }

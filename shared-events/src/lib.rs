@@ -11,15 +11,23 @@
 //! * `db`, `outbox`, `inbox` (feature `outbox`): the r2d2 pool and the one helper that runs
 //!   Diesel work off the async executor, the transactional outbox and its relay, and the
 //!   processed-event table that makes consumers idempotent.
+//! * `async_db` (feature `async-db`): case 4's async pool (diesel-async on tokio-postgres,
+//!   deadpool), for the request and event paths of order and payment.
+//! * `chain` (feature `outbox`): case 1's transport — the outbox delivered over
+//!   synchronous HTTP (`POST /internal/events`) by the request that wrote it.
 //! * `telemetry` (feature `telemetry`): the tracing subscriber every binary installs and
 //!   the process's Prometheus recorder.
 //! * `http` (feature `http`): RFC 9457 problem details and the `/healthz` and `/metrics`
 //!   routes every service serves.
 
+#[cfg(feature = "async-db")]
+pub mod async_db;
 pub mod case;
 pub mod event;
 pub mod topics;
 
+#[cfg(feature = "outbox")]
+pub mod chain;
 #[cfg(feature = "outbox")]
 pub mod db;
 #[cfg(feature = "http")]

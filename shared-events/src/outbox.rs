@@ -55,11 +55,24 @@ struct OutboxRow {
     traceparent: Option<String>,
 }
 
+#[derive(Debug, Insertable)]
+#[diesel(table_name = outbox)]
+struct NewOutboxRow {
+    event_id: uuid::Uuid,
+    topic: String,
+    message_key: String,
+    event_type: &'static str,
+    payload: String,
+    traceparent: Option<String>,
+}
+
 /// The write side: enqueue events inside a transaction, then notify the relay.
 #[derive(Debug, Clone)]
 pub struct Outbox {
     topics: Topics,
     wake: Arc<Notify>,
+    /// Case 1: the events are delivered over HTTP by the request that wrote them.
+    chain: Option<crate::chain::HttpChain>,
 }
 
 impl Outbox {
@@ -67,6 +80,31 @@ impl Outbox {
         Self {
             topics,
             wake: Arc::new(Notify::new()),
+            chain: None,
+        }
+    }
+
+    /// Case 1: deliver this outbox over synchronous HTTP ([`crate::chain`]) rather than
+    /// through the Kafka relay.
+    pub fn with_http_chain(mut self, chain: crate::chain::HttpChain) -> Self {
+        self.chain = Some(chain);
+        self
+    }
+
+    /// The HTTP chain, in case 1.
+    pub fn http_chain(&self) -> Option<&crate::chain::HttpChain> {
+        self.chain.as_ref()
+    }
+
+    /// Case 1: delivers order `order_id`'s committed events now and waits for their
+    /// subscribers (see [`crate::chain::HttpChain::flush`]). A failed delivery is logged
+    /// and left to the background relay: the caller's own change is committed either way.
+    /// With Kafka (no chain) this does nothing: the relay publishes.
+    pub async fn dispatch_now(&self, order_id: uuid::Uuid) {
+        if let Some(chain) = &self.chain {
+            if let Err(error) = chain.flush(&order_id.to_string()).await {
+                tracing::warn!(%order_id, %error, "Event not delivered yet; the HTTP relay will retry.");
+            }
         }
     }
 
@@ -79,16 +117,34 @@ impl Outbox {
     /// published as the message's `traceparent` header.
     pub fn enqueue(&self, conn: &mut PgConnection, event: &Event) -> QueryResult<()> {
         diesel::insert_into(outbox::table)
-            .values((
-                outbox::event_id.eq(event.event_id),
-                outbox::topic.eq(self.topics.for_event(&event.body)),
-                outbox::message_key.eq(event.key()),
-                outbox::event_type.eq(event.event_type().as_str()),
-                outbox::payload.eq(event.to_json()),
-                outbox::traceparent.eq(crate::telemetry::current_traceparent()),
-            ))
+            .values(self.row(event))
             .execute(conn)
             .map(|_| ())
+    }
+
+    /// [`Outbox::enqueue`] on the async driver (case 4), in the caller's transaction.
+    #[cfg(feature = "async-db")]
+    pub async fn enqueue_async(
+        &self,
+        conn: &mut diesel_async::AsyncPgConnection,
+        event: &Event,
+    ) -> QueryResult<()> {
+        let insert = diesel::insert_into(outbox::table).values(self.row(event));
+        diesel_async::RunQueryDsl::execute(insert, conn)
+            .await
+            .map(|_| ())
+    }
+
+    /// The outbox row of `event`: one insert for both drivers.
+    fn row(&self, event: &Event) -> NewOutboxRow {
+        NewOutboxRow {
+            event_id: event.event_id,
+            topic: self.topics.for_event(&event.body).to_owned(),
+            message_key: event.key(),
+            event_type: event.event_type().as_str(),
+            payload: event.to_json(),
+            traceparent: crate::telemetry::current_traceparent(),
+        }
     }
 
     /// Wakes the relay. Call it after the transaction committed.

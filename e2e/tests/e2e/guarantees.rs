@@ -37,6 +37,34 @@ fn caught_up(stack: &Stack, group: &str, topic: &str) -> bool {
     })
 }
 
+/// Waits until every consumer group of `generation` (0 at start, 1 after a replay) has
+/// consumed and committed everything on the topics it reads.
+pub(crate) async fn wait_until_consumed(stack: &Stack, generation: u32) {
+    let topics = [
+        format!("t{}.orders.v1", stack.id),
+        format!("t{}.payments.v1", stack.id),
+    ];
+    let groups = [
+        ("payment", &topics[0]),
+        ("order", &topics[1]),
+        ("notifier", &topics[0]),
+        ("notifier", &topics[1]),
+    ];
+    eventually("every consumer to have read every topic", || async {
+        groups
+            .iter()
+            .all(|(service, topic)| {
+                caught_up(
+                    stack,
+                    &format!("{service}-{}-g{generation}", stack.id),
+                    topic,
+                )
+            })
+            .then_some(())
+    })
+    .await;
+}
+
 /// What a replay must not change: orders, payments with their gateway calls, the
 /// gateway's ledger, mails and mail history.
 async fn observable_state(stack: &Stack, orders: &[(Uuid, String)]) -> Value {
@@ -126,23 +154,7 @@ async fn replaying_every_topic_from_the_start_changes_nothing() {
         .replay_everything()
         .await
         .expect("services restart in new groups");
-    let topics = [
-        format!("t{}.orders.v1", stack.id),
-        format!("t{}.payments.v1", stack.id),
-    ];
-    let groups = [
-        ("payment", &topics[0]),
-        ("order", &topics[1]),
-        ("notifier", &topics[0]),
-        ("notifier", &topics[1]),
-    ];
-    eventually("every consumer to have re-read every topic", || async {
-        groups
-            .iter()
-            .all(|(service, topic)| caught_up(&stack, &format!("{service}-{}-g1", stack.id), topic))
-            .then_some(())
-    })
-    .await;
+    wait_until_consumed(&stack, 1).await;
 
     let after = observable_state(&stack, &orders).await;
     assert_eq!(after, before, "a full replay changed something");

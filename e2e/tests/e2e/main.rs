@@ -2,6 +2,8 @@
 //! and SMTP, with the Kakao Pay simulator. Run them with `infra/stack test`.
 
 mod bad_input;
+mod case4;
+mod cases;
 mod compensations;
 mod flow;
 mod guarantees;

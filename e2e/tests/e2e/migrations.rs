@@ -60,3 +60,8 @@ fn order_migrations_run_up_down_up() {
 fn payment_migrations_run_up_down_up() {
     up_down_up("payment", || payment::MIGRATIONS);
 }
+
+#[test]
+fn mail_history_migrations_run_up_down_up() {
+    up_down_up("mail", || notifier::blocking::startup::MIGRATIONS);
+}

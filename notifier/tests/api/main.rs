@@ -4,6 +4,7 @@
 //! Every test uses its own topic prefix, consumer group, Mongo database and recipient
 //! addresses, so tests (and other crates' tests) can share the servers concurrently.
 
+mod blocking;
 mod dead_letters;
 mod delivery;
 mod helpers;

@@ -1,0 +1,153 @@
+//! The blocking mail service's configuration (`mailer-blocking --help`).
+//!
+//! | env var | default | meaning |
+//! |---|---|---|
+//! | `SAGA_CASE` | `2` | `1`: events arrive over HTTP (`POST /internal/events`), no Kafka; `2`: consumed from Kafka |
+//! | `MAILER_HOST` | `127.0.0.1` | address the HTTP API binds to |
+//! | `MAILER_PORT` | `8083` | port of the HTTP API (`0`: a random free port); it stands where the notifier would |
+//! | `MAILER_DATABASE_URL` | `postgres://postgres@127.0.0.1:5432/mail` | PostgreSQL holding the mail history (secret) |
+//! | `MAILER_DB_POOL_SIZE` | `10` | r2d2 pool size; one connection per mail being sent |
+//! | `MAILER_CONSUMERS` | `1` | Kafka consumers in the group (case 2); each handles one mail at a time on a blocking thread |
+//! | `MAILER_CONSUMER_GROUP` | `mailer` | Kafka consumer group (case 2) |
+//! | `KAFKA_BROKERS`, `KAFKA_TOPIC_PREFIX`, `KAFKA_PARTITIONS` | | see `shared_events::kafka` (case 2) |
+//! | `SMTP_HOST` / `SMTP_PORT` | `127.0.0.1` / `2525` | SMTP relay (plain SMTP) |
+//! | `MAIL_FROM` | `Saga Shop <shop@example.com>` | `From` of every mail; its domain ends the Message-IDs |
+//! | `NOTIFIER_API_TOKEN` | `local-dev-token` | bearer token of `GET /notifications…` (the notifier's; local stack default only) |
+//! | `MAILER_SMTP_POOL_SIZE` | `8` | lettre's pool of blocking SMTP connections |
+//! | `MAILER_SMTP_TIMEOUT_SECS` | `10` | timeout of one SMTP connection and dialogue step |
+//! | `MAILER_MAIL_MAX_ATTEMPTS` | `5` | delivery attempts before a mail is recorded `FAILED` |
+//! | `MAILER_MAIL_RETRY_INITIAL_MS` | `500` | wait before the 2nd attempt; doubles (with jitter) |
+//! | `MAILER_MAIL_RETRY_MAX_MS` | `30000` | cap of the wait between attempts |
+//! | `MAILER_HTTP_WORKERS` | `2` | actix-web worker threads |
+
+use secrecy::SecretString;
+use shared_events::kafka::KafkaSettings;
+use shared_events::Case;
+use std::convert::Infallible;
+use std::time::Duration;
+
+#[derive(clap::Parser, Debug, Clone)]
+#[command(
+    name = "mailer-blocking",
+    about = "The blocking mail service of cases 1 and 2: synchronous SMTP on a thread pool, history in PostgreSQL."
+)]
+pub struct MailerSettings {
+    /// Which of the seed's cases this runs as: 1 (events over HTTP) or 2 (Kafka).
+    #[arg(long, env = "SAGA_CASE", default_value = "2")]
+    pub case: Case,
+    #[arg(long, env = "MAILER_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    #[arg(long, env = "MAILER_PORT", default_value_t = 8083)]
+    pub port: u16,
+    #[arg(
+        long,
+        env = "MAILER_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/mail",
+        hide_env_values = true,
+        value_parser = parse_secret
+    )]
+    pub database_url: SecretString,
+    #[arg(long, env = "MAILER_DB_POOL_SIZE", default_value_t = 10)]
+    pub db_pool_size: u32,
+    #[arg(long, env = "MAILER_CONSUMERS", default_value_t = 1)]
+    pub consumers: usize,
+    #[arg(long, env = "MAILER_CONSUMER_GROUP", default_value = "mailer")]
+    pub consumer_group: String,
+    #[command(flatten)]
+    pub kafka: KafkaSettings,
+    #[arg(long, env = "SMTP_HOST", default_value = "127.0.0.1")]
+    pub smtp_host: String,
+    #[arg(long, env = "SMTP_PORT", default_value_t = 2525)]
+    pub smtp_port: u16,
+    #[arg(
+        long,
+        env = "MAIL_FROM",
+        default_value = "Saga Shop <shop@example.com>"
+    )]
+    pub mail_from: String,
+    /// Bearer token of `GET /notifications…`. The default is for the local stack only.
+    #[arg(
+        long,
+        env = "NOTIFIER_API_TOKEN",
+        default_value = "local-dev-token",
+        hide_env_values = true,
+        value_parser = parse_secret
+    )]
+    pub api_token: SecretString,
+    #[arg(long, env = "MAILER_SMTP_POOL_SIZE", default_value_t = 8)]
+    pub smtp_pool_size: u32,
+    #[arg(long, env = "MAILER_SMTP_TIMEOUT_SECS", default_value_t = 10)]
+    pub smtp_timeout_secs: u64,
+    #[arg(long, env = "MAILER_MAIL_MAX_ATTEMPTS", default_value_t = 5)]
+    pub mail_max_attempts: u32,
+    #[arg(long, env = "MAILER_MAIL_RETRY_INITIAL_MS", default_value_t = 500)]
+    pub mail_retry_initial_ms: u64,
+    #[arg(long, env = "MAILER_MAIL_RETRY_MAX_MS", default_value_t = 30_000)]
+    pub mail_retry_max_ms: u64,
+    #[arg(long, env = "MAILER_HTTP_WORKERS", default_value_t = 2)]
+    pub http_workers: usize,
+}
+
+fn parse_secret(value: &str) -> Result<SecretString, Infallible> {
+    Ok(SecretString::from(value))
+}
+
+impl MailerSettings {
+    pub fn delivery_policy(&self) -> crate::service::DeliveryPolicy {
+        crate::service::DeliveryPolicy {
+            max_attempts: self.mail_max_attempts.max(1),
+            initial_backoff: Duration::from_millis(self.mail_retry_initial_ms),
+            max_backoff: Duration::from_millis(
+                self.mail_retry_max_ms.max(self.mail_retry_initial_ms),
+            ),
+        }
+    }
+
+    pub fn smtp(&self) -> crate::transport::SmtpSettings {
+        crate::transport::SmtpSettings {
+            host: self.smtp_host.clone(),
+            port: self.smtp_port,
+            timeout: Duration::from_secs(self.smtp_timeout_secs.max(1)),
+            pool_size: self.smtp_pool_size.max(1),
+            from: self.mail_from.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[test]
+    fn every_setting_has_a_default_and_help_names_every_env_var() {
+        let settings = MailerSettings::parse_from(["mailer-blocking"]);
+        assert_eq!(settings.case, Case::KafkaBlockingMail);
+        assert_eq!(settings.port, 8083);
+        assert!(!format!("{settings:?}").contains("local-dev-token"));
+        assert!(!format!("{settings:?}").contains("postgres://"));
+        let help = MailerSettings::command().render_long_help().to_string();
+        for var in [
+            "SAGA_CASE",
+            "MAILER_HOST",
+            "MAILER_PORT",
+            "MAILER_DATABASE_URL",
+            "MAILER_DB_POOL_SIZE",
+            "MAILER_CONSUMERS",
+            "MAILER_CONSUMER_GROUP",
+            "KAFKA_BROKERS",
+            "SMTP_HOST",
+            "SMTP_PORT",
+            "MAIL_FROM",
+            "NOTIFIER_API_TOKEN",
+            "MAILER_SMTP_POOL_SIZE",
+            "MAILER_SMTP_TIMEOUT_SECS",
+            "MAILER_MAIL_MAX_ATTEMPTS",
+            "MAILER_MAIL_RETRY_INITIAL_MS",
+            "MAILER_MAIL_RETRY_MAX_MS",
+            "MAILER_HTTP_WORKERS",
+        ] {
+            assert!(help.contains(var), "--help does not mention {var}");
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! [`MailerApp`]: the blocking mail service's HTTP API and its event input (Kafka
+//! consumers in case 2, `POST /internal/events` in case 1).
+
+use super::service::{outcome_label, BlockingMailer, MailEvents, MailerError};
+use super::settings::MailerSettings;
+use super::smtp::BlockingSmtp;
+use super::store::PgHistoryStore;
+use crate::api::{self, ApiState};
+use crate::render::Renderer;
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use anyhow::Context;
+use secrecy::ExposeSecret;
+use shared_events::db::{self, run_blocking, DbError, PgPool};
+use shared_events::http::{HttpMetrics, Problem};
+use shared_events::kafka::{ConsumerLoop, DeadLetterPublisher};
+use shared_events::{Case, Event};
+use std::net::TcpListener;
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing_actix_web::TracingLogger;
+
+/// The mail history's migrations (`diesel-migrations/mail`).
+pub const MIGRATIONS: diesel_migrations::EmbeddedMigrations =
+    diesel_migrations::embed_migrations!("../diesel-migrations/mail");
+
+/// What the case-1 input and `/readyz` share.
+pub struct MailerState {
+    pub mailer: Arc<BlockingMailer>,
+    pub pool: PgPool,
+}
+
+/// The blocking mail service, running.
+pub struct MailerApp {
+    port: u16,
+    server: actix_web::dev::Server,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Applies the mail history's migrations, off the async executor.
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    use diesel_migrations::MigrationHarness;
+    run_blocking(pool, |conn| {
+        conn.run_pending_migrations(MIGRATIONS)
+            .map(|_| ())
+            .map_err(|e| MigrationFailed(e.to_string()))
+    })
+    .await
+    .map_err(|MigrationFailed(e)| anyhow::anyhow!("mail history migrations failed: {e}"))
+}
+
+struct MigrationFailed(String);
+
+impl From<DbError> for MigrationFailed {
+    fn from(error: DbError) -> Self {
+        MigrationFailed(error.to_string())
+    }
+}
+
+impl MailerApp {
+    /// Migrates the history database, then starts the HTTP API and (case 2) the Kafka
+    /// consumers.
+    pub async fn build(settings: MailerSettings) -> anyhow::Result<Self> {
+        let _ = shared_events::telemetry::metrics();
+        super::service::describe_metrics();
+        if !settings.case.blocking_mail() {
+            anyhow::bail!(
+                "the blocking mail service runs cases 1 and 2, not {}",
+                settings.case
+            );
+        }
+        let listener = TcpListener::bind((settings.host.as_str(), settings.port))
+            .with_context(|| format!("could not bind {}:{}", settings.host, settings.port))?;
+        let port = listener.local_addr()?.port();
+
+        let pool = db::build_pool(
+            settings.database_url.expose_secret(),
+            settings.db_pool_size.max(2),
+        );
+        migrate(&pool).await?;
+        let smtp = BlockingSmtp::new(&settings.smtp())?;
+        let renderer = Renderer::new(&smtp.from_domain()).context("mail templates")?;
+        let mailer = Arc::new(BlockingMailer::new(
+            renderer,
+            pool.clone(),
+            smtp,
+            settings.delivery_policy(),
+        ));
+        let shutdown = CancellationToken::new();
+
+        let mut tasks = Vec::new();
+        if settings.case.uses_kafka() {
+            settings.kafka.ensure_topics().await.with_context(|| {
+                format!(
+                    "could not create the Kafka topics on {}",
+                    settings.kafka.brokers
+                )
+            })?;
+            let topics = settings.kafka.topics();
+            let producer = settings.kafka.producer()?;
+            for n in 0..settings.consumers.max(1) {
+                let consumer = ConsumerLoop::new(
+                    &format!("mailer-blocking-{n}"),
+                    &settings.kafka,
+                    &settings.consumer_group,
+                    &[&topics.orders, &topics.payments],
+                    MailEvents(mailer.clone()),
+                    DeadLetterPublisher::new(producer.clone(), &topics.dead_letter),
+                )
+                .context("could not create the Kafka consumer")?;
+                tasks.push(tokio::spawn(consumer.run(shutdown.clone())));
+            }
+        }
+
+        let api_state = web::Data::new(ApiState {
+            store: Arc::new(PgHistoryStore::new(pool.clone())),
+            api_token: settings.api_token.clone(),
+        });
+        let mailer_state = web::Data::new(MailerState { mailer, pool });
+        let case = settings.case;
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(TracingLogger::default())
+                .wrap(HttpMetrics::new("mailer"))
+                .app_data(api_state.clone())
+                .app_data(mailer_state.clone())
+                .configure(|cfg| configure(cfg, case))
+        })
+        .listen(listener)?
+        .workers(settings.http_workers.max(1))
+        .disable_signals()
+        .shutdown_timeout(5)
+        .run();
+        tracing::info!(port, case = %settings.case, "Blocking mail service started.");
+        Ok(Self {
+            port,
+            server,
+            shutdown,
+            tasks,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves until the token is cancelled, then stops the consumers (each finishes the
+    /// mail it is on and commits its offsets).
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        shared_events::http::serve_until_cancelled(self.server, self.shutdown, self.tasks).await
+    }
+}
+
+/// `/healthz`, `/readyz`, `/metrics`, the notifier's history routes (same JSON, filters
+/// and token) and, in case 1, the event input.
+pub fn configure(cfg: &mut web::ServiceConfig, case: Case) {
+    cfg.configure(shared_events::http::configure_common)
+        .route("/readyz", web::get().to(readyz))
+        .route("/notifications", web::get().to(api::notifications::list))
+        .route(
+            "/notifications/stats",
+            web::get().to(api::notifications::stats),
+        )
+        .route(
+            "/notifications/{id}",
+            web::get().to(api::notifications::get),
+        );
+    if !case.uses_kafka() {
+        cfg.route("/internal/events", web::post().to(receive_event));
+    }
+}
+
+/// Ready when PostgreSQL answers.
+async fn readyz(state: web::Data<MailerState>) -> HttpResponse {
+    let ping = run_blocking(&state.pool, |conn| {
+        use diesel::RunQueryDsl;
+        diesel::sql_query("SELECT 1")
+            .execute(conn)
+            .map_err(DbError::from)
+    })
+    .await;
+    match ping {
+        Ok(_) => HttpResponse::Ok().json(serde_json::json!({
+            "status": "ready", "checks": { "postgres": "ok" },
+        })),
+        Err(error) => HttpResponse::ServiceUnavailable().json(serde_json::json!({
+            "status": "unavailable", "checks": { "postgres": error.to_string() },
+        })),
+    }
+}
+
+/// Case 1's input: one event (the envelope JSON), handled by the same [`BlockingMailer`]
+/// the Kafka consumer uses, before the answer: `200` once the mail is sent or recorded
+/// `FAILED` (or needs none), `400`/`422` for an event that cannot be mailed (the sender
+/// should not retry), `503` when the history is unavailable (retry later).
+async fn receive_event(state: web::Data<MailerState>, body: web::Bytes) -> HttpResponse {
+    let event = match Event::from_json(&body) {
+        Ok(event) => event,
+        Err(error) => {
+            return Problem::new(
+                StatusCode::BAD_REQUEST,
+                "/problems/invalid-event",
+                "Invalid event",
+                error.to_string(),
+            )
+            .response()
+        }
+    };
+    match state.mailer.handle_off_executor(&event).await {
+        Ok(outcome) => {
+            let label = outcome_label(outcome);
+            metrics::counter!("notifier_events_total", "event_type" => event.event_type().as_str(), "outcome" => label).increment(1);
+            HttpResponse::Ok().json(serde_json::json!({
+                "event_id": event.event_id, "outcome": label,
+            }))
+        }
+        Err(error @ MailerError::Render(_)) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/unmailable-event",
+            "Event cannot be mailed",
+            error.to_string(),
+        )
+        .response(),
+        Err(error) => {
+            tracing::warn!(%error, event_id = %event.event_id, "Event not handled; the sender will retry.");
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "/problems/unavailable",
+                "Service unavailable",
+                "The mail history is unavailable; try again.",
+            )
+            .response()
+        }
+    }
+}

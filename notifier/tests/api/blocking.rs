@@ -1,0 +1,307 @@
+//! The blocking mail service of cases 1 and 2 (`mailer-blocking`) against the real
+//! servers: PostgreSQL for its history, the SMTP sink (whose `tempfail…` recipients get
+//! 451 and `reject…` ones 550) and, in case 2, Kafka. Every test starts the service as
+//! the binary does, on a fresh database, and checks what a user sees: mails in the
+//! Maildir and the history the API serves from PostgreSQL.
+
+use crate::helpers::*;
+use clap::Parser;
+use notifier::blocking::{MailerApp, MailerSettings};
+use serde_json::Value;
+use shared_events::kafka::{DeadLetter, KafkaSettings};
+use shared_events::{Case, Event};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+fn postgres_url() -> String {
+    std::env::var("POSTGRES_URL")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+struct Mailer {
+    url: String,
+    settings: MailerSettings,
+    database: String,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+    http: reqwest::Client,
+}
+
+async fn spawn_mailer(case: Case, customize: impl FnOnce(&mut MailerSettings)) -> Mailer {
+    require_servers();
+    let id = Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let database = format!("mail_test_{id}");
+    shared_events::db::create_database(&format!("{}/postgres", postgres_url()), &database)
+        .expect("creating the test database");
+    let mut settings = MailerSettings::try_parse_from(["mailer-blocking"]).expect("defaults");
+    settings.case = case;
+    settings.port = 0;
+    settings.database_url = format!("{}/{database}", postgres_url()).into();
+    settings.consumer_group = format!("mailer-{id}");
+    settings.kafka = KafkaSettings::local(&kafka_brokers(), &format!("b{id}."));
+    settings.smtp_host = smtp_host();
+    settings.smtp_port = smtp_port();
+    settings.api_token = TOKEN.to_owned().into();
+    settings.mail_retry_initial_ms = 100;
+    settings.mail_retry_max_ms = 400;
+    customize(&mut settings);
+    let app = MailerApp::build(settings.clone())
+        .await
+        .expect("the mail service starts");
+    let url = format!("http://127.0.0.1:{}", app.port());
+    let shutdown = app.shutdown_token();
+    let task = tokio::spawn(app.run_until_stopped());
+    Mailer {
+        url,
+        settings,
+        database,
+        shutdown,
+        task,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl Mailer {
+    async fn publish(&self, event: &Event) {
+        let producer = self.settings.kafka.producer().expect("producer");
+        shared_events::kafka::publish(&producer, &self.settings.kafka.topics(), event)
+            .await
+            .expect("published");
+    }
+
+    /// Case 1's input.
+    async fn post_event(&self, body: &[u8]) -> reqwest::Response {
+        self.http
+            .post(format!("{}/internal/events", self.url))
+            .header("content-type", "application/json")
+            .body(body.to_vec())
+            .send()
+            .await
+            .expect("the mail service answers")
+    }
+
+    async fn history(&self, order_id: Uuid) -> Vec<Value> {
+        let response = self
+            .http
+            .get(format!("{}/notifications?order_id={order_id}", self.url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("the mail service answers");
+        assert_eq!(response.status(), 200);
+        let mut page: Value = response.json().await.expect("JSON");
+        match page["items"].take() {
+            Value::Array(items) => items,
+            other => panic!("no items: {other}"),
+        }
+    }
+
+    /// Waits until the order has `count` records, all SENT or FAILED.
+    async fn final_history(&self, order_id: Uuid, count: usize) -> Vec<Value> {
+        eventually(&format!("{count} finished record(s)"), || async {
+            let history = self.history(order_id).await;
+            (history.len() == count
+                && history
+                    .iter()
+                    .all(|n| n["status"] == "SENT" || n["status"] == "FAILED"))
+            .then_some(history)
+        })
+        .await
+    }
+
+    async fn finish(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+        use diesel::{Connection, RunQueryDsl};
+        if let Ok(mut conn) =
+            diesel::PgConnection::establish(&format!("{}/postgres", postgres_url()))
+        {
+            let _ = diesel::sql_query(format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                self.database
+            ))
+            .execute(&mut conn);
+        }
+    }
+}
+
+/// Mails in the Maildir addressed to `recipient` (the sink's `X-RcptTo` header).
+fn mails_to(recipient: &str) -> usize {
+    let needle = format!("X-RcptTo: {recipient}");
+    ["new", "cur"]
+        .iter()
+        .filter_map(|sub| std::fs::read_dir(maildir().join(sub)).ok())
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
+        .filter(|raw| raw.lines().any(|line| line.eq_ignore_ascii_case(&needle)))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn case_2_mails_each_event_once_and_keeps_the_history_in_postgres() {
+    let mailer = spawn_mailer(Case::KafkaBlockingMail, |_| {}).await;
+    let email = unique_recipient("blocking");
+    let order_id = Uuid::now_v7();
+    let order = snapshot(&email, "ko", "Pie");
+    let approved = payment_approved(order_id, &order);
+    mailer.publish(&order_placed(order_id, &order)).await; // needs no mail
+    mailer.publish(&approved).await;
+    mailer.publish(&order_completed(order_id, &order)).await;
+    mailer.publish(&approved).await; // a redelivery
+
+    let history = mailer.final_history(order_id, 2).await;
+    assert!(history
+        .iter()
+        .all(|n| n["status"] == "SENT" && n["attempts"] == 1 && n["recipient"] == email.as_str()));
+    let mut types: Vec<&str> = history.iter().filter_map(|n| n["type"].as_str()).collect();
+    types.sort_unstable();
+    assert_eq!(types, ["order_completed", "payment_completed"]);
+    eventually("both mails in the Maildir", || async {
+        (mails_to(&email) == 2).then_some(())
+    })
+    .await;
+    // The redelivered event was consumed (a later event went through) and sent nothing.
+    let later = unique_recipient("later");
+    let later_order = Uuid::now_v7();
+    mailer
+        .publish(&order_completed(
+            later_order,
+            &snapshot(&later, "en", "Tart"),
+        ))
+        .await;
+    mailer.final_history(later_order, 1).await;
+    assert_eq!(mails_to(&email), 2, "no mail twice");
+    mailer.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_451_is_retried_with_backoff_then_failed_and_a_550_fails_at_once() {
+    let mailer = spawn_mailer(Case::KafkaBlockingMail, |s| s.mail_max_attempts = 3).await;
+    let flaky = unique_recipient("tempfail");
+    let flaky_order = Uuid::now_v7();
+    mailer
+        .publish(&order_completed(
+            flaky_order,
+            &snapshot(&flaky, "en", "Pie"),
+        ))
+        .await;
+    let rejected = unique_recipient("reject");
+    let rejected_order = Uuid::now_v7();
+    mailer
+        .publish(&order_completed(
+            rejected_order,
+            &snapshot(&rejected, "en", "Pie"),
+        ))
+        .await;
+
+    let flaky_record = &mailer.final_history(flaky_order, 1).await[0];
+    assert_eq!(flaky_record["status"], "FAILED");
+    assert_eq!(flaky_record["attempts"], 3, "retried up to the limit");
+    let error = flaky_record["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("gave up after 3 attempts") && error.contains("451"),
+        "{error}"
+    );
+
+    let rejected_record = &mailer.final_history(rejected_order, 1).await[0];
+    assert_eq!(rejected_record["status"], "FAILED");
+    assert_eq!(rejected_record["attempts"], 1, "a 5xx is not retried");
+    let error = rejected_record["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("550"), "{error}");
+    assert_eq!(mails_to(&flaky) + mails_to(&rejected), 0);
+
+    mailer.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn case_2_dead_letters_a_poison_message_and_keeps_mailing() {
+    let mailer = spawn_mailer(Case::KafkaBlockingMail, |_| {}).await;
+    let topics = mailer.settings.kafka.topics();
+    let producer = mailer.settings.kafka.producer().expect("producer");
+    let poison = format!("{{\"not\": \"an event {}\"}}", Uuid::new_v4());
+    producer
+        .send(
+            rdkafka::producer::FutureRecord::to(&topics.orders)
+                .key("poison")
+                .payload(poison.as_bytes()),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("published");
+    let email = unique_recipient("after-poison");
+    let order_id = Uuid::now_v7();
+    mailer
+        .publish(&order_completed(order_id, &snapshot(&email, "ko", "Pie")))
+        .await;
+    mailer.final_history(order_id, 1).await;
+
+    let letters = tokio::task::spawn_blocking({
+        let kafka = mailer.settings.kafka.clone();
+        move || shared_events::kafka::dead_letter_tools::read_all(&kafka, Duration::from_secs(10))
+    })
+    .await
+    .expect("task")
+    .expect("dead letters readable");
+    let letter: &DeadLetter = letters
+        .iter()
+        .find(|l| l.payload == poison.as_bytes())
+        .expect("the poison message was dead-lettered");
+    assert_eq!(letter.source_topic, topics.orders);
+    assert!(
+        letter.reason.contains("not a valid event"),
+        "{}",
+        letter.reason
+    );
+    mailer.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn case_1_takes_events_over_http_once_each_and_refuses_garbage() {
+    let mailer = spawn_mailer(Case::SyncChain, |_| {}).await;
+    let email = unique_recipient("http");
+    let order_id = Uuid::now_v7();
+    let event = order_completed(order_id, &snapshot(&email, "en", "Pie"));
+    let body = event.to_json();
+
+    // Both deliveries at once (the relay retrying while the first still runs).
+    let (first, second) = tokio::join!(
+        mailer.post_event(body.as_bytes()),
+        mailer.post_event(body.as_bytes())
+    );
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    let mut outcomes = vec![
+        first.json::<Value>().await.expect("JSON")["outcome"].clone(),
+        second.json::<Value>().await.expect("JSON")["outcome"].clone(),
+    ];
+    outcomes.sort_by_key(|o| o.to_string());
+    assert_eq!(outcomes, ["duplicate", "sent"]);
+    // Answered after the mail was sent and recorded.
+    assert_eq!(mails_to(&email), 1);
+    let history = mailer.history(order_id).await;
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0]["status"], "SENT");
+
+    let garbage = mailer.post_event(b"{\"event_type\": 5}").await;
+    assert_eq!(garbage.status(), 400);
+    assert_eq!(
+        garbage.headers()["content-type"],
+        "application/problem+json"
+    );
+    let unauthorized = mailer
+        .http
+        .get(format!("{}/notifications?order_id={order_id}", mailer.url))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(unauthorized.status(), 401);
+    mailer.finish().await;
+}

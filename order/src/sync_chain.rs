@@ -1,0 +1,149 @@
+//! Case 1: the saga as one synchronous HTTP chain, with order-service orchestrating.
+//!
+//! The domain code is the same as in the Kafka cases — `orders::place`, the saga's
+//! [`PaymentEvents`] handler, the outbox — only the transport differs. Order events are
+//! written to the outbox in the transaction of their change, then delivered at once over
+//! HTTP by the request that wrote them ([`shared_events::chain`]) to payment-service and
+//! the mail service, and the request waits for them:
+//!
+//! * `POST /orders` returns after payment-service called Kakao Pay `ready` and its
+//!   `PaymentReady` came back here (the answer carries `payment.redirect_url`), or after
+//!   the order was cancelled because the payment could not start (compensation).
+//! * `POST /internal/events` receives payment events (from payment-service's chain) and
+//!   runs the saga's handler: `PaymentApproved` → `COMPLETED`, whose `OrderCompleted` is
+//!   mailed before the answer; `PaymentFailed` → `CANCELLED` + mail.
+//! * `POST /orders/{id}/cancel` runs the refund chain (`RefundRequested` → payment →
+//!   `PaymentRefunded` → `CANCELLED` + mail) before it answers.
+//!
+//! A delivery that fails (a service down, a mail server refusing for now) does not fail
+//! the shopper's request: the event stays in the outbox and the HTTP relay retries it.
+
+use crate::config::Settings;
+use crate::domain::{NewOrder, PlaceOrder};
+use crate::error::ApiError;
+use crate::orders;
+use crate::routes::{self, OrderView, MAX_BODY_BYTES};
+use crate::saga::PaymentEvents;
+use crate::startup::AppState;
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpResponse};
+use shared_events::chain::{HttpChain, EVENTS_PATH};
+use shared_events::db::PgPool;
+use shared_events::http::Problem;
+use shared_events::kafka::{EventHandler, HandlerError};
+use shared_events::outbox::Outbox;
+use shared_events::Event;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// How often the HTTP relay looks for events a request could not deliver.
+const RETRY_EVERY: Duration = Duration::from_millis(500);
+
+/// The outbox delivered over HTTP to payment-service and the mail service, and its
+/// relay for failed deliveries (added to `tasks`).
+pub fn outbox(
+    settings: &Settings,
+    pool: &PgPool,
+    shutdown: &CancellationToken,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> anyhow::Result<Outbox> {
+    let topics = settings.kafka.topics();
+    let chain = HttpChain::new(
+        "order",
+        pool.clone(),
+        vec![(
+            topics.orders.clone(),
+            vec![settings.payment_url.clone(), settings.mailer_url.clone()],
+        )],
+    )?;
+    tasks.push(tokio::spawn(
+        chain.clone().run_retries(RETRY_EVERY, shutdown.clone()),
+    ));
+    Ok(Outbox::new(topics).with_http_chain(chain))
+}
+
+/// Case 1's routes: the chain's versions of placing and cancelling an order and the
+/// event input, then every other route as in the other cases.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/orders", web::post().to(place_order))
+        .route("/orders/{id}/cancel", web::post().to(cancel_order))
+        .route(EVENTS_PATH, web::post().to(receive_event))
+        .configure(routes::configure);
+}
+
+/// Places the order, then runs the chain: payment `ready` and the redirect URL stored.
+async fn place_order(
+    state: web::Data<AppState>,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let bytes = routes::read_limited(body, MAX_BODY_BYTES).await?;
+    let request: PlaceOrder = routes::parse_json(&bytes)?;
+    let order = NewOrder::try_from(request).map_err(ApiError::Invalid)?;
+    let placed = orders::place(&state.db, &state.outbox, order, state.payment_deadline).await?;
+    let id = placed.row.id;
+    state.outbox.dispatch_now(id).await;
+    let order = orders::get(&state.db, id).await?;
+    Ok(HttpResponse::Accepted()
+        .insert_header((header::LOCATION, format!("/orders/{id}")))
+        .json(OrderView::from(order)))
+}
+
+/// The shopper cancels; a paid order is refunded within the request.
+async fn cancel_order(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("order"))?;
+    orders::cancel(&state.db, &state.outbox, id).await?;
+    state.outbox.dispatch_now(id).await;
+    let order = orders::get(&state.db, id).await?;
+    Ok(HttpResponse::Accepted().json(OrderView::from(order)))
+}
+
+/// A payment event, handled by the same handler as the Kafka consumer's; the events it
+/// causes are delivered before the answer. `200` handled, `400` not an event, `422`
+/// refused for good (e.g. an unknown order), `503` try again.
+async fn receive_event(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
+    let event = match Event::from_json(&body) {
+        Ok(event) => event,
+        Err(error) => {
+            return Problem::new(
+                StatusCode::BAD_REQUEST,
+                "/problems/invalid-event",
+                "Invalid event",
+                error.to_string(),
+            )
+            .response()
+        }
+    };
+    let handler = PaymentEvents {
+        db: state.db.clone(),
+        outbox: state.outbox.clone(),
+    };
+    match handler.handle(&event).await {
+        Ok(()) => {
+            state.outbox.dispatch_now(event.order_id).await;
+            HttpResponse::Ok().json(serde_json::json!({
+                "event_id": event.event_id, "outcome": "handled",
+            }))
+        }
+        Err(HandlerError::Permanent(error)) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/event-refused",
+            "Event refused",
+            format!("{error:#}"),
+        )
+        .response(),
+        Err(HandlerError::Transient(error)) => {
+            tracing::warn!(error = %format!("{error:#}"), event_id = %event.event_id, "Event not handled; the sender will retry.");
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "/problems/unavailable",
+                "Service unavailable",
+                "The order store is unavailable; try again shortly.",
+            )
+            .response()
+        }
+    }
+}
