@@ -334,7 +334,13 @@ async fn claim_batch(
         Err(error) => match error.kind.as_ref() {
             ErrorKind::InsertMany(failure) if failure.write_concern_error.is_none() => {
                 let mut failed: HashMap<usize, StoreError> = HashMap::new();
-                for write_error in failure.write_errors.iter().flatten() {
+                // An index past the batch would be a server bug; never trust it to index.
+                for write_error in failure
+                    .write_errors
+                    .iter()
+                    .flatten()
+                    .filter(|e| e.index < docs.len())
+                {
                     if write_error.code == DUPLICATE_KEY {
                         duplicates.push(write_error.index);
                     } else {
