@@ -102,6 +102,12 @@ struct Args {
     /// Notifier runs per SMTP target (the top-level figures are the median run's).
     #[arg(long, default_value_t = 1)]
     repeat: u32,
+    /// NOTIFIER_MONGODB_BATCH_MAX given to the notifier (default: the notifier's).
+    #[arg(long)]
+    notifier_batch_max: Option<usize>,
+    /// NOTIFIER_MONGODB_BATCH_WINDOW_MS given to the notifier (default: the notifier's).
+    #[arg(long)]
+    notifier_batch_window_ms: Option<u64>,
     /// Documents per write command of the batched MongoDB ceilings (default: the
     /// notifier's in-flight limit, the most it can have to write at once).
     #[arg(long)]
@@ -1233,6 +1239,12 @@ async fn run_target(
         .env("NOTIFIER_MAX_IN_FLIGHT", args.max_in_flight.to_string())
         .env("NOTIFIER_SHUTDOWN_TIMEOUT_SECS", "10")
         .env("RUST_LOG", "warn");
+    if let Some(max) = args.notifier_batch_max {
+        cmd.env("NOTIFIER_MONGODB_BATCH_MAX", max.to_string());
+    }
+    if let Some(window) = args.notifier_batch_window_ms {
+        cmd.env("NOTIFIER_MONGODB_BATCH_WINDOW_MS", window.to_string());
+    }
     let notifier_log = log_dir.join(format!("notifier-{name}.log"));
     eprintln!(
         "[{name}] starting {} (topics {prefix}*, database {database}, log {})…",
@@ -1563,6 +1575,8 @@ async fn run_target(
             "smtp_pool_size": args.pool_size,
             "partitions": args.partitions,
             "mongodb_driver_pool": "driver default (max 10)",
+            "mongodb_batch_max": args.notifier_batch_max.map_or_else(|| json!("notifier default"), |v| json!(v)),
+            "mongodb_batch_window_ms": args.notifier_batch_window_ms.map_or_else(|| json!("notifier default"), |v| json!(v)),
             "rust_log": "warn",
         },
         "notifier_stop": { "how": stop_how, "seconds": stats::round3(stop_took.as_secs_f64()) },
