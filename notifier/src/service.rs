@@ -267,7 +267,11 @@ pub fn describe_metrics() {
     describe_histogram!(
         "notifier_mongodb_write_duration_seconds",
         Unit::Seconds,
-        "One write to the mail history in MongoDB."
+        "One write command to the mail history in MongoDB (a batch of claims or outcomes, or a single fallback write)."
+    );
+    describe_histogram!(
+        "notifier_mongodb_batch_size",
+        "History writes sent to MongoDB in one command, by op (claim, outcome)."
     );
     describe_counter!(
         "notifier_mongodb_errors_total",

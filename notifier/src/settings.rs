@@ -23,6 +23,8 @@
 //! | `NOTIFIER_MAIL_RETRY_MAX_MS` | `30000` | cap of the wait between attempts |
 //! | `NOTIFIER_SHUTDOWN_TIMEOUT_SECS` | `20` | how long shutdown waits for in-flight mails before abandoning them (their offsets are then not committed and they come again) |
 //! | `NOTIFIER_HTTP_WORKERS` | `2` | actix-web worker threads of the history API |
+//! | `NOTIFIER_MONGODB_BATCH_MAX` | `128` | history writes (claims, outcomes) sent to MongoDB in one command at most |
+//! | `NOTIFIER_MONGODB_BATCH_WINDOW_MS` | `1` | how long a history write waits for others to share its command (0: only those already queued) |
 
 use secrecy::SecretString;
 use shared_events::kafka::KafkaSettings;
@@ -106,6 +108,13 @@ pub struct Settings {
     /// actix-web worker threads of the history API.
     #[arg(long, env = "NOTIFIER_HTTP_WORKERS", default_value_t = 2)]
     pub http_workers: usize,
+    /// History writes (claims, outcomes) sent to MongoDB in one command at most.
+    #[arg(long, env = "NOTIFIER_MONGODB_BATCH_MAX", default_value_t = 128)]
+    pub mongodb_batch_max: usize,
+    /// How long a history write waits for others to share its MongoDB command, in ms
+    /// (0: only the writes already queued share it).
+    #[arg(long, env = "NOTIFIER_MONGODB_BATCH_WINDOW_MS", default_value_t = 1)]
+    pub mongodb_batch_window_ms: u64,
 }
 
 fn parse_secret(value: &str) -> Result<SecretString, Infallible> {
@@ -119,6 +128,13 @@ impl Settings {
 
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
+    }
+
+    pub fn mongodb_batching(&self) -> crate::store::BatchConfig {
+        crate::store::BatchConfig {
+            max: self.mongodb_batch_max.max(1),
+            window: Duration::from_millis(self.mongodb_batch_window_ms),
+        }
     }
 
     pub fn delivery_policy(&self) -> crate::service::DeliveryPolicy {
@@ -174,6 +190,8 @@ mod tests {
             "NOTIFIER_MAIL_RETRY_MAX_MS",
             "NOTIFIER_SHUTDOWN_TIMEOUT_SECS",
             "NOTIFIER_HTTP_WORKERS",
+            "NOTIFIER_MONGODB_BATCH_MAX",
+            "NOTIFIER_MONGODB_BATCH_WINDOW_MS",
         ] {
             assert!(help.contains(var), "--help does not mention {var}");
         }

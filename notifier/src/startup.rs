@@ -42,9 +42,13 @@ impl Application {
             .with_context(|| format!("could not bind {}:{}", settings.host, settings.port))?;
         let port = listener.local_addr()?.port();
 
-        let store = MongoHistoryStore::connect(&settings.mongodb_uri, &settings.mongodb_database)
-            .await
-            .context("invalid MONGODB_URI")?;
+        let store = MongoHistoryStore::connect(
+            &settings.mongodb_uri,
+            &settings.mongodb_database,
+            settings.mongodb_batching(),
+        )
+        .await
+        .context("invalid MONGODB_URI")?;
         store
             .ping()
             .await

@@ -5,8 +5,10 @@
 //! (event, recipient) twice returns the first record instead of creating a second, which
 //! is what makes a redelivered event harmless.
 
+mod batcher;
 mod mongo;
 
+pub use batcher::BatchConfig;
 pub use mongo::MongoHistoryStore;
 
 use crate::domain::{DeliveryStatus, MailKind, Notification};
@@ -168,7 +170,7 @@ pub struct Stats {
     pub send_latency_ms: LatencyStats,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct StoreError {
     /// Worth retrying (the store is unreachable or busy).

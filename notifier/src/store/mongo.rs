@@ -16,10 +16,21 @@
 //! tie-breaker of the sort, is not in them: nx-27017 rejects writes to a collection with
 //! `_id` in a compound index.)
 //!
+//! Only the unique index serves the hot path (a claim's duplicate check and its lookup by
+//! `event_id`; outcomes address documents by `_id`); the others serve the history API
+//! and cost every write some index maintenance (measured by `notifier-bench`).
+//!
+//! Writes of the hot path are batched (see [`super::batcher`]): the claims of the mails
+//! in flight go out as one unordered `insert_many`, their outcomes as one `update`
+//! command of guarded replacements. A duplicate key on one document of the batch marks
+//! just that mail as claimed before; the others are unaffected. Every caller still gets
+//! its answer only once its own write was acknowledged.
+//!
 //! Aggregations are avoided on purpose: the local server (nx-27017) answers simple
 //! finds and counts correctly but not `$group` on several fields, so the statistics are
 //! counts plus sorted finds, which real MongoDB serves from the same indexes.
 
+use super::batcher::{BatchConfig, Batcher};
 use super::{
     percentile_rank, Attempt, Claim, Cursor, HistoryStore, LatencyStats, ListQuery,
     NewNotification, Page, Stats, StoreError,
@@ -28,26 +39,32 @@ use crate::domain::{DeliveryStatus, MailKind, Notification};
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
-use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::error::ErrorKind;
 use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument};
 use mongodb::{Client, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 pub const COLLECTION: &str = "notifications";
 const DUPLICATE_KEY: i32 = 11000;
 
+type ClaimResult = Result<Claim, StoreError>;
+type AttemptResult = Result<Notification, StoreError>;
+
 #[derive(Clone)]
 pub struct MongoHistoryStore {
     database: Database,
     collection: Collection<NotificationDoc>,
+    claims: Batcher<NewNotification, ClaimResult>,
+    attempts: Batcher<(Notification, Attempt), AttemptResult>,
 }
 
 impl MongoHistoryStore {
     /// Connects (lazily: the driver connects on first use) with short timeouts, so an
     /// unreachable server fails requests in seconds rather than hanging them.
-    pub async fn connect(uri: &str, database: &str) -> anyhow::Result<Self> {
+    pub async fn connect(uri: &str, database: &str, batching: BatchConfig) -> anyhow::Result<Self> {
         let mut options = ClientOptions::parse(uri).await?;
         options.app_name = Some("notifier".to_owned());
         // Unless the URI says otherwise (`serverSelectionTimeoutMS`, `connectTimeoutMS`).
@@ -58,14 +75,31 @@ impl MongoHistoryStore {
             .connect_timeout
             .get_or_insert(Duration::from_secs(5));
         let client = Client::with_options(options)?;
-        Ok(Self::new(client.database(database)))
+        Ok(Self::new(client.database(database), batching))
     }
 
-    pub fn new(database: Database) -> Self {
-        let collection = database.collection(COLLECTION);
+    /// Starts the write batchers: call it inside a Tokio runtime.
+    pub fn new(database: Database, batching: BatchConfig) -> Self {
+        let collection: Collection<NotificationDoc> = database.collection(COLLECTION);
+        let claims = {
+            let collection = collection.clone();
+            Batcher::spawn(batching, move |batch| {
+                let collection = collection.clone();
+                async move { claim_batch(&collection, batch).await }
+            })
+        };
+        let attempts = {
+            let (database, collection) = (database.clone(), collection.clone());
+            Batcher::spawn(batching, move |batch| {
+                let (database, collection) = (database.clone(), collection.clone());
+                async move { record_batch(&database, &collection, batch).await }
+            })
+        };
         Self {
             database,
             collection,
+            claims,
+            attempts,
         }
     }
 
@@ -125,7 +159,7 @@ impl MongoHistoryStore {
 }
 
 /// The stored document.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct NotificationDoc {
     #[serde(rename = "_id")]
     id: String,
@@ -220,19 +254,6 @@ impl TryFrom<NotificationDoc> for Notification {
     }
 }
 
-fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
-    match error.kind.as_ref() {
-        ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == DUPLICATE_KEY,
-        ErrorKind::Command(e) => e.code == DUPLICATE_KEY,
-        ErrorKind::InsertMany(e) => e
-            .write_errors
-            .iter()
-            .flatten()
-            .any(|e| e.code == DUPLICATE_KEY),
-        _ => false,
-    }
-}
-
 fn store_error(error: mongodb::error::Error) -> StoreError {
     let transient = matches!(
         error.kind.as_ref(),
@@ -296,67 +317,237 @@ fn list_filter(query: &ListQuery) -> Document {
     }
 }
 
+/// Inserts the `PENDING` records of a batch of claims in one unordered `insert_many`.
+/// A duplicate key fails only its own document: that mail was claimed before, and its
+/// existing record (read in one query for all such mails) decides what happens to it.
+async fn claim_batch(
+    collection: &Collection<NotificationDoc>,
+    batch: Vec<NewNotification>,
+) -> Vec<ClaimResult> {
+    metrics::histogram!("notifier_mongodb_batch_size", "op" => "claim").record(batch.len() as f64);
+    let pending: Vec<Notification> = batch.iter().map(NewNotification::pending).collect();
+    let docs: Vec<NotificationDoc> = pending.iter().map(NotificationDoc::from).collect();
+    let mut results: Vec<Option<ClaimResult>> = Vec::with_capacity(docs.len());
+    let mut duplicates: Vec<usize> = Vec::new();
+    match timed(collection.insert_many(&docs).ordered(false)).await {
+        Ok(_) => {}
+        Err(error) => match error.kind.as_ref() {
+            ErrorKind::InsertMany(failure) if failure.write_concern_error.is_none() => {
+                let mut failed: HashMap<usize, StoreError> = HashMap::new();
+                // An index past the batch would be a server bug; never trust it to index.
+                for write_error in failure
+                    .write_errors
+                    .iter()
+                    .flatten()
+                    .filter(|e| e.index < docs.len())
+                {
+                    if write_error.code == DUPLICATE_KEY {
+                        duplicates.push(write_error.index);
+                    } else {
+                        failed.insert(
+                            write_error.index,
+                            StoreError::permanent(format!(
+                                "MongoDB: insert failed ({}): {}",
+                                write_error.code, write_error.message
+                            )),
+                        );
+                    }
+                }
+                results = (0..docs.len())
+                    .map(|i| failed.remove(&i).map(Err))
+                    .collect();
+            }
+            // Unknown which documents were written: every caller retries, and a retry
+            // that meets its own earlier insert resumes it as unfinished.
+            _ => {
+                let error = store_error(error);
+                return batch.iter().map(|_| Err(error.clone())).collect();
+            }
+        },
+    }
+    results.resize_with(docs.len(), || None);
+    if !duplicates.is_empty() {
+        let existing = existing_records(collection, &docs, &duplicates).await;
+        for index in duplicates {
+            let doc = &docs[index];
+            results[index] = Some(match &existing {
+                Err(error) => Err(error.clone()),
+                Ok(found) => match found.get(&(doc.event_id.clone(), doc.recipient.clone())) {
+                    None => Err(StoreError::transient(format!(
+                        "duplicate key for event {} / {} but no record found",
+                        doc.event_id, doc.recipient
+                    ))),
+                    Some(existing) => Notification::try_from(existing.clone()).map(|existing| {
+                        if existing.status.is_final() {
+                            Claim::Finished(existing)
+                        } else {
+                            Claim::Unfinished(existing)
+                        }
+                    }),
+                },
+            });
+        }
+    }
+    results
+        .into_iter()
+        .zip(pending)
+        .map(|(result, pending)| result.unwrap_or(Ok(Claim::Created(pending))))
+        .collect()
+}
+
+/// The records already there for the documents at `indexes`, by (event, recipient).
+async fn existing_records(
+    collection: &Collection<NotificationDoc>,
+    docs: &[NotificationDoc],
+    indexes: &[usize],
+) -> Result<HashMap<(String, String), NotificationDoc>, StoreError> {
+    let event_ids: Vec<&str> = indexes.iter().map(|&i| docs[i].event_id.as_str()).collect();
+    let found: Vec<NotificationDoc> = collection
+        .find(doc! { "event_id": { "$in": event_ids } })
+        .await
+        .map_err(store_error)?
+        .try_collect()
+        .await
+        .map_err(store_error)?;
+    Ok(found
+        .into_iter()
+        .map(|d| ((d.event_id.clone(), d.recipient.clone()), d))
+        .collect())
+}
+
+/// Writes the outcomes of a batch of attempts as one `update` command of replacements,
+/// each guarded by the attempt count it was computed from (the same guard as
+/// [`record_one`]). When every guard matched, every record is what its caller computed;
+/// otherwise (another writer moved a record on meanwhile) each is settled on its own.
+async fn record_batch(
+    database: &Database,
+    collection: &Collection<NotificationDoc>,
+    batch: Vec<(Notification, Attempt)>,
+) -> Vec<AttemptResult> {
+    metrics::histogram!("notifier_mongodb_batch_size", "op" => "outcome")
+        .record(batch.len() as f64);
+    let nexts: Vec<Notification> = batch
+        .iter()
+        .map(|(current, attempt)| attempt.apply(current))
+        .collect();
+    let statements: Result<Vec<Document>, _> = batch
+        .iter()
+        .zip(&nexts)
+        .map(|((current, _), next)| {
+            mongodb::bson::to_document(&NotificationDoc::from(next)).map(|replacement| {
+                doc! {
+                    "q": { "_id": &current.id, "attempts": i64::from(current.attempts) },
+                    "u": replacement,
+                    "upsert": false,
+                    "multi": false,
+                }
+            })
+        })
+        .collect();
+    let statements = match statements {
+        Ok(statements) => statements,
+        Err(error) => {
+            let error = StoreError::permanent(format!("MongoDB: cannot encode a record: {error}"));
+            return batch.iter().map(|_| Err(error.clone())).collect();
+        }
+    };
+    let command = doc! { "update": collection.name(), "updates": statements, "ordered": false };
+    let reply = timed(database.run_command(command)).await;
+    let all_matched = match &reply {
+        Ok(reply) => {
+            let matched = reply
+                .get_i32("n")
+                .map(i64::from)
+                .or_else(|_| reply.get_i64("n"))
+                .unwrap_or(-1);
+            matched == batch.len() as i64
+                && !reply.contains_key("writeErrors")
+                && !reply.contains_key("writeConcernError")
+        }
+        Err(_) => false,
+    };
+    if all_matched {
+        // As stored (times in milliseconds), like a record read back.
+        return nexts
+            .iter()
+            .map(|next| Notification::try_from(NotificationDoc::from(next)))
+            .collect();
+    }
+    if let Err(error) = reply {
+        // Some statements may have been applied: each caller's retry recognises its own.
+        let error = store_error(error);
+        return batch.iter().map(|_| Err(error.clone())).collect();
+    }
+    futures::future::join_all(
+        batch
+            .iter()
+            .map(|(current, attempt)| record_one(collection, current, attempt)),
+    )
+    .await
+}
+
+/// One attempt's outcome as a whole-document replace guarded by the attempt count
+/// (optimistic concurrency), rather than `$set`/`$inc`: nx-27017 turns dates written by
+/// `$set` into strings, while a replacement keeps them BSON dates. If the record moved on
+/// meanwhile (another instance after a rebalance) the attempt is applied to the fresh
+/// record, unless the fresh record is this very outcome already (written by a batch, or by
+/// an earlier try whose acknowledgement was lost), which is not counted twice.
+async fn record_one(
+    collection: &Collection<NotificationDoc>,
+    current: &Notification,
+    attempt: &Attempt,
+) -> AttemptResult {
+    let mut base = current.clone();
+    for _ in 0..5 {
+        let next = attempt.apply(&base);
+        let next_doc = NotificationDoc::from(&next);
+        let filter = doc! { "_id": &base.id, "attempts": i64::from(base.attempts) };
+        let replaced = timed(
+            collection
+                .find_one_and_replace(filter, &next_doc)
+                .return_document(ReturnDocument::After),
+        )
+        .await
+        .map_err(store_error)?;
+        if let Some(doc) = replaced {
+            return Notification::try_from(doc);
+        }
+        let fresh = collection
+            .find_one(doc! { "_id": &base.id })
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| {
+                StoreError::permanent(format!("notification {} does not exist", base.id))
+            })?;
+        if fresh == NotificationDoc::from(&attempt.apply(current)) {
+            return Notification::try_from(fresh);
+        }
+        base = Notification::try_from(fresh)?;
+    }
+    Err(StoreError::transient(format!(
+        "notification {} keeps changing under this writer",
+        current.id
+    )))
+}
+
 #[async_trait::async_trait]
 impl HistoryStore for MongoHistoryStore {
     async fn claim(&self, new: &NewNotification) -> Result<Claim, StoreError> {
-        let doc = NotificationDoc::from(&new.pending());
-        match timed(self.collection.insert_one(&doc)).await {
-            Ok(_) => Ok(Claim::Created(new.pending())),
-            Err(error) if is_duplicate_key(&error) => {
-                let filter = doc! { "event_id": &doc.event_id, "recipient": &doc.recipient };
-                let existing = self
-                    .collection
-                    .find_one(filter)
-                    .await
-                    .map_err(store_error)?
-                    .ok_or_else(|| {
-                        StoreError::transient(format!(
-                            "duplicate key for event {} / {} but no record found",
-                            doc.event_id, doc.recipient
-                        ))
-                    })?;
-                let existing = Notification::try_from(existing)?;
-                Ok(if existing.status.is_final() {
-                    Claim::Finished(existing)
-                } else {
-                    Claim::Unfinished(existing)
-                })
-            }
-            Err(error) => Err(store_error(error)),
-        }
+        self.claims
+            .submit(new.clone())
+            .await
+            .unwrap_or_else(|| Err(StoreError::transient("the history writer stopped")))
     }
 
-    /// A whole-document replace guarded by the attempt count (optimistic concurrency),
-    /// rather than `$set`/`$inc`: nx-27017 turns dates written by `$set` into strings,
-    /// while a replacement keeps them BSON dates. If the record moved on meanwhile (another
-    /// instance after a rebalance), the attempt is applied to the fresh record.
     async fn record_attempt(
         &self,
         current: &Notification,
         attempt: &Attempt,
     ) -> Result<Notification, StoreError> {
-        let mut base = current.clone();
-        for _ in 0..5 {
-            let next = attempt.apply(&base);
-            let filter = doc! { "_id": &base.id, "attempts": i64::from(base.attempts) };
-            let replaced = timed(
-                self.collection
-                    .find_one_and_replace(filter, NotificationDoc::from(&next))
-                    .return_document(ReturnDocument::After),
-            )
+        self.attempts
+            .submit((current.clone(), attempt.clone()))
             .await
-            .map_err(store_error)?;
-            if let Some(doc) = replaced {
-                return Notification::try_from(doc);
-            }
-            base = self.get(&base.id).await?.ok_or_else(|| {
-                StoreError::permanent(format!("notification {} does not exist", base.id))
-            })?;
-        }
-        Err(StoreError::transient(format!(
-            "notification {} keeps changing under this writer",
-            current.id
-        )))
+            .unwrap_or_else(|| Err(StoreError::transient("the history writer stopped")))
     }
 
     async fn get(&self, id: &str) -> Result<Option<Notification>, StoreError> {

@@ -132,6 +132,14 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
+    let mut app = test_env_with(customize).await;
+    app.start().await;
+    app
+}
+
+/// Everything [`spawn_app_with`] prepares (settings, producer, database, Maildir reader)
+/// without starting a notifier: for tests that run the real binary instead.
+pub async fn test_env_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     require_servers();
     shared_events::telemetry::init("notifier-tests");
     let mut settings = test_settings();
@@ -145,7 +153,7 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     let client = mongodb::Client::with_uri_str(&settings.mongodb_uri)
         .await
         .expect("MongoDB client");
-    let mut app = TestApp {
+    TestApp {
         topics: settings.kafka.topics(),
         db: client.database(&settings.mongodb_database),
         settings,
@@ -154,9 +162,7 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
         http: reqwest::Client::new(),
         running: None,
         mail_index: Mutex::new(HashMap::new()),
-    };
-    app.start().await;
-    app
+    }
 }
 
 impl TestApp {
@@ -195,6 +201,12 @@ impl TestApp {
             token,
             handle: tokio::spawn(app.run_until_stopped()),
         }
+    }
+
+    /// Drops this test's database without expecting an in-process notifier (for tests
+    /// that ran the binary; call at the end of a passing test).
+    pub async fn drop_database(self) {
+        self.db.drop().await.expect("test database dropped");
     }
 
     /// Stops the notifier and drops this test's database (call at the end of a passing

@@ -323,6 +323,7 @@ async fn without_mongodb_readiness_fails_and_the_history_is_unavailable() {
     let store = MongoHistoryStore::connect(
         "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=300&connectTimeoutMS=300",
         "notifier_unreachable",
+        notifier::store::BatchConfig::default(),
     )
     .await
     .expect("a lazy client");

@@ -11,3 +11,5 @@ mod helpers;
 mod history_api;
 mod idempotency;
 mod mails;
+mod shutdown;
+mod store_batching;
