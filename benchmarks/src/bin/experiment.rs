@@ -686,57 +686,71 @@ async fn run_one(ctx: &RunContext<'_>, case: u8, scenario: ScenarioName) -> Valu
     let logs = ctx.out_dir.join("logs").join(&label);
     let _ = std::fs::create_dir_all(&logs);
     let base = json!({ "case": case, "scenario": scenario.as_str() });
-    let stack = match Stack::new(ctx, case, scenario) {
-        Ok(s) => s,
-        Err(e) => {
-            return merge(
-                base,
-                json!({ "status": "error", "error": format!("{e:#}") }),
-            )
-        }
-    };
     let stack_log = logs.join("infra-stack.log");
     let up_timeout = Duration::from_secs(ctx.args.up_timeout_secs);
-    let up_started = Instant::now();
-    let up = stack.stack(&["up", "--case", &case.to_string()], up_timeout, &stack_log);
-    let up_seconds = up_started.elapsed().as_secs_f64();
-    let row = match up {
-        Err(e) => {
-            log(format!(
-                "case {case} × {}: did not start: {e:#}",
-                scenario.as_str()
-            ));
-            json!({
-                "status": "failed_to_start",
-                "error": format!("{e:#}"),
-                "up_seconds": stats::round3(up_seconds),
-            })
-        }
-        Ok(()) => match measure(ctx, &stack, case, scenario).await {
-            Ok(mut row) => {
-                row["status"] = json!("ok");
-                row["up_seconds"] = json!(stats::round3(up_seconds));
-                row
+    // A stack that does not come up is torn down and tried once more on fresh ports (a
+    // server can lose a race for its port); the second failure is the row.
+    let mut failures: Vec<String> = Vec::new();
+    for attempt in 1..=2 {
+        let stack = match Stack::new(ctx, case, scenario) {
+            Ok(s) => s,
+            Err(e) => {
+                return merge(
+                    base,
+                    json!({ "status": "error", "error": format!("{e:#}") }),
+                )
             }
-            Err(e) => json!({
-                "status": "error",
-                "error": format!("{e:#}"),
-                "up_seconds": stats::round3(up_seconds),
+        };
+        let up_started = Instant::now();
+        let up = stack.stack(&["up", "--case", &case.to_string()], up_timeout, &stack_log);
+        let up_seconds = up_started.elapsed().as_secs_f64();
+        let row = match up {
+            Err(e) => {
+                log(format!(
+                    "case {case} × {}: did not start (attempt {attempt}): {}",
+                    scenario.as_str(),
+                    one_line(&format!("{e:#}"), 300)
+                ));
+                failures.push(format!("{e:#}"));
+                None
+            }
+            Ok(()) => Some(match measure(ctx, &stack, case, scenario).await {
+                Ok(mut row) => {
+                    row["status"] = json!("ok");
+                    row
+                }
+                Err(e) => json!({ "status": "error", "error": format!("{e:#}") }),
             }),
-        },
-    };
-    if let Err(e) = stack.stack(&["down"], Duration::from_secs(120), &stack_log) {
-        log(format!("infra/stack down: {e:#}"));
-    }
-    // Keep the processes' logs; drop the data.
-    if let Ok(entries) = std::fs::read_dir(stack.state.join("logs")) {
-        for e in entries.flatten() {
-            let _ = std::fs::copy(e.path(), logs.join(e.file_name()));
+        };
+        if let Err(e) = stack.stack(&["down"], Duration::from_secs(120), &stack_log) {
+            log(format!("infra/stack down: {e:#}"));
+        }
+        // Keep the processes' logs; drop the data.
+        if let Ok(entries) = std::fs::read_dir(stack.state.join("logs")) {
+            for e in entries.flatten() {
+                let _ = std::fs::copy(e.path(), logs.join(e.file_name()));
+            }
+        }
+        stack.drop_databases();
+        let _ = std::fs::remove_dir_all(&stack.state);
+        if let Some(mut row) = row {
+            row["up_seconds"] = json!(stats::round3(up_seconds));
+            row["up_attempts"] = json!(attempt);
+            if !failures.is_empty() {
+                row["up_failures"] = json!(failures);
+            }
+            return merge(base, row);
         }
     }
-    stack.drop_databases();
-    let _ = std::fs::remove_dir_all(&stack.state);
-    merge(base, row)
+    merge(
+        base,
+        json!({
+            "status": "failed_to_start",
+            "error": failures.last().cloned().unwrap_or_default(),
+            "up_failures": failures,
+            "up_attempts": 2,
+        }),
+    )
 }
 
 fn merge(mut a: Value, b: Value) -> Value {
@@ -1562,11 +1576,7 @@ fn report_md(results: &Value, figures: &[(String, String)]) -> String {
                     "| {} | **{}**: {} | | | | | | | | |",
                     fmt(&r["case"]),
                     fmt(&r["status"]),
-                    fmt(&r["error"])
-                        .lines()
-                        .next()
-                        .unwrap_or("")
-                        .replace('|', "/"),
+                    one_line(&fmt(&r["error"]), 400),
                 );
                 continue;
             }
@@ -1655,6 +1665,23 @@ fn report_md(results: &Value, figures: &[(String, String)]) -> String {
         }
     }
     md
+}
+
+/// `text` on one table-safe line: its last `max` characters (where the reason is).
+fn one_line(text: &str, max: usize) -> String {
+    let joined = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("-----"))
+        .collect::<Vec<_>>()
+        .join(" ⏎ ")
+        .replace('|', "/");
+    let n = joined.chars().count();
+    if n > max {
+        format!("…{}", joined.chars().skip(n - max).collect::<String>())
+    } else {
+        joined
+    }
 }
 
 fn scenario_text(name: &str) -> &'static str {
