@@ -127,7 +127,7 @@ struct Args {
     #[arg(long)]
     duration: Option<f64>,
     /// Most seconds to wait after the load for every order to end and be mailed
-    /// (default: short 15, full 45).
+    /// (default: short 15, full 30).
     #[arg(long)]
     drain_secs: Option<u64>,
     /// Interval of the shoppers' GET /orders/{id} polls, ms (default: short 100, full 50).
@@ -195,9 +195,9 @@ impl Plan {
         Self {
             rate: args.rate.unwrap_or(if short { 20.0 } else { 100.0 }),
             duration,
-            drain: Duration::from_secs(args.drain_secs.unwrap_or(if short { 15 } else { 45 })),
+            drain: Duration::from_secs(args.drain_secs.unwrap_or(if short { 15 } else { 30 })),
             poll: Duration::from_millis(args.poll_ms.unwrap_or(if short { 100 } else { 50 })),
-            step_timeout: Duration::from_secs(if short { 15 } else { 60 }),
+            step_timeout: Duration::from_secs(if short { 15 } else { 30 }),
             outage_after: secs(if short { 1.0 } else { 5.0 }),
             outage_length: secs(if short { 4.0 } else { 30.0 }),
             burst_after: duration.mul_f64(1.0 / 3.0),
