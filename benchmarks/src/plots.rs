@@ -117,11 +117,14 @@ pub fn grouped_bars(path: &Path, bars: &Bars<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Cumulative distributions: (series name, colour index, (value ms, percentile 0–100)).
+/// One line of a [`Cdf`]: name, colour index, (value ms, percentile 0–100) points.
+pub type CdfSeries = (String, usize, Vec<(f64, f64)>);
+
+/// Cumulative distributions.
 pub struct Cdf<'a> {
     pub title: &'a str,
     pub x_label: &'a str,
-    pub series: Vec<(String, usize, Vec<(f64, f64)>)>,
+    pub series: Vec<CdfSeries>,
 }
 
 pub fn cdf(path: &Path, cdf: &Cdf<'_>) -> Result<()> {

@@ -560,9 +560,9 @@ pub async fn drive(
             let deadline = TokioInstant::now() + bound;
             let start = Instant::now();
             loop {
-                match tokio::time::timeout(Duration::from_millis(100), tasks.join_next()).await {
-                    Ok(None) => break,
-                    Ok(Some(_)) | Err(_) => {}
+                let next = tokio::time::timeout(Duration::from_millis(100), tasks.join_next());
+                if let Ok(None) = next.await {
+                    break;
                 }
                 on_tick(start.elapsed());
                 bar.set_message(status_line(&recorder, started));

@@ -1424,7 +1424,7 @@ fn draw_figures(results: &Value, dir: &Path) -> Vec<(String, String)> {
     );
     for scenario in &scenarios {
         for (key, what) in [("accept_latency", "accept"), ("e2e_latency", "e2e")] {
-            let series: Vec<(String, usize, Vec<(f64, f64)>)> = cases
+            let series: Vec<plots::CdfSeries> = cases
                 .iter()
                 .filter_map(|&c| {
                     let r = find(runs, c, scenario)?;
