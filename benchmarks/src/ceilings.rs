@@ -87,7 +87,7 @@ pub fn pgbench(
     let url = format!("{postgres_url}/{database}");
     psql(
         &admin,
-        &format!("DROP DATABASE IF EXISTS \"{database}\""),
+        &format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"),
         scratch,
     )?;
     psql(&admin, &format!("CREATE DATABASE \"{database}\""), scratch)?;
@@ -141,7 +141,7 @@ pub fn pgbench(
     })();
     let _ = psql(
         &admin,
-        &format!("DROP DATABASE IF EXISTS \"{database}\""),
+        &format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"),
         scratch,
     );
     result
