@@ -9,7 +9,14 @@ matched with re.search against the bare address `local@domain`):
   SMTP_SINK_TEMPFAIL_RE  default '^tempfail'  -> RCPT TO answered '451 4.3.0 ...'
   SMTP_SINK_REJECT_RE    default '^reject'    -> RCPT TO answered '550 5.1.1 ...'
 
-An empty value disables that rule. A message is stored when at least one recipient
+An empty value disables that rule.
+
+Slow server (the experiment's slow-SMTP scenario):
+
+  SMTP_SINK_DELAY_MS     default 0  -> wait this long after the DATA payload before
+                                       answering 250 (each session waits on its own;
+                                       other sessions are not held up)
+ A message is stored when at least one recipient
 was accepted; the file then starts with these trace headers, added by the sink:
 
   Return-Path: <envelope sender>
@@ -56,6 +63,7 @@ class MaildirSink:
         self.maildir = mailbox.Maildir(maildir, create=False)
         self.tempfail = _compile("SMTP_SINK_TEMPFAIL_RE", "^tempfail")
         self.reject = _compile("SMTP_SINK_REJECT_RE", "^reject")
+        self.delay = max(0, int(os.environ.get("SMTP_SINK_DELAY_MS", "0") or "0")) / 1000.0
         self.stored = 0
 
     async def handle_RCPT(  # noqa: N802 (aiosmtpd hook name)
@@ -89,6 +97,8 @@ class MaildirSink:
             "X-RcptTo: %s\r\n"
             "X-Peer: %s\r\n" % (envelope.mail_from or "", rcpts[0] if rcpts else "", ", ".join(rcpts), peer)
         ).encode("utf-8", "surrogateescape")
+        if self.delay:
+            await asyncio.sleep(self.delay)
         key = self.maildir.add(trace + content)
         self.stored += 1
         LOG.info("stored %s from=%s to=%s bytes=%d", key, envelope.mail_from, ",".join(rcpts), len(content))
@@ -105,10 +115,11 @@ async def _serve(host: str, port: int, maildir: str) -> None:
         reuse_address=True,
     )
     LOG.info(
-        "listening on %s:%d, maildir %s, tempfail=%r reject=%r",
+        "listening on %s:%d, maildir %s, delay %d ms, tempfail=%r reject=%r",
         host,
         port,
         maildir,
+        int(handler.delay * 1000),
         handler.tempfail.pattern if handler.tempfail else None,
         handler.reject.pattern if handler.reject else None,
     )

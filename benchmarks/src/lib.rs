@@ -4,9 +4,13 @@
 //!
 //! Everything here is pure or reads local files only; the network lives in the binaries.
 
+pub mod ceilings;
 pub mod loopback;
 pub mod machine;
+pub mod plots;
 pub mod procfs;
+pub mod procs;
 pub mod prom;
 pub mod schedule;
+pub mod shop;
 pub mod stats;

@@ -53,6 +53,42 @@ impl OpenLoop {
     }
 }
 
+/// An open-loop schedule in phases of constant rate (e.g. a burst: 100/s for 10 s,
+/// 1,000/s for 10 s, 100/s for 10 s). Within a phase request `i` is due at
+/// `phase start + i / rate`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Phases {
+    phases: Vec<(f64, Duration)>,
+}
+
+impl Phases {
+    /// `(rate, duration)` pairs in order; `None` if a rate is not positive.
+    pub fn new(phases: Vec<(f64, Duration)>) -> Option<Self> {
+        phases
+            .iter()
+            .all(|(rate, _)| rate.is_finite() && *rate > 0.0)
+            .then_some(Self { phases })
+    }
+
+    /// Every request's due time, ascending.
+    pub fn offsets(&self) -> Vec<Duration> {
+        let mut offsets = Vec::new();
+        let mut start = Duration::ZERO;
+        for &(rate, duration) in &self.phases {
+            if let Some(phase) = OpenLoop::for_duration(rate, duration) {
+                offsets.extend((0..phase.count()).map(|i| start + phase.offset(i)));
+            }
+            start += duration;
+        }
+        offsets
+    }
+
+    /// The whole schedule's length.
+    pub fn duration(&self) -> Duration {
+        self.phases.iter().map(|(_, d)| *d).sum()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +137,23 @@ mod tests {
             OpenLoop::for_count(1.0, 0).expect("schedule").span(),
             Duration::ZERO
         );
+    }
+
+    #[test]
+    fn a_burst_in_phases() {
+        let p = Phases::new(vec![
+            (10.0, Duration::from_secs(2)),
+            (100.0, Duration::from_secs(1)),
+            (10.0, Duration::from_secs(2)),
+        ])
+        .expect("phases");
+        let offsets = p.offsets();
+        assert_eq!(offsets.len(), 20 + 100 + 20);
+        assert_eq!(offsets[20], Duration::from_secs(2));
+        assert_eq!(offsets[21], Duration::from_millis(2010));
+        assert_eq!(offsets[120], Duration::from_secs(3));
+        assert!(offsets.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(p.duration(), Duration::from_secs(5));
+        assert!(Phases::new(vec![(0.0, Duration::from_secs(1))]).is_none());
     }
 }

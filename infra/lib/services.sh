@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # The project's own processes: the Kakao Pay simulator and the three services.
 
-service_bin() { printf '%s/debug/%s' "$CARGO_TARGET" "$1"; }
+# STACK_PROFILE (debug|release, default debug): which build of the binaries runs.
+service_bin() { printf '%s/%s/%s' "$CARGO_TARGET" "${STACK_PROFILE:-debug}" "$1"; }
 
 service_port() {
     case $1 in
@@ -37,9 +38,14 @@ service_probe() {
     esac
 }
 
+# STACK_SKIP_BUILD=1: use the binaries already built (the experiment builds them once).
 build_services() {
-    log "building the services: cargo build --bins (in $STACK_ROOT)"
-    (cd "$STACK_ROOT" && cargo build --bins) || die "cargo build --bins failed"
+    local profile_args=()
+    [[ "${STACK_PROFILE:-debug}" == release ]] && profile_args=(--release)
+    if [[ "${STACK_SKIP_BUILD:-0}" != 1 ]]; then
+        log "building the services: cargo build --bins ${profile_args[*]} (in $STACK_ROOT)"
+        (cd "$STACK_ROOT" && cargo build --bins "${profile_args[@]}") || die "cargo build --bins failed"
+    fi
     local s
     for s in "${SERVICE_NAMES[@]}"; do
         [[ -x "$(service_bin "$s")" ]] || die "binary $(service_bin "$s") was not built"

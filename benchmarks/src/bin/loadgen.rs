@@ -1,4 +1,5 @@
-//! `loadgen`: virtual shoppers against a running stack (`infra/stack up`).
+//! `loadgen`: virtual shoppers against a running stack (`infra/stack up`). The shopper
+//! logic lives in [`benchmarks::shop`] (shared with `experiment`).
 //!
 //! Each shopper: `POST /orders` (→ 202) → polls `GET /orders/{id}` until
 //! `payment.redirect_url` → follows it with redirects on (the simulator's page sends the
@@ -14,22 +15,15 @@
 //! deadlines. Only 127.0.0.1 is ever contacted.
 
 use anyhow::{bail, Context, Result};
-use benchmarks::loopback;
 use benchmarks::machine::Machine;
 use benchmarks::schedule::OpenLoop;
-use benchmarks::stats::{self, Latency};
+use benchmarks::shop::{self, Load, Recorder, Shop, ShopConfig};
+use benchmarks::stats;
 use clap::Parser;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use reqwest::redirect::Policy;
-use reqwest::{StatusCode, Url};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use tokio::time::Instant as TokioInstant;
+use std::time::Duration;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -76,258 +70,10 @@ struct Args {
     quiet: bool,
 }
 
-/// What one shopper saw.
-#[derive(Debug, Default)]
-struct Outcome {
-    accept: Option<Duration>,
-    ready: Option<Duration>,
-    approve: Option<Duration>,
-    end_to_end: Option<Duration>,
-    end_to_end_server_ms: Option<i64>,
-    error: Option<String>,
-}
-
-#[derive(Default)]
-struct Recorder {
-    started: u64,
-    accepted: u64,
-    payment_ready: u64,
-    approved: u64,
-    completed: u64,
-    errors: BTreeMap<String, u64>,
-    accept: Latency,
-    ready: Latency,
-    approve: Latency,
-    end_to_end: Latency,
-    end_to_end_server: Latency,
-}
-
-impl Recorder {
-    fn record(&mut self, outcome: Outcome) {
-        self.started += 1;
-        if let Some(d) = outcome.accept {
-            self.accepted += 1;
-            self.accept.record(d);
-        }
-        if let Some(d) = outcome.ready {
-            self.payment_ready += 1;
-            self.ready.record(d);
-        }
-        if let Some(d) = outcome.approve {
-            self.approved += 1;
-            self.approve.record(d);
-        }
-        if let Some(d) = outcome.end_to_end {
-            self.completed += 1;
-            self.end_to_end.record(d);
-        }
-        if let Some(ms) = outcome.end_to_end_server_ms {
-            self.end_to_end_server.record_millis(ms);
-        }
-        if let Some(kind) = outcome.error {
-            *self.errors.entry(kind).or_default() += 1;
-        }
-    }
-
-    fn error(&mut self, kind: &str) {
-        *self.errors.entry(kind.to_owned()).or_default() += 1;
-    }
-}
-
-struct Shop {
-    order_url: Url,
-    api: reqwest::Client,
-    browser: reqwest::Client,
-    poll: Duration,
-    step_timeout: Duration,
-    wait_complete: bool,
-    run: String,
-    seq: AtomicU64,
-}
-
-/// A short name for a request error.
-fn kind(step: &str, error: &reqwest::Error) -> String {
-    let what = if error.is_timeout() {
-        "timeout"
-    } else if error.is_connect() {
-        "connect"
-    } else if error.is_redirect() {
-        "redirect"
-    } else if error.is_decode() || error.is_body() {
-        "body"
-    } else {
-        "request"
-    };
-    format!("{step}_{what}")
-}
-
-impl Shop {
-    async fn get_order(&self, id: &str) -> Result<Value, String> {
-        let url = self
-            .order_url
-            .join(&format!("orders/{id}"))
-            .map_err(|_| "poll_bad_url".to_owned())?;
-        let response = self
-            .api
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| kind("poll", &e))?;
-        if response.status() != StatusCode::OK {
-            return Err(format!("poll_http_{}", response.status().as_u16()));
-        }
-        response.json().await.map_err(|e| kind("poll", &e))
-    }
-
-    /// One shopper's visit. `due` is when it should have started (open loop: its slot
-    /// in the schedule; closed loop: now).
-    async fn visit(&self, due: TokioInstant) -> Outcome {
-        let mut outcome = Outcome::default();
-        if let Err(kind) = self.steps(due, &mut outcome).await {
-            outcome.error = Some(kind);
-        }
-        outcome
-    }
-
-    async fn steps(&self, due: TokioInstant, outcome: &mut Outcome) -> Result<(), String> {
-        let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        let body = json!({
-            "customer_id": format!("loadgen-{}-{n}", self.run),
-            "customer_email": format!("loadgen-{n}@example.com"),
-            "items": [
-                { "name": "Load test item", "quantity": 1, "unit_price": 12_000 },
-                { "name": "Sticker", "quantity": 2, "unit_price": 1_500 },
-            ],
-        });
-        let url = self
-            .order_url
-            .join("orders")
-            .map_err(|_| "accept_bad_url".to_owned())?;
-        let response = self
-            .api
-            .post(url)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| kind("accept", &e))?;
-        if response.status() != StatusCode::ACCEPTED {
-            return Err(format!("accept_http_{}", response.status().as_u16()));
-        }
-        let order: Value = response.json().await.map_err(|e| kind("accept", &e))?;
-        let accepted = TokioInstant::now();
-        outcome.accept = Some(accepted - due);
-        let id = order["id"]
-            .as_str()
-            .ok_or_else(|| "accept_no_id".to_owned())?
-            .to_owned();
-
-        // Wait for the payment to be ready.
-        let deadline = accepted + self.step_timeout;
-        let redirect = loop {
-            let order = self.get_order(&id).await?;
-            if let Some(url) = order["payment"]["redirect_url"].as_str() {
-                break url.to_owned();
-            }
-            if order["status"] == "CANCELLED" {
-                return Err("cancelled_before_payment_ready".to_owned());
-            }
-            if TokioInstant::now() + self.poll > deadline {
-                return Err("payment_ready_timeout".to_owned());
-            }
-            tokio::time::sleep(self.poll).await;
-        };
-        let ready = TokioInstant::now();
-        outcome.ready = Some(ready - accepted);
-
-        // The shopper approves on the payment page.
-        let redirect = Url::parse(&redirect).map_err(|_| "redirect_bad_url".to_owned())?;
-        if !loopback::is_loopback_url(&redirect) {
-            return Err("redirect_not_loopback".to_owned());
-        }
-        let approve_started = TokioInstant::now();
-        let response = self
-            .browser
-            .get(redirect)
-            .send()
-            .await
-            .map_err(|e| kind("approve", &e))?;
-        let status = response.status();
-        let final_host_ok = loopback::is_loopback_url(response.url());
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        if !final_host_ok {
-            return Err("approve_left_loopback".to_owned());
-        }
-        if status != StatusCode::OK {
-            return Err(format!("approve_http_{}", status.as_u16()));
-        }
-        if body["status"] != "APPROVED" {
-            return Err(format!(
-                "approve_status_{}",
-                body["status"].as_str().unwrap_or("missing")
-            ));
-        }
-        outcome.approve = Some(approve_started.elapsed());
-
-        if !self.wait_complete {
-            return Ok(());
-        }
-        let deadline = TokioInstant::now() + self.step_timeout;
-        loop {
-            let order = self.get_order(&id).await?;
-            match order["status"].as_str() {
-                Some("COMPLETED") => {
-                    outcome.end_to_end = Some(accepted.elapsed());
-                    let at = |field: &str| {
-                        order[field]
-                            .as_str()
-                            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
-                    };
-                    if let (Some(created), Some(completed)) = (at("created_at"), at("completed_at"))
-                    {
-                        outcome.end_to_end_server_ms =
-                            Some((completed - created).num_milliseconds());
-                    }
-                    return Ok(());
-                }
-                Some("CANCELLED") => return Err("cancelled_after_approval".to_owned()),
-                _ => {}
-            }
-            if TokioInstant::now() + self.poll > deadline {
-                return Err("complete_timeout".to_owned());
-            }
-            tokio::time::sleep(self.poll).await;
-        }
-    }
-}
-
-fn progress(args: &Args, total: Option<u64>) -> ProgressBar {
-    let bar = match total {
-        Some(n) => ProgressBar::new(n),
-        None => ProgressBar::no_length(),
-    };
-    if args.quiet || !std::io::stderr().is_terminal() {
-        bar.set_draw_target(ProgressDrawTarget::hidden());
-    } else {
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{elapsed_precise} [{bar:30}] {pos}/{len} shoppers done  {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-    }
-    bar
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let order_url = loopback::check_url(&args.order_url)?;
-    let order_url = if order_url.path().ends_with('/') {
-        order_url
-    } else {
-        Url::parse(&format!("{order_url}/"))?
-    };
+    let mut config = ShopConfig::new(&args.order_url)?;
     let duration = args.duration.map(Duration::from_secs_f64);
     if duration.is_none() && args.orders.is_none() {
         bail!("bounded runs only: give --duration SECONDS and/or --orders N");
@@ -344,45 +90,14 @@ async fn main() -> Result<()> {
         (None, None) => bail!("give --rate R (open loop) or --concurrency C (closed loop)"),
         _ => bail!("--rate must be in (0, 10000], --concurrency in 1..=1000"),
     };
-
-    let request_timeout = Duration::from_millis(args.request_timeout_ms.max(1));
-    let api = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(request_timeout)
-        .redirect(Policy::none())
-        .pool_max_idle_per_host(256)
-        .build()?;
-    let browser = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(request_timeout)
-        .redirect(Policy::custom(|attempt| {
-            if attempt.previous().len() >= 5 {
-                attempt.error("more than 5 redirects")
-            } else if loopback::is_loopback_url(attempt.url()) {
-                attempt.follow()
-            } else {
-                attempt.stop()
-            }
-        }))
-        .build()?;
-    let shop = Arc::new(Shop {
-        order_url: order_url.clone(),
-        api,
-        browser,
-        poll: Duration::from_millis(args.poll_interval_ms.max(10)),
-        step_timeout: Duration::from_secs(args.step_timeout_secs.max(1)),
-        wait_complete: args.wait_complete,
-        run: uuid::Uuid::now_v7().simple().to_string()[20..].to_owned(),
-        seq: AtomicU64::new(0),
-    });
-    let recorder = Arc::new(Mutex::new(Recorder::default()));
-    let machine = Machine::describe();
-    // A shopper can take at most: request + two polling steps + approval, each bounded.
-    let shopper_bound = request_timeout * 4 + shop.step_timeout * 2;
-
-    let started = Instant::now();
-    let issue_seconds;
-    match mode {
+    config.request_timeout = Duration::from_millis(args.request_timeout_ms.max(1));
+    config.poll = Duration::from_millis(args.poll_interval_ms.max(10));
+    config.poll_max = config.poll;
+    config.step_timeout = Duration::from_secs(args.step_timeout_secs.max(1));
+    config.wait_complete = args.wait_complete;
+    config.max_in_flight = args.max_in_flight;
+    let order_url = config.order_url.clone();
+    let load = match mode {
         Mode::Open(rate) => {
             let schedule = match (duration, args.orders) {
                 (Some(d), Some(n)) => {
@@ -393,91 +108,24 @@ async fn main() -> Result<()> {
                 (None, Some(n)) => OpenLoop::for_count(rate, n).context("bad rate")?,
                 (None, None) => bail!("unbounded"),
             };
-            let bar = progress(&args, Some(schedule.count()));
-            let in_flight = Arc::new(AtomicUsize::new(0));
-            let mut tasks = tokio::task::JoinSet::new();
-            let start = TokioInstant::now();
-            for i in 0..schedule.count() {
-                let due = start + schedule.offset(i);
-                tokio::time::sleep_until(due).await;
-                if in_flight.load(Ordering::Relaxed) >= args.max_in_flight {
-                    lock(&recorder).error("in_flight_limit");
-                    bar.inc(1);
-                    continue;
-                }
-                in_flight.fetch_add(1, Ordering::Relaxed);
-                let (shop, task_recorder, task_in_flight, task_bar) = (
-                    shop.clone(),
-                    recorder.clone(),
-                    in_flight.clone(),
-                    bar.clone(),
-                );
-                tasks.spawn(async move {
-                    let outcome = shop.visit(due).await;
-                    lock(&task_recorder).record(outcome);
-                    task_in_flight.fetch_sub(1, Ordering::Relaxed);
-                    task_bar.inc(1);
-                });
-                // Reap finished tasks so the set does not grow with the run.
-                while tasks.try_join_next().is_some() {}
-                if i % 20 == 0 {
-                    bar.set_message(status_line(&recorder, started));
-                }
+            Load::Open {
+                offsets: (0..schedule.count()).map(|i| schedule.offset(i)).collect(),
             }
-            issue_seconds = started.elapsed().as_secs_f64();
-            drain(&mut tasks, shopper_bound, &bar, &recorder, started).await;
-            bar.finish_and_clear();
         }
-        Mode::Closed(concurrency) => {
-            let bar = progress(&args, args.orders);
-            let remaining = Arc::new(AtomicU64::new(args.orders.unwrap_or(u64::MAX)));
-            let stop_at = duration.map(|d| TokioInstant::now() + d);
-            let mut tasks = tokio::task::JoinSet::new();
-            for _ in 0..concurrency {
-                let shop = shop.clone();
-                let recorder = recorder.clone();
-                let remaining = remaining.clone();
-                let bar = bar.clone();
-                tasks.spawn(async move {
-                    loop {
-                        if stop_at.is_some_and(|t| TokioInstant::now() >= t) {
-                            break;
-                        }
-                        let claimed = remaining
-                            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                                n.checked_sub(1)
-                            })
-                            .is_ok();
-                        if !claimed {
-                            break;
-                        }
-                        let outcome = shop.visit(TokioInstant::now()).await;
-                        lock(&recorder).record(outcome);
-                        bar.inc(1);
-                    }
-                });
-            }
-            let bound = duration.unwrap_or(Duration::from_secs(3600)) + shopper_bound;
-            let ticker = {
-                let bar = bar.clone();
-                let recorder = recorder.clone();
-                tokio::spawn(async move {
-                    loop {
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        bar.set_message(status_line(&recorder, started));
-                    }
-                })
-            };
-            drain(&mut tasks, bound, &bar, &recorder, started).await;
-            ticker.abort();
-            issue_seconds = started.elapsed().as_secs_f64();
-            bar.finish_and_clear();
-        }
-    }
-    let elapsed = started.elapsed().as_secs_f64();
+        Mode::Closed(concurrency) => Load::Closed {
+            concurrency,
+            duration,
+            orders: args.orders,
+        },
+    };
+    let shop = Arc::new(Shop::new(config)?);
+    let recorder = Arc::new(Mutex::new(Recorder::new(false)));
+    let machine = Machine::describe();
+    let bar = shop::progress_bar(args.quiet, load.total());
+    let timing = shop::drive(shop, load, recorder.clone(), bar, |_| {}).await;
+    let (issue_seconds, elapsed) = (timing.issue_seconds, timing.elapsed_seconds);
 
-    let r = lock(&recorder);
-    let errors_total: u64 = r.errors.values().sum();
+    let r = shop::lock(&recorder);
     let summary = json!({
         "benchmark": "loadgen",
         "mode": match mode { Mode::Open(_) => "open-loop", Mode::Closed(_) => "closed-loop" },
@@ -490,12 +138,12 @@ async fn main() -> Result<()> {
         "issue_seconds": stats::round3(issue_seconds),
         "elapsed_seconds": stats::round3(elapsed),
         "counts": {
-            "shoppers": r.started + r.errors.get("in_flight_limit").copied().unwrap_or(0),
+            "shoppers": r.shoppers(),
             "accepted": r.accepted,
             "payment_ready": r.payment_ready,
             "approved": r.approved,
             "completed": r.completed,
-            "errors": errors_total,
+            "errors": r.errors_total(),
         },
         "errors": r.errors,
         "rates": {
@@ -504,21 +152,9 @@ async fn main() -> Result<()> {
             "completed_per_sec": stats::rate(r.completed, elapsed),
             "basis": "accepted over the issuing phase; approved and completed over the whole run (issuing + drain)",
         },
-        "latency_definitions": {
-            "accept": "POST /orders → 202 received; open loop: from the scheduled start (coordinated omission corrected)",
-            "payment_ready": "202 received → GET /orders/{id} first shows payment.redirect_url (poll granularity: poll_interval_ms)",
-            "approve": "GET payment.redirect_url, redirects followed, → 200 APPROVED from payment's callback",
-            "end_to_end": "202 received → GET /orders/{id} first shows COMPLETED (client view, poll granularity)",
-            "end_to_end_server": "completed_at - created_at of the order (server clock)",
-        },
+        "latency_definitions": shop::latency_definitions(),
         "poll_interval_ms": args.poll_interval_ms,
-        "latency": {
-            "accept": r.accept.summary(),
-            "payment_ready": r.ready.summary(),
-            "approve": r.approve.summary(),
-            "end_to_end": r.end_to_end.summary(),
-            "end_to_end_server": r.end_to_end_server.summary(),
-        },
+        "latency": r.latency_json(),
         "machine": machine,
     });
     drop(r);
@@ -538,49 +174,6 @@ async fn main() -> Result<()> {
 enum Mode {
     Open(f64),
     Closed(usize),
-}
-
-fn lock(recorder: &Mutex<Recorder>) -> std::sync::MutexGuard<'_, Recorder> {
-    recorder.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn status_line(recorder: &Mutex<Recorder>, started: Instant) -> String {
-    let r = lock(recorder);
-    format!(
-        "accepted {} ({:.1}/s)  approved {}  completed {}  errors {}",
-        r.accepted,
-        stats::rate(r.accepted, started.elapsed().as_secs_f64()),
-        r.approved,
-        r.completed,
-        r.errors.values().sum::<u64>()
-    )
-}
-
-/// Waits for the shoppers still in progress, at most `bound`; the rest are aborted and
-/// counted as `aborted_at_deadline`.
-async fn drain(
-    tasks: &mut tokio::task::JoinSet<()>,
-    bound: Duration,
-    bar: &ProgressBar,
-    recorder: &Mutex<Recorder>,
-    started: Instant,
-) {
-    let deadline = TokioInstant::now() + bound;
-    loop {
-        match tokio::time::timeout_at(deadline, tasks.join_next()).await {
-            Ok(Some(_)) => bar.set_message(status_line(recorder, started)),
-            Ok(None) => return,
-            Err(_) => {
-                let left = tasks.len() as u64;
-                tasks.abort_all();
-                let mut r = lock(recorder);
-                *r.errors
-                    .entry("aborted_at_deadline".to_owned())
-                    .or_default() += left;
-                return;
-            }
-        }
-    }
 }
 
 fn print_summary(s: &Value) {
