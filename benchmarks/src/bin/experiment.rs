@@ -562,7 +562,30 @@ impl Stack {
             ("POSTGRES_URL", pg.clone()),
             ("ORDER_DATABASE_URL", format!("{pg}/exp_{id}_orders")),
             ("PAYMENT_DATABASE_URL", format!("{pg}/exp_{id}_payments")),
-            ("MAIL_DATABASE_URL", format!("{pg}/exp_{id}_mail")),
+            // Cases 1-2: `infra/stack up --case N` starts `mailer-blocking` (pid file
+            // `mailer-blocking.pid`) in the notifier's place; it reads MAILER_*. Every
+            // derived address is set here: `infra/stack experiment` exports the shared
+            // stack's defaults (8083, …/mail, …), which this process passes on.
+            ("MAILER_DATABASE_URL", format!("{pg}/exp_{id}_mail")),
+            ("MAILER_HOST", "127.0.0.1".to_owned()),
+            ("MAILER_PORT", p("NOTIFIER_PORT").to_string()),
+            // Case 1: where each service POSTs its events.
+            (
+                "ORDER_PAYMENT_URL",
+                format!("http://127.0.0.1:{}", p("PAYMENT_PORT")),
+            ),
+            (
+                "ORDER_MAILER_URL",
+                format!("http://127.0.0.1:{}", p("NOTIFIER_PORT")),
+            ),
+            (
+                "PAYMENT_ORDER_URL",
+                format!("http://127.0.0.1:{}", p("ORDER_PORT")),
+            ),
+            (
+                "PAYMENT_MAILER_URL",
+                format!("http://127.0.0.1:{}", p("NOTIFIER_PORT")),
+            ),
             ("KAFKA_BROKERS", format!("127.0.0.1:{}", p("KAFKA_PORT"))),
             ("KAFKA_TOPIC_PREFIX", String::new()),
             (

@@ -49,6 +49,7 @@ async fn stored_history(stack: &Stack, case: Case, order_id: Uuid) -> Vec<Notifi
         let store = notifier::store::MongoHistoryStore::connect(
             &stack.infra.mongodb_uri,
             &stack.notifier_mongodb_database(),
+            notifier::store::BatchConfig::default(),
         )
         .await
         .expect("MongoDB");
