@@ -59,7 +59,10 @@ start_services() {
     printf '%s\n' "$SAGA_CASE" >"$STATE/case"
     for s in "${SERVICE_NAMES[@]}"; do
         if ! is_running "$s" && ! port_taken "$s" "$(service_port "$s")"; then
-            start_bg "$s" "$s" "$STACK_ROOT" "$(service_bin "$s")"
+            # One process per service: a stable consumer-group identity lets a service
+            # that crashed and restarts take back its partitions at once (static
+            # membership; see shared_events::kafka::KafkaSettings::group_instance_id).
+            KAFKA_GROUP_INSTANCE_ID="$s-1" start_bg "$s" "$s" "$STACK_ROOT" "$(service_bin "$s")"
         fi
     done
 }
