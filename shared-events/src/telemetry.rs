@@ -202,6 +202,10 @@ pub fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
                     LAG_BUCKETS,
                 )
             })
+            .and_then(|b| {
+                // A count of documents, not a duration.
+                b.set_buckets_for_metric(Matcher::Suffix("_batch_size".into()), BATCH_BUCKETS)
+            })
             .unwrap_or_else(|_| PrometheusBuilder::new());
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
@@ -221,6 +225,9 @@ const SAGA_BUCKETS: &[f64] = &[
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0,
 ];
 /// Outbox relay lag: milliseconds normally, minutes when Kafka is away.
+/// Buckets of `*_batch_size` histograms (items per batch).
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
 const LAG_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0,
 ];
