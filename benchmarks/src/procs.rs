@@ -1,8 +1,6 @@
 //! Child processes the benchmarks start themselves (servers for ceilings, `pgbench`,
 //! `smtp-source`, `infra/stack`): started with a log file, stopped by their own PID
 //! (SIGTERM, then SIGKILL), killed when dropped, and commands run with a deadline.
-//!
-//! (`notifier-bench` has its own copy of these helpers; it can move to this module.)
 
 use anyhow::{bail, Context, Result};
 use std::fs::File;
@@ -47,25 +45,28 @@ impl Spawned {
         self.child.try_wait().ok().flatten()
     }
 
-    /// SIGTERM, up to `grace`, then SIGKILL.
-    pub fn stop(&mut self, grace: Duration) {
-        if self.exited().is_some() {
-            return;
+    /// SIGTERM, up to `grace`, then SIGKILL. Returns how it ended and how long it took.
+    pub fn stop(&mut self, grace: Duration) -> (String, Duration) {
+        let started = Instant::now();
+        if let Some(status) = self.exited() {
+            return (format!("had exited: {status}"), Duration::ZERO);
         }
         let _ = Command::new("kill")
             .args(["-TERM", &self.pid().to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
-        let deadline = Instant::now() + grace;
+        let deadline = started + grace;
         while Instant::now() < deadline {
-            if self.exited().is_some() {
-                return;
+            if let Some(status) = self.exited() {
+                return (format!("SIGTERM: {status}"), started.elapsed());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        eprintln!("{} did not stop within {grace:?}; killed", self.name);
+        ("SIGKILL after grace".to_owned(), started.elapsed())
     }
 }
 

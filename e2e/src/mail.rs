@@ -42,7 +42,7 @@ impl Maildir {
             .into_iter()
             .filter_map(|(_, path)| std::fs::read(path).ok())
             .filter(|raw| contains(raw, recipient.as_bytes()))
-            .filter_map(|raw| parse(&raw))
+            .filter_map(|raw| parse(&raw, true))
             .filter(|mail| mail.to.iter().any(|to| to.eq_ignore_ascii_case(recipient)))
             .collect()
     }
@@ -54,7 +54,9 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
         .any(|window| window == needle)
 }
 
-fn parse(raw: &[u8]) -> Option<Mail> {
+/// Parses one message; without `bodies` its text and HTML are left out (a big load's
+/// index keeps only what it counts).
+pub(crate) fn parse(raw: &[u8], bodies: bool) -> Option<Mail> {
     let message = MessageParser::default().parse(raw)?;
     let addresses = |address: Option<&mail_parser::Address<'_>>| -> Vec<String> {
         address
@@ -69,11 +71,13 @@ fn parse(raw: &[u8]) -> Option<Mail> {
         to: addresses(message.to()),
         from: addresses(message.from()),
         subject: message.subject().unwrap_or_default().to_owned(),
-        text: message
-            .body_text(0)
-            .map(|t| t.into_owned())
+        text: bodies
+            .then(|| message.body_text(0).map(|t| t.into_owned()))
+            .flatten()
             .unwrap_or_default(),
-        html: message.body_html(0).map(|h| h.into_owned()),
+        html: bodies
+            .then(|| message.body_html(0).map(|h| h.into_owned()))
+            .flatten(),
         message_id: message.message_id().map(str::to_owned),
         has_date: message.date().is_some(),
     })

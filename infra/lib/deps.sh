@@ -75,12 +75,33 @@ start_mongodb() {
 }
 
 start_smtp() {
-    if ! is_running smtp && ! port_taken smtp "$SMTP_PORT"; then
-        start_bg smtp smtp_sink.py "$DATA_DIR" \
-            "$VENV/bin/python" "$INFRA_DIR/smtp_sink.py" \
-            --host 127.0.0.1 --port "$SMTP_PORT" --maildir "$SMTP_MAILDIR"
+    if ! is_running smtp; then
+        if port_taken smtp "$SMTP_PORT"; then
+            adopt_foreign_maildir
+        else
+            start_bg smtp smtp_sink.py "$DATA_DIR" \
+                "$VENV/bin/python" "$INFRA_DIR/smtp_sink.py" \
+                --host 127.0.0.1 --port "$SMTP_PORT" --maildir "$SMTP_MAILDIR"
+        fi
     fi
     wait_port smtp "$SMTP_PORT"
+}
+
+# A reused SMTP sink writes mail to its own Maildir, not to ours: the tests read mail
+# from SMTP_MAILDIR, so point it at the sink's (from its --maildir argument), or refuse
+# a server whose Maildir cannot be known.
+adopt_foreign_maildir() {
+    local pid maildir
+    pid="$(ss -Hltnp "sport = :$SMTP_PORT" 2>/dev/null | grep -o 'pid=[0-9]*' | head -n1 | cut -d= -f2)"
+    [[ -n "$pid" && -r "/proc/$pid/cmdline" ]] ||
+        die "port $SMTP_PORT is served by a process whose Maildir cannot be found; stop it or set SMTP_PORT"
+    maildir="$(tr '\0' '\n' <"/proc/$pid/cmdline" | sed -n '/^--maildir$/{n;p;q}')"
+    [[ -z "$maildir" || "$maildir" == /* ]] || maildir="$(readlink "/proc/$pid/cwd")/$maildir"
+    [[ -n "$maildir" && -d "$maildir" ]] ||
+        die "port $SMTP_PORT is served by pid $pid, which is not smtp_sink.py with --maildir; stop it or set SMTP_PORT"
+    SMTP_MAILDIR="$maildir"
+    export SMTP_MAILDIR
+    warn "reading mail from the reused SMTP sink's Maildir: $SMTP_MAILDIR"
 }
 
 kafka_topics() {

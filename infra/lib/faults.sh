@@ -1,22 +1,27 @@
 # shellcheck shell=bash
-# `infra/stack faults [--orders N] [-- TEST ARGS]`: the fault-injection suite
-# (e2e/tests/faults) under a heavy load.
+# `infra/stack faults [--orders N] [--results FILE] [-- TEST ARGS]`: the
+# fault-injection suite (e2e/tests/faults), by default under the heavy load.
 #
 # Every scenario starts private servers of its own — tansu, nx-27017, the SMTP sink and
 # the four binaries, on free loopback ports, data in a temp folder — so this neither
 # needs nor touches what `infra/stack deps`/`up` started; only PostgreSQL ($POSTGRES_URL)
 # is shared (each scenario creates and drops databases of its own). The suite builds the
 # binaries itself (cargo build --bins). `infra/stack test` runs the same suite with the
-# CI load (150 orders per scenario) as part of `cargo test --workspace`.
+# CI load (STACK_FAULT_ORDERS, default 60 orders per scenario), its result under target/.
 #
-# Result: benchmarks/results/faults/latest.json — per scenario: orders, completed,
+# Result (unless --results): benchmarks/results/faults/latest.json — per scenario: orders, completed,
 # cancelled, refunded, payment_failed, durations and every invariant's result; plus the
 # run's orders_per_scenario, exit_code and total_secs.
 
 cmd_faults() {
-    local orders=1000 test_args=()
+    local orders=1000 test_args=() results="$STACK_ROOT/benchmarks/results/faults/latest.json"
     while (($#)); do
         case $1 in
+            --results)
+                [[ $# -ge 2 ]] || die "--results needs a file"
+                results=$2
+                shift 2
+                ;;
             --orders)
                 [[ $# -ge 2 ]] || die "--orders needs a number"
                 orders=$2
@@ -37,9 +42,7 @@ cmd_faults() {
     [[ "$orders" =~ ^[1-9][0-9]*$ ]] || die "--orders must be a positive number (got '$orders')"
     install_all
     ensure_postgres
-    local results_dir="$STACK_ROOT/benchmarks/results/faults"
-    local results="$results_dir/latest.json"
-    mkdir -p "$results_dir"
+    mkdir -p "$(dirname "$results")"
     rm -f "$results"
     export FAULT_ORDERS="$orders" FAULT_RESULTS="$results" POSTGRES_URL TANSU_BIN SAGA_CACHE_DIR
     cd "$STACK_ROOT" || die "cannot enter $STACK_ROOT"

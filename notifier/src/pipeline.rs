@@ -19,6 +19,9 @@
 //! * **Rebalances.** When partitions are revoked, the work already fetched from them is
 //!   finished first (up to `shutdown_timeout`), then their offsets are committed, so the
 //!   next owner does not send the same mails concurrently.
+//! * **Lost assignments.** A watchdog ([`shared_events::kafka::watch_assignment`])
+//!   rejoins the group when this consumer owns nothing while events stand still in
+//!   partitions nobody consumes (tansu can lose an assignment after a restart).
 //! * **Shutdown.** Cancelling stops fetching; mails being sent finish (one waiting for a
 //!   retry is abandoned, its event comes again); after `shutdown_timeout` the rest is
 //!   abandoned too; the stored offsets are committed synchronously and the consumer
@@ -368,7 +371,14 @@ impl Pipeline {
             })
         };
 
+        let watchdog = tokio::spawn(shared_events::kafka::watch_assignment(
+            CONSUMER.to_owned(),
+            self.consumer.clone(),
+            self.config.topics.clone(),
+            shutdown.clone(),
+        ));
         self.fetch(&shutdown, &permits).await;
+        watchdog.abort();
 
         // Drain: finish what is being sent, abandon what waits.
         self.inner.tasks.close();

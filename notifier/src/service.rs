@@ -14,7 +14,7 @@
 use crate::domain::{DeliveryStatus, MailKind, Notification};
 use crate::render::{Mail, RenderError, Renderer};
 use crate::store::{Attempt, Claim, HistoryStore, NewNotification, StoreError};
-use crate::transport::MailTransport;
+use crate::transport::{MailTransport, SendError, SendReceipt};
 use chrono::Utc;
 use rand::Rng;
 use shared_events::Event;
@@ -22,7 +22,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 /// How often and how patiently a mail is retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,37 +118,11 @@ impl MailService {
         let Some(mail) = self.renderer.render(event)? else {
             return Ok(Outcome::NoMail);
         };
-        let new = NewNotification {
-            id: Uuid::now_v7().to_string(),
-            event_id: event.event_id,
-            event_type: event.event_type().as_str().to_owned(),
-            order_id: event.order_id,
-            recipient: mail.recipient.clone(),
-            kind: mail.kind,
-            locale: mail.locale.as_str().to_owned(),
-            subject: mail.subject.clone(),
-            smtp_message_id: mail.message_id.clone(),
-            created_at: Utc::now(),
-            event_occurred_at: event.occurred_at,
-        };
-        let record = match retry_store(stop, || self.store.claim(&new)).await? {
-            Claim::Created(record) => record,
-            Claim::Unfinished(record) => {
-                tracing::info!(
-                    event_id = %event.event_id, notification = %record.id, status = %record.status,
-                    attempts = record.attempts, "Resuming a mail a previous run did not finish."
-                );
-                record
-            }
-            Claim::Finished(record) => {
-                metrics::counter!("notifier_mails_duplicate_total", "type" => mail.kind.as_str())
-                    .increment(1);
-                tracing::info!(
-                    event_id = %event.event_id, notification = %record.id, status = %record.status,
-                    "Event seen before; mail already finished."
-                );
-                return Ok(Outcome::AlreadyDone(record.status));
-            }
+        let new = NewNotification::for_mail(event, &mail);
+        let claim = retry_store(stop, || self.store.claim(&new)).await?;
+        let record = match to_send(claim, event, mail.kind) {
+            Ok(record) => record,
+            Err(done) => return Ok(done),
         };
         self.deliver(&mail, record, event, stop).await
     }
@@ -161,76 +134,176 @@ impl MailService {
         event: &Event,
         stop: &Stop,
     ) -> Result<Outcome, HandleError> {
-        let kind = mail.kind.as_str();
-        let id = record.id.clone();
         loop {
             if stop.soft.is_cancelled() {
                 return Err(HandleError::Interrupted);
             }
             let started = Instant::now();
             let result = self.transport.send(mail).await;
-            let outcome = if result.is_ok() { "sent" } else { "error" };
-            metrics::histogram!("notifier_mail_send_duration_seconds", "outcome" => outcome)
-                .record(started.elapsed().as_secs_f64());
-            let attempts = record.attempts.saturating_add(1);
-            let at = Utc::now();
-            match result {
-                Ok(receipt) => {
-                    let attempt = Attempt::Sent { at };
-                    retry_store(stop, || self.store.record_attempt(&record, &attempt)).await?;
-                    metrics::counter!("notifier_mails_sent_total", "type" => kind).increment(1);
-                    let end_to_end = (at - event.occurred_at).to_std().unwrap_or_default();
-                    metrics::histogram!("notifier_mail_end_to_end_seconds", "type" => kind)
-                        .record(end_to_end.as_secs_f64());
-                    tracing::info!(
-                        event_id = %event.event_id, order_id = %event.order_id, notification = %id,
-                        r#type = kind, attempts, reply = %receipt.reply, "Mail sent."
-                    );
-                    return Ok(Outcome::Sent(mail.kind));
-                }
-                Err(error) if error.is_transient() && attempts < self.policy.max_attempts => {
-                    let message = error.message().to_owned();
-                    let attempt = Attempt::Retrying {
-                        at,
-                        error: message.clone(),
-                    };
-                    record =
-                        retry_store(stop, || self.store.record_attempt(&record, &attempt)).await?;
-                    metrics::counter!("notifier_mail_retries_total", "type" => kind).increment(1);
-                    let wait = self.policy.backoff(attempts);
-                    tracing::warn!(
-                        event_id = %event.event_id, notification = %id, attempts, error = %message,
-                        retry_in_ms = wait.as_millis() as u64, "Mail not delivered; will retry."
-                    );
-                    tokio::select! {
-                        _ = stop.soft.cancelled() => return Err(HandleError::Interrupted),
-                        _ = tokio::time::sleep(wait) => {}
-                    }
-                }
-                Err(error) => {
-                    let (reason, message) = if error.is_transient() {
-                        (
-                            "exhausted",
-                            format!("gave up after {attempts} attempts: {}", error.message()),
-                        )
-                    } else {
-                        ("permanent", error.message().to_owned())
-                    };
-                    let attempt = Attempt::Failed {
-                        at,
-                        error: message.clone(),
-                    };
-                    retry_store(stop, || self.store.record_attempt(&record, &attempt)).await?;
-                    metrics::counter!("notifier_mails_failed_total", "type" => kind, "reason" => reason)
-                        .increment(1);
-                    tracing::warn!(
-                        event_id = %event.event_id, notification = %id, attempts, error = %message,
-                        "Mail failed; recorded FAILED."
-                    );
-                    return Ok(Outcome::Failed(mail.kind));
-                }
+            let judged = self
+                .policy
+                .judge(mail.kind, &record, result, started.elapsed());
+            record =
+                retry_store(stop, || self.store.record_attempt(&record, &judged.attempt)).await?;
+            match judged.report(event, &record.id) {
+                Next::Done(outcome) => return Ok(outcome),
+                Next::RetryAfter(wait) => tokio::select! {
+                    _ = stop.soft.cancelled() => return Err(HandleError::Interrupted),
+                    _ = tokio::time::sleep(wait) => {}
+                },
             }
         }
+    }
+}
+
+/// The record to send from a claim, or — when the mail was finished before — the
+/// outcome (counted as a duplicate). Both services claim through this.
+pub(crate) fn to_send(
+    claim: Claim,
+    event: &Event,
+    kind: MailKind,
+) -> Result<Notification, Outcome> {
+    match claim {
+        Claim::Created(record) => Ok(record),
+        Claim::Unfinished(record) => {
+            tracing::info!(
+                event_id = %event.event_id, notification = %record.id, status = %record.status,
+                attempts = record.attempts, "Resuming a mail a previous run did not finish."
+            );
+            Ok(record)
+        }
+        Claim::Finished(record) => {
+            metrics::counter!("notifier_mails_duplicate_total", "type" => kind.as_str())
+                .increment(1);
+            tracing::info!(
+                event_id = %event.event_id, notification = %record.id, status = %record.status,
+                "Event seen before; mail already finished."
+            );
+            Err(Outcome::AlreadyDone(record.status))
+        }
+    }
+}
+
+/// What follows a recorded attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Next {
+    Done(Outcome),
+    RetryAfter(Duration),
+}
+
+/// One delivery attempt judged under the [`DeliveryPolicy`]: what to record, and (once
+/// recorded) what to count, log and do next.
+#[derive(Debug)]
+pub(crate) struct Judged {
+    pub attempt: Attempt,
+    kind: MailKind,
+    attempts: u32,
+    took: Duration,
+    /// The server's reply when sent, the error otherwise.
+    detail: String,
+    /// Why it was recorded `FAILED`: `permanent` or `exhausted`.
+    failure: Option<&'static str>,
+    next: Next,
+}
+
+impl DeliveryPolicy {
+    /// Judges the result of attempt number `current.attempts + 1`: sent; a transient
+    /// failure with attempts left → retry after the backoff; otherwise `FAILED`
+    /// (permanent, or attempts exhausted).
+    pub(crate) fn judge(
+        &self,
+        kind: MailKind,
+        current: &Notification,
+        result: Result<SendReceipt, SendError>,
+        took: Duration,
+    ) -> Judged {
+        let attempts = current.attempts.saturating_add(1);
+        let at = Utc::now();
+        let mut failure = None;
+        let (attempt, detail, next) = match result {
+            Ok(receipt) => (
+                Attempt::Sent { at },
+                receipt.reply,
+                Next::Done(Outcome::Sent(kind)),
+            ),
+            Err(error) if error.is_transient() && attempts < self.max_attempts => {
+                let message = error.message().to_owned();
+                (
+                    Attempt::Retrying {
+                        at,
+                        error: message.clone(),
+                    },
+                    message,
+                    Next::RetryAfter(self.backoff(attempts)),
+                )
+            }
+            Err(error) => {
+                let message = if error.is_transient() {
+                    failure = Some("exhausted");
+                    format!("gave up after {attempts} attempts: {}", error.message())
+                } else {
+                    failure = Some("permanent");
+                    error.message().to_owned()
+                };
+                (
+                    Attempt::Failed {
+                        at,
+                        error: message.clone(),
+                    },
+                    message,
+                    Next::Done(Outcome::Failed(kind)),
+                )
+            }
+        };
+        Judged {
+            attempt,
+            kind,
+            attempts,
+            took,
+            detail,
+            failure,
+            next,
+        }
+    }
+}
+
+impl Judged {
+    /// Counts and logs the attempt (after it was recorded); returns what comes next.
+    pub(crate) fn report(&self, event: &Event, notification: &str) -> Next {
+        let kind = self.kind.as_str();
+        let attempts = self.attempts;
+        let sent = matches!(self.attempt, Attempt::Sent { .. });
+        metrics::histogram!("notifier_mail_send_duration_seconds", "outcome" => if sent { "sent" } else { "error" })
+            .record(self.took.as_secs_f64());
+        match (&self.attempt, self.next) {
+            (Attempt::Sent { at }, _) => {
+                metrics::counter!("notifier_mails_sent_total", "type" => kind).increment(1);
+                let end_to_end = (*at - event.occurred_at).to_std().unwrap_or_default();
+                metrics::histogram!("notifier_mail_end_to_end_seconds", "type" => kind)
+                    .record(end_to_end.as_secs_f64());
+                tracing::info!(
+                    event_id = %event.event_id, order_id = %event.order_id, notification,
+                    r#type = kind, attempts, reply = %self.detail, "Mail sent."
+                );
+            }
+            (_, Next::RetryAfter(wait)) => {
+                metrics::counter!("notifier_mail_retries_total", "type" => kind).increment(1);
+                tracing::warn!(
+                    event_id = %event.event_id, notification, attempts, error = %self.detail,
+                    retry_in_ms = wait.as_millis() as u64, "Mail not delivered; will retry."
+                );
+            }
+            _ => {
+                let reason = self.failure.unwrap_or("permanent");
+                metrics::counter!("notifier_mails_failed_total", "type" => kind, "reason" => reason)
+                    .increment(1);
+                tracing::warn!(
+                    event_id = %event.event_id, notification, attempts, error = %self.detail,
+                    "Mail failed; recorded FAILED."
+                );
+            }
+        }
+        self.next
     }
 }
 
@@ -293,6 +366,14 @@ pub fn describe_metrics() {
         "notifier_uncommitted_offsets",
         "Offsets fetched and not yet stored (finished work waiting behind unfinished work)."
     );
+    zero_mail_counters();
+    metrics::counter!("notifier_mongodb_errors_total").increment(0);
+    metrics::counter!("saga_dead_letters_total", "consumer" => crate::pipeline::CONSUMER)
+        .increment(0);
+}
+
+/// Every mail counter of a known label set at 0 (both mail services export these names).
+pub fn zero_mail_counters() {
     for kind in MailKind::ALL {
         let kind = kind.as_str();
         metrics::counter!("notifier_mails_sent_total", "type" => kind).increment(0);
@@ -303,9 +384,6 @@ pub fn describe_metrics() {
                 .increment(0);
         }
     }
-    metrics::counter!("notifier_mongodb_errors_total").increment(0);
-    metrics::counter!("saga_dead_letters_total", "consumer" => crate::pipeline::CONSUMER)
-        .increment(0);
 }
 
 /// Retries a history write while the store is unreachable (a store outage pauses the

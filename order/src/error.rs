@@ -59,24 +59,9 @@ impl ApiError {
                 "Request body too large",
                 format!("The body must be at most {limit} bytes."),
             ),
-            ApiError::NotFound(what) => Problem::new(
-                StatusCode::NOT_FOUND,
-                "/problems/not-found",
-                "Not found",
-                format!("No such {what}."),
-            ),
-            ApiError::Unavailable(_) => Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "/problems/unavailable",
-                "Service unavailable",
-                "The order store is unreachable; try again shortly.",
-            ),
-            ApiError::Internal(_) => Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "/problems/internal",
-                "Internal error",
-                "Something went wrong on our side.",
-            ),
+            ApiError::NotFound(what) => Problem::not_found(what),
+            ApiError::Unavailable(_) => Problem::store_unavailable("order store"),
+            ApiError::Internal(_) => Problem::internal(),
         }
     }
 }

@@ -25,20 +25,13 @@ use crate::orders;
 use crate::routes::{self, OrderView, MAX_BODY_BYTES};
 use crate::saga::PaymentEvents;
 use crate::startup::AppState;
-use actix_web::http::{header, StatusCode};
+use actix_web::http::header;
 use actix_web::{web, HttpResponse};
-use shared_events::chain::{HttpChain, EVENTS_PATH};
+use shared_events::chain::{self, EVENTS_PATH};
 use shared_events::db::PgPool;
-use shared_events::http::Problem;
-use shared_events::kafka::{EventHandler, HandlerError};
 use shared_events::outbox::Outbox;
-use shared_events::Event;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-/// How often the HTTP relay looks for events a request could not deliver.
-const RETRY_EVERY: Duration = Duration::from_millis(500);
 
 /// The outbox delivered over HTTP to payment-service and the mail service, and its
 /// relay for failed deliveries (added to `tasks`).
@@ -49,18 +42,17 @@ pub fn outbox(
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
 ) -> anyhow::Result<Outbox> {
     let topics = settings.kafka.topics();
-    let chain = HttpChain::new(
+    let own = topics.orders.clone();
+    let subscribers = vec![settings.payment_url.clone(), settings.mailer_url.clone()];
+    Ok(chain::http_outbox(
         "order",
-        pool.clone(),
-        vec![(
-            topics.orders.clone(),
-            vec![settings.payment_url.clone(), settings.mailer_url.clone()],
-        )],
-    )?;
-    tasks.push(tokio::spawn(
-        chain.clone().run_retries(RETRY_EVERY, shutdown.clone()),
-    ));
-    Ok(Outbox::new(topics).with_http_chain(chain))
+        pool,
+        topics,
+        own,
+        subscribers,
+        shutdown,
+        tasks,
+    )?)
 }
 
 /// Case 1's routes: the chain's versions of placing and cancelling an order and the
@@ -105,45 +97,15 @@ async fn cancel_order(
 /// causes are delivered before the answer. `200` handled, `400` not an event, `422`
 /// refused for good (e.g. an unknown order), `503` try again.
 async fn receive_event(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
-    let event = match Event::from_json(&body) {
-        Ok(event) => event,
-        Err(error) => {
-            return Problem::new(
-                StatusCode::BAD_REQUEST,
-                "/problems/invalid-event",
-                "Invalid event",
-                error.to_string(),
-            )
-            .response()
-        }
-    };
     let handler = PaymentEvents {
         db: state.db.clone(),
         outbox: state.outbox.clone(),
     };
-    match handler.handle(&event).await {
-        Ok(()) => {
-            state.outbox.dispatch_now(event.order_id).await;
-            HttpResponse::Ok().json(serde_json::json!({
-                "event_id": event.event_id, "outcome": "handled",
-            }))
-        }
-        Err(HandlerError::Permanent(error)) => Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "/problems/event-refused",
-            "Event refused",
-            format!("{error:#}"),
-        )
-        .response(),
-        Err(HandlerError::Transient(error)) => {
-            tracing::warn!(error = %format!("{error:#}"), event_id = %event.event_id, "Event not handled; the sender will retry.");
-            Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "/problems/unavailable",
-                "Service unavailable",
-                "The order store is unavailable; try again shortly.",
-            )
-            .response()
-        }
-    }
+    chain::receive_event(
+        &body,
+        &handler,
+        &state.outbox,
+        "The order store is unavailable; try again shortly.",
+    )
+    .await
 }

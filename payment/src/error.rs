@@ -46,30 +46,15 @@ impl ApiError {
                 "One or more parameters are invalid.",
             )
             .with_invalid_params(params.clone()),
-            ApiError::NotFound(what) => Problem::new(
-                S::NOT_FOUND,
-                "/problems/not-found",
-                "Not found",
-                format!("No such {what}."),
-            ),
+            ApiError::NotFound(what) => Problem::not_found(what),
             ApiError::GatewayUnavailable => Problem::new(
                 S::SERVICE_UNAVAILABLE,
                 "/problems/gateway-unavailable",
                 "Payment gateway unavailable",
                 "Kakao Pay could not be reached; nothing was charged. Try again shortly.",
             ),
-            ApiError::Unavailable(_) => Problem::new(
-                S::SERVICE_UNAVAILABLE,
-                "/problems/unavailable",
-                "Service unavailable",
-                "The payment store is unreachable; try again shortly.",
-            ),
-            ApiError::Internal(_) => Problem::new(
-                S::INTERNAL_SERVER_ERROR,
-                "/problems/internal",
-                "Internal error",
-                "Something went wrong on our side.",
-            ),
+            ApiError::Unavailable(_) => Problem::store_unavailable("payment store"),
+            ApiError::Internal(_) => Problem::internal(),
         }
     }
 }

@@ -18,19 +18,13 @@ use crate::checkout::{Checkout, OrderEvents};
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::routes::{self, parse_id, ApprovalQuery, PaymentView};
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
-use shared_events::chain::{HttpChain, EVENTS_PATH};
+use shared_events::chain::{self, EVENTS_PATH};
 use shared_events::db::PgPool;
-use shared_events::http::{InvalidParam, Problem};
-use shared_events::kafka::{EventHandler, HandlerError};
+use shared_events::http::InvalidParam;
 use shared_events::outbox::Outbox;
-use shared_events::{Event, PaymentFailureReason};
-use std::time::Duration;
+use shared_events::PaymentFailureReason;
 use tokio_util::sync::CancellationToken;
-
-/// How often the HTTP relay looks for events a request could not deliver.
-const RETRY_EVERY: Duration = Duration::from_millis(500);
 
 /// The outbox delivered over HTTP to order-service and the mail service, and its relay
 /// for failed deliveries (added to `tasks`).
@@ -41,18 +35,17 @@ pub fn outbox(
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
 ) -> anyhow::Result<Outbox> {
     let topics = settings.kafka.topics();
-    let chain = HttpChain::new(
+    let own = topics.payments.clone();
+    let subscribers = vec![settings.order_url.clone(), settings.mailer_url.clone()];
+    Ok(chain::http_outbox(
         "payment",
-        pool.clone(),
-        vec![(
-            topics.payments.clone(),
-            vec![settings.order_url.clone(), settings.mailer_url.clone()],
-        )],
-    )?;
-    tasks.push(tokio::spawn(
-        chain.clone().run_retries(RETRY_EVERY, shutdown.clone()),
-    ));
-    Ok(Outbox::new(topics).with_http_chain(chain))
+        pool,
+        topics,
+        own,
+        subscribers,
+        shutdown,
+        tasks,
+    )?)
 }
 
 /// Case 1's routes: Kakao Pay's return URLs that run the rest of the chain, the event
@@ -110,44 +103,12 @@ async fn abandoned(
 /// causes are delivered before the answer. `200` handled, `400` not an event, `422`
 /// refused for good, `503` try again.
 async fn receive_event(checkout: web::Data<Checkout>, body: web::Bytes) -> HttpResponse {
-    let event = match Event::from_json(&body) {
-        Ok(event) => event,
-        Err(error) => {
-            return Problem::new(
-                StatusCode::BAD_REQUEST,
-                "/problems/invalid-event",
-                "Invalid event",
-                error.to_string(),
-            )
-            .response()
-        }
-    };
-    match OrderEvents(checkout.clone().into_inner())
-        .handle(&event)
-        .await
-    {
-        Ok(()) => {
-            checkout.outbox.dispatch_now(event.order_id).await;
-            HttpResponse::Ok().json(serde_json::json!({
-                "event_id": event.event_id, "outcome": "handled",
-            }))
-        }
-        Err(HandlerError::Permanent(error)) => Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "/problems/event-refused",
-            "Event refused",
-            format!("{error:#}"),
-        )
-        .response(),
-        Err(HandlerError::Transient(error)) => {
-            tracing::warn!(error = %format!("{error:#}"), event_id = %event.event_id, "Event not handled; the sender will retry.");
-            Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "/problems/unavailable",
-                "Service unavailable",
-                "The payment store or the gateway is unavailable; try again shortly.",
-            )
-            .response()
-        }
-    }
+    let handler = OrderEvents(checkout.clone().into_inner());
+    chain::receive_event(
+        &body,
+        &handler,
+        &checkout.outbox,
+        "The payment store or the gateway is unavailable; try again shortly.",
+    )
+    .await
 }

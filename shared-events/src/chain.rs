@@ -58,6 +58,72 @@ pub enum ChainError {
     },
 }
 
+/// How often a service's HTTP relay looks for events a request could not deliver.
+pub const RETRY_EVERY: Duration = Duration::from_millis(500);
+
+/// A service's case-1 outbox: `own_topic`'s events delivered over HTTP to `subscribers`,
+/// and the relay for failed deliveries (added to `tasks`, stopped by `shutdown`).
+pub fn http_outbox(
+    service: &'static str,
+    pool: &PgPool,
+    topics: crate::Topics,
+    own_topic: String,
+    subscribers: Vec<url::Url>,
+    shutdown: &CancellationToken,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> reqwest::Result<crate::outbox::Outbox> {
+    let chain = HttpChain::new(service, pool.clone(), vec![(own_topic, subscribers)])?;
+    tasks.push(tokio::spawn(
+        chain.clone().run_retries(RETRY_EVERY, shutdown.clone()),
+    ));
+    Ok(crate::outbox::Outbox::new(topics).with_http_chain(chain))
+}
+
+/// `POST /internal/events`: handles one delivered event with the service's Kafka
+/// handler, then delivers what that produced before answering — 200 handled, 400 an
+/// envelope that does not parse, 422 an event the handler refuses for good (the sender
+/// dead-letters it), 503 a transient failure (`unavailable` says what; the sender retries).
+#[cfg(feature = "http")]
+pub async fn receive_event(
+    body: &[u8],
+    handler: &impl crate::kafka::EventHandler,
+    outbox: &crate::outbox::Outbox,
+    unavailable: &str,
+) -> actix_web::HttpResponse {
+    use crate::http::Problem;
+    use crate::kafka::HandlerError;
+    use actix_web::http::StatusCode;
+    let event = match crate::Event::from_json(body) {
+        Ok(event) => event,
+        Err(error) => return Problem::invalid_event(error.to_string()).response(),
+    };
+    match handler.handle(&event).await {
+        Ok(()) => {
+            outbox.dispatch_now(event.order_id).await;
+            actix_web::HttpResponse::Ok().json(serde_json::json!({
+                "event_id": event.event_id, "outcome": "handled",
+            }))
+        }
+        Err(HandlerError::Permanent(error)) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/event-refused",
+            "Event refused",
+            format!("{error:#}"),
+        )
+        .response(),
+        Err(HandlerError::Transient(error)) => {
+            tracing::warn!(error = %format!("{error:#}"), event_id = %event.event_id, "Event not handled; the sender will retry.");
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "/problems/unavailable",
+                "Service unavailable",
+                unavailable.to_owned(),
+            )
+            .response()
+        }
+    }
+}
+
 #[derive(Debug, Queryable, Selectable)]
 #[diesel(table_name = outbox)]
 struct Row {

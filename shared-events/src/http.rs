@@ -49,6 +49,46 @@ impl Problem {
         }
     }
 
+    /// 404: no such `what` (order, payment…).
+    pub fn not_found(what: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "/problems/not-found",
+            "Not found",
+            format!("No such {what}."),
+        )
+    }
+
+    /// 400: a delivered event envelope that does not parse (case 1's `/internal/events`).
+    pub fn invalid_event(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "/problems/invalid-event",
+            "Invalid event",
+            detail,
+        )
+    }
+
+    /// 503: the service's own store cannot be reached; the request may be retried.
+    pub fn store_unavailable(store: &str) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "/problems/unavailable",
+            "Service unavailable",
+            format!("The {store} is unreachable; try again shortly."),
+        )
+    }
+
+    /// 500 that says nothing of the cause (which is logged, never sent).
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "/problems/internal",
+            "Internal error",
+            "Something went wrong on our side.",
+        )
+    }
+
     pub fn with_invalid_params(mut self, params: Vec<InvalidParam>) -> Self {
         self.invalid_params = params;
         self

@@ -11,6 +11,7 @@
 
 use anyhow::{bail, Context, Result};
 use benchmarks::machine::Machine;
+use benchmarks::procs::{free_ports, is_root, run_bounded, wait_for_port, Spawned};
 use benchmarks::stats::{self, Latency};
 use benchmarks::{loopback, procfs, prom};
 use chrono::{DateTime, Utc};
@@ -26,10 +27,8 @@ use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 use shared_events::kafka::{publish, KafkaSettings};
 use shared_events::{Event, LineItem, OrderCompleted, OrderSnapshot, Topics};
-use std::fs::File;
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -328,142 +327,6 @@ fn print_summary(r: &Value) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Processes
-
-/// A child process the bench started; stopped by its PID (SIGTERM, then SIGKILL).
-struct Spawned {
-    name: String,
-    child: Child,
-}
-
-impl Spawned {
-    fn start(name: &str, mut command: Command, log: &Path) -> Result<Self> {
-        let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        let err = out.try_clone()?;
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err));
-        let child = command
-            .spawn()
-            .with_context(|| format!("starting {name} ({:?})", command.get_program()))?;
-        Ok(Self {
-            name: name.to_owned(),
-            child,
-        })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
-
-    /// SIGTERM, up to `grace`, then SIGKILL. Returns how it ended and how long it took.
-    fn stop(&mut self, grace: Duration) -> (String, Duration) {
-        let started = Instant::now();
-        if let Some(status) = self.exited() {
-            return (format!("had exited: {status}"), Duration::ZERO);
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let deadline = started + grace;
-        while Instant::now() < deadline {
-            if let Some(status) = self.exited() {
-                return (format!("SIGTERM: {status}"), started.elapsed());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        eprintln!("{} did not stop within {grace:?}; killed", self.name);
-        ("SIGKILL after grace".to_owned(), started.elapsed())
-    }
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        if self.exited().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind((loopback::HOST, 0))?;
-    Ok(listener.local_addr()?.port())
-}
-
-fn wait_for_port(port: u16, timeout: Duration, process: &mut Spawned) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    loop {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return Ok(());
-        }
-        if let Some(status) = process.exited() {
-            bail!(
-                "{} exited before listening on {port}: {status}",
-                process.name
-            );
-        }
-        if Instant::now() > deadline {
-            bail!("{} not listening on {port} after {timeout:?}", process.name);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Runs a command to completion within `timeout` (killed past it).
-fn run_bounded(mut command: Command, timeout: Duration) -> Result<(ExitStatus, Duration, String)> {
-    let started = Instant::now();
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {:?}", command.get_program()))?;
-    let deadline = started + timeout;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            let elapsed = started.elapsed();
-            let mut stderr = String::new();
-            if let Some(mut pipe) = child.stderr.take() {
-                use std::io::Read;
-                let _ = pipe.read_to_string(&mut stderr);
-            }
-            return Ok((status, elapsed, stderr));
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!(
-                "{:?} did not finish within {timeout:?}",
-                command.get_program()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
-        })
-        .unwrap_or(false)
-}
-
-// ---------------------------------------------------------------------------------------
 // SMTP servers and the SMTP ceiling
 
 struct SmtpServer {
@@ -473,7 +336,7 @@ struct SmtpServer {
 }
 
 fn start_smtp(args: &Args, kind: SmtpChoice, log_dir: &Path) -> Result<SmtpServer> {
-    let port = free_port()?;
+    let port = free_ports(1)?[0];
     let (mut process, maildir) = match kind {
         SmtpChoice::SmtpSink => {
             let mut cmd = Command::new(&args.smtp_sink_bin);
@@ -552,10 +415,11 @@ fn smtp_ceiling(
             .collect::<Vec<_>>()
             .join(" ")
     );
-    let (status, elapsed, stderr) = run_bounded(cmd, Duration::from_secs(300))?;
-    if !status.success() {
-        bail!("smtp-source failed ({status}): {}", stderr.trim());
+    let run = run_bounded(cmd, Duration::from_secs(300), &std::env::temp_dir())?;
+    if !run.status.success() {
+        bail!("smtp-source failed ({}): {}", run.status, run.stderr.trim());
     }
+    let elapsed = run.elapsed;
     let per_sec = stats::rate(mails, elapsed.as_secs_f64());
     Ok((
         per_sec,
@@ -1225,7 +1089,7 @@ async fn run_target(
         .await
         .context("creating the bench topics (is `infra/stack deps` running?)")?;
     let topics: Topics = kafka.topics();
-    let http_port = free_port()?;
+    let http_port = free_ports(1)?[0];
     let mut cmd = Command::new(notifier_bin);
     cmd.env("KAFKA_BROKERS", &args.kafka_brokers)
         .env("KAFKA_TOPIC_PREFIX", &prefix)

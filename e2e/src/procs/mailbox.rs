@@ -3,7 +3,6 @@
 //! once: [`MailIndex::refresh`] only reads the files it has not seen yet.
 
 use crate::Mail;
-use mail_parser::MessageParser;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
@@ -40,7 +39,7 @@ impl MailIndex {
                 continue; // moved between new/ and cur/: seen on the next refresh
             };
             self.seen.insert(path);
-            if let Some(mail) = parse(&raw) {
+            if let Some(mail) = crate::mail::parse(&raw, false) {
                 self.total += 1;
                 for to in &mail.to {
                     self.by_recipient
@@ -63,26 +62,4 @@ impl MailIndex {
     pub fn total(&self) -> usize {
         self.total
     }
-}
-
-fn parse(raw: &[u8]) -> Option<Mail> {
-    let message = MessageParser::default().parse(raw)?;
-    let addresses = |address: Option<&mail_parser::Address<'_>>| -> Vec<String> {
-        address
-            .map(|a| {
-                a.iter()
-                    .filter_map(|addr| addr.address().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    Some(Mail {
-        to: addresses(message.to()),
-        from: addresses(message.from()),
-        subject: message.subject().unwrap_or_default().to_owned(),
-        text: String::new(),
-        html: None,
-        message_id: message.message_id().map(str::to_owned),
-        has_date: message.date().is_some(),
-    })
 }

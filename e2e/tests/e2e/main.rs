@@ -8,4 +8,5 @@ mod compensations;
 mod flow;
 mod guarantees;
 mod migrations;
+mod rejoin;
 mod restart;

@@ -19,18 +19,16 @@
 
 use super::smtp::BlockingSmtp;
 use super::store;
-use crate::domain::{MailKind, Notification};
+use crate::domain::Notification;
 use crate::render::{Mail, RenderError, Renderer};
-use crate::service::{DeliveryPolicy, Outcome};
-use crate::store::{Attempt, Claim, NewNotification, StoreError};
-use chrono::Utc;
+use crate::service::{to_send, DeliveryPolicy, Next, Outcome};
+use crate::store::{NewNotification, StoreError};
 use diesel::Connection;
 use shared_events::db::{DbError, PgPool};
 use shared_events::kafka::{EventHandler, HandlerError};
 use shared_events::Event;
 use std::sync::Arc;
 use std::time::Instant;
-use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MailerError {
@@ -120,42 +118,15 @@ impl BlockingMailer {
         let Some(mail) = self.renderer.render(event)? else {
             return Ok(Outcome::NoMail);
         };
-        let new = NewNotification {
-            id: Uuid::now_v7().to_string(),
-            event_id: event.event_id,
-            event_type: event.event_type().as_str().to_owned(),
-            order_id: event.order_id,
-            recipient: mail.recipient.clone(),
-            kind: mail.kind,
-            locale: mail.locale.as_str().to_owned(),
-            subject: mail.subject.clone(),
-            smtp_message_id: mail.message_id.clone(),
-            created_at: Utc::now(),
-            event_occurred_at: event.occurred_at,
-        };
+        let new = NewNotification::for_mail(event, &mail);
         let mut conn = self
             .pool
             .get()
             .map_err(|e| MailerError::Store(StoreError::transient(DbError::from(e).to_string())))?;
         let outcome = conn.transaction::<_, TxError, _>(|conn| {
-            let record = match store::claim_locked(conn, &new)? {
-                Claim::Created(record) => record,
-                Claim::Unfinished(record) => {
-                    tracing::info!(
-                        event_id = %event.event_id, notification = %record.id, status = %record.status,
-                        attempts = record.attempts, "Resuming a mail a previous run did not finish."
-                    );
-                    record
-                }
-                Claim::Finished(record) => {
-                    metrics::counter!("notifier_mails_duplicate_total", "type" => mail.kind.as_str())
-                        .increment(1);
-                    tracing::info!(
-                        event_id = %event.event_id, notification = %record.id, status = %record.status,
-                        "Event seen before; mail already finished."
-                    );
-                    return Ok(Outcome::AlreadyDone(record.status));
-                }
+            let record = match to_send(store::claim_locked(conn, &new)?, event, mail.kind) {
+                Ok(record) => record,
+                Err(done) => return Ok(done),
             };
             Ok(self.deliver(conn, &mail, record, event)?)
         })?;
@@ -171,65 +142,16 @@ impl BlockingMailer {
         mut record: Notification,
         event: &Event,
     ) -> Result<Outcome, StoreError> {
-        let kind = mail.kind.as_str();
         loop {
             let started = Instant::now();
             let result = self.smtp.send(mail);
-            let outcome = if result.is_ok() { "sent" } else { "error" };
-            metrics::histogram!("notifier_mail_send_duration_seconds", "outcome" => outcome)
-                .record(started.elapsed().as_secs_f64());
-            let attempts = record.attempts.saturating_add(1);
-            let at = Utc::now();
-            match result {
-                Ok(receipt) => {
-                    store::record_attempt(conn, &record, &Attempt::Sent { at })?;
-                    metrics::counter!("notifier_mails_sent_total", "type" => kind).increment(1);
-                    let end_to_end = (at - event.occurred_at).to_std().unwrap_or_default();
-                    metrics::histogram!("notifier_mail_end_to_end_seconds", "type" => kind)
-                        .record(end_to_end.as_secs_f64());
-                    tracing::info!(
-                        event_id = %event.event_id, order_id = %event.order_id, notification = %record.id,
-                        r#type = kind, attempts, reply = %receipt.reply, "Mail sent."
-                    );
-                    return Ok(Outcome::Sent(mail.kind));
-                }
-                Err(error) if error.is_transient() && attempts < self.policy.max_attempts => {
-                    let attempt = Attempt::Retrying {
-                        at,
-                        error: error.message().to_owned(),
-                    };
-                    record = store::record_attempt(conn, &record, &attempt)?;
-                    metrics::counter!("notifier_mail_retries_total", "type" => kind).increment(1);
-                    let wait = self.policy.backoff(attempts);
-                    tracing::warn!(
-                        event_id = %event.event_id, notification = %record.id, attempts,
-                        error = %error.message(), retry_in_ms = wait.as_millis() as u64,
-                        "Mail not delivered; will retry."
-                    );
-                    std::thread::sleep(wait);
-                }
-                Err(error) => {
-                    let (reason, message) = if error.is_transient() {
-                        (
-                            "exhausted",
-                            format!("gave up after {attempts} attempts: {}", error.message()),
-                        )
-                    } else {
-                        ("permanent", error.message().to_owned())
-                    };
-                    let attempt = Attempt::Failed {
-                        at,
-                        error: message.clone(),
-                    };
-                    store::record_attempt(conn, &record, &attempt)?;
-                    metrics::counter!("notifier_mails_failed_total", "type" => kind, "reason" => reason)
-                        .increment(1);
-                    tracing::warn!(
-                        event_id = %event.event_id, notification = %record.id, attempts,
-                        error = %message, "Mail failed; recorded FAILED."
-                    );
-                    return Ok(Outcome::Failed(mail.kind));
-                }
+            let judged = self
+                .policy
+                .judge(mail.kind, &record, result, started.elapsed());
+            record = store::record_attempt(conn, &record, &judged.attempt)?;
+            match judged.report(event, &record.id) {
+                Next::Done(outcome) => return Ok(outcome),
+                Next::RetryAfter(wait) => std::thread::sleep(wait),
             }
         }
     }
@@ -238,16 +160,7 @@ impl BlockingMailer {
 /// Every mail counter at 0, so dashboards see each series before its first mail (the
 /// blocking service exports the notifier's metric names).
 pub fn describe_metrics() {
-    for kind in MailKind::ALL {
-        let kind = kind.as_str();
-        metrics::counter!("notifier_mails_sent_total", "type" => kind).increment(0);
-        metrics::counter!("notifier_mail_retries_total", "type" => kind).increment(0);
-        metrics::counter!("notifier_mails_duplicate_total", "type" => kind).increment(0);
-        for reason in ["permanent", "exhausted"] {
-            metrics::counter!("notifier_mails_failed_total", "type" => kind, "reason" => reason)
-                .increment(0);
-        }
-    }
+    crate::service::zero_mail_counters();
 }
 
 /// The Kafka consumer's handler (case 2): the shared consumer loop stores the offset only

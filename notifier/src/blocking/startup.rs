@@ -202,15 +202,7 @@ async fn readyz(state: web::Data<MailerState>) -> HttpResponse {
 async fn receive_event(state: web::Data<MailerState>, body: web::Bytes) -> HttpResponse {
     let event = match Event::from_json(&body) {
         Ok(event) => event,
-        Err(error) => {
-            return Problem::new(
-                StatusCode::BAD_REQUEST,
-                "/problems/invalid-event",
-                "Invalid event",
-                error.to_string(),
-            )
-            .response()
-        }
+        Err(error) => return Problem::invalid_event(error.to_string()).response(),
     };
     match state.mailer.handle_off_executor(&event).await {
         Ok(outcome) => {

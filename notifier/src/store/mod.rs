@@ -34,6 +34,23 @@ pub struct NewNotification {
 }
 
 impl NewNotification {
+    /// The record of `mail`, rendered for `event`, before its first attempt.
+    pub fn for_mail(event: &shared_events::Event, mail: &crate::render::Mail) -> Self {
+        Self {
+            id: Uuid::now_v7().to_string(),
+            event_id: event.event_id,
+            event_type: event.event_type().as_str().to_owned(),
+            order_id: event.order_id,
+            recipient: mail.recipient.clone(),
+            kind: mail.kind,
+            locale: mail.locale.as_str().to_owned(),
+            subject: mail.subject.clone(),
+            smtp_message_id: mail.message_id.clone(),
+            created_at: Utc::now(),
+            event_occurred_at: event.occurred_at,
+        }
+    }
+
     /// The record as first stored: `PENDING`, no attempt yet.
     pub fn pending(&self) -> Notification {
         Notification {

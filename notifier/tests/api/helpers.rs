@@ -463,6 +463,41 @@ where
     }
 }
 
+/// Polls `check` every 100 ms until it returns `Ok`; `Err(Stalled)` reports how far the
+/// work has got. Fails once `progress` has not grown for [`DEADLINE`]: a long burst on a
+/// slow machine may take as long as it needs while it moves, and work that stopped for
+/// good (a lost mail) still fails the test.
+pub async fn eventually_while_progressing<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Stalled>>,
+{
+    let mut best = 0;
+    let mut stalled_since = Instant::now();
+    loop {
+        let state = match check().await {
+            Ok(value) => return value,
+            Err(state) => state,
+        };
+        if state.progress > best {
+            best = state.progress;
+            stalled_since = Instant::now();
+        }
+        assert!(
+            stalled_since.elapsed() < DEADLINE,
+            "no progress for {DEADLINE:?} waiting for {what} (stuck at {best}): {}",
+            state.detail
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// How far unfinished work has got, and what a failure message should say about it.
+pub struct Stalled {
+    pub progress: usize,
+    pub detail: String,
+}
+
 // ---------------------------------------------------------------------------------
 // Events
 

@@ -3,7 +3,7 @@
 
 use crate::helpers::*;
 use futures::StreamExt;
-use mongodb::bson::doc;
+use mongodb::bson::{doc, Document};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -107,6 +107,57 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// What a stalled restart left unfinished: the records not `SENT`, the mails with no
+/// record, whether the sink has them, and the process log's warnings.
+fn unfinished(
+    app: &TestApp,
+    recipient: &str,
+    docs: &[Document],
+    expected: &HashSet<String>,
+    log: &Path,
+) -> String {
+    let in_sink = received(app, recipient);
+    let message_id = |d: &Document| {
+        d.get_str("smtp_message_id")
+            .unwrap_or_default()
+            .trim_matches(['<', '>'])
+            .to_owned()
+    };
+    let not_sent: Vec<String> = docs
+        .iter()
+        .filter(|d| d.get_str("status").ok() != Some("SENT"))
+        .map(|d| {
+            let id = message_id(d);
+            format!(
+                "{id} {} attempts={:?} last_error={:?} in_sink={}",
+                d.get_str("status").unwrap_or("?"),
+                d.get("attempts"),
+                d.get_str("last_error").ok(),
+                in_sink.contains_key(&id)
+            )
+        })
+        .collect();
+    let recorded: HashSet<String> = docs.iter().map(message_id).collect();
+    let unrecorded: Vec<String> = expected
+        .iter()
+        .filter(|id| !recorded.contains(*id))
+        .map(|id| format!("{id} in_sink={}", in_sink.contains_key(id)))
+        .collect();
+    let warnings: Vec<String> = std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .map(str::to_owned)
+        .collect();
+    format!(
+        "{} records, not SENT: {not_sent:?}; without a record: {unrecorded:?}; log warnings \
+         (last 20 of {}): {:#?}",
+        docs.len(),
+        warnings.len(),
+        &warnings[warnings.len().saturating_sub(20)..]
+    )
+}
+
 /// Message-IDs (without angle brackets) of the mails to `recipient` in the Maildir, with
 /// how often each arrived.
 fn received(app: &TestApp, recipient: &str) -> HashMap<String, usize> {
@@ -135,6 +186,9 @@ async fn sigterm_mid_burst_exits_cleanly_and_a_restart_mails_everything_exactly_
         ("KAFKA_TOPIC_PREFIX", s.kafka.topic_prefix.clone()),
         ("KAFKA_PARTITIONS", s.kafka.partitions.to_string()),
         ("NOTIFIER_CONSUMER_GROUP", s.consumer_group.clone()),
+        // As deployed (infra/stack up): a static member, so the restarted process gets
+        // its partitions back under its name instead of through a fresh rebalance.
+        ("KAFKA_GROUP_INSTANCE_ID", "notifier-1".to_owned()),
         ("MONGODB_URI", s.mongodb_uri.clone()),
         ("NOTIFIER_MONGODB_DATABASE", s.mongodb_database.clone()),
         ("SMTP_HOST", s.smtp_host.clone()),
@@ -239,13 +293,24 @@ async fn sigterm_mid_burst_exits_cleanly_and_a_restart_mails_everything_exactly_
     // The restart finishes the burst.
     let mut second = NotifierProcess::start(&env, &log);
     second.wait_ready(&http, port).await;
-    let docs = eventually("every mail recorded SENT after the restart", || async {
+    let what = format!(
+        "every mail recorded SENT after the restart (log: {})",
+        log.display()
+    );
+    let docs = eventually_while_progressing(&what, || async {
         let docs = app.documents(doc! { "recipient": &recipient }).await;
-        let done = docs.len() >= total
-            && docs
-                .iter()
-                .all(|d| d.get_str("status").ok() == Some("SENT"));
-        done.then_some(docs)
+        let sent = docs
+            .iter()
+            .filter(|d| d.get_str("status").ok() == Some("SENT"))
+            .count();
+        if sent == docs.len() && sent >= total {
+            Ok(docs)
+        } else {
+            Err(Stalled {
+                progress: sent,
+                detail: unfinished(&app, &recipient, &docs, &expected, &log),
+            })
+        }
     })
     .await;
     eventually("every mail in the sink", || async {

@@ -4,13 +4,15 @@
 //! retry transient failures with exponential backoff; dead-letter what cannot be decoded,
 //! what the handler rejects as permanent and what keeps failing; then, and only then,
 //! store the offset. A message is never skipped without a dead letter, and a dead letter
-//! that cannot be published stops the partition rather than losing the message.
+//! that cannot be published stops the partition rather than losing the message. Beside
+//! the loop runs the assignment watchdog ([`super::watch_assignment`]).
 
 use super::{DeadLetter, DeadLetterPublisher, KafkaSettings, SagaConsumerContext};
 use crate::event::Event;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -73,7 +75,8 @@ fn jitter_fraction() -> f64 {
 pub struct ConsumerLoop<H> {
     name: String,
     group_id: String,
-    consumer: StreamConsumer<SagaConsumerContext>,
+    topics: Vec<String>,
+    consumer: Arc<StreamConsumer<SagaConsumerContext>>,
     handler: H,
     dead_letters: DeadLetterPublisher,
     retry: RetryPolicy,
@@ -103,7 +106,8 @@ impl<H: EventHandler> ConsumerLoop<H> {
         Ok(Self {
             name: name.to_owned(),
             group_id: group_id.to_owned(),
-            consumer,
+            topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+            consumer: Arc::new(consumer),
             handler,
             dead_letters,
             retry: RetryPolicy::default(),
@@ -119,6 +123,12 @@ impl<H: EventHandler> ConsumerLoop<H> {
     /// being handled when shutdown comes is finished first.
     pub async fn run(self, shutdown: CancellationToken) {
         tracing::info!(consumer = %self.name, "Consumer started.");
+        let watchdog = tokio::spawn(super::watch_assignment(
+            self.name.clone(),
+            self.consumer.clone(),
+            self.topics.clone(),
+            shutdown.clone(),
+        ));
         loop {
             let message = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -132,6 +142,7 @@ impl<H: EventHandler> ConsumerLoop<H> {
                 }
             }
         }
+        watchdog.abort();
         if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::debug!(consumer = %self.name, %error, "Nothing committed at shutdown.");
         }

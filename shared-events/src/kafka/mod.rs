@@ -8,9 +8,14 @@
 
 mod consumer;
 mod dead_letter;
+mod watchdog;
 
 pub use consumer::{ConsumerLoop, EventHandler, HandlerError, RetryPolicy};
 pub use dead_letter::{DeadLetter, DeadLetterPublisher, DLQ_HEADERS};
+pub use watchdog::{lagging_partitions, watch_assignment};
+
+/// A consumer that sends no heartbeat for this long leaves its group.
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Operators' tools: list and replay dead letters.
 pub mod dead_letter_tools {
@@ -133,7 +138,10 @@ impl KafkaSettings {
             .set("auto.commit.interval.ms", "1000")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000")
+            .set(
+                "session.timeout.ms",
+                SESSION_TIMEOUT.as_millis().to_string(),
+            )
             .set("heartbeat.interval.ms", "1000")
             .set("fetch.wait.max.ms", "50");
         if let Some(instance) = &self.group_instance_id {
