@@ -226,6 +226,10 @@ impl ClientContext for PipelineContext {
     fn stats(&self, statistics: rdkafka::Statistics) {
         self.lag.record(&statistics);
     }
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        shared_events::kafka::log_librdkafka(CONSUMER, level, fac, message);
+    }
 }
 
 impl ConsumerContext for PipelineContext {

@@ -255,23 +255,41 @@ impl TryFrom<NotificationDoc> for Notification {
 }
 
 fn store_error(error: mongodb::error::Error) -> StoreError {
-    let transient = matches!(
-        error.kind.as_ref(),
-        ErrorKind::Io(_)
-            | ErrorKind::ServerSelection { .. }
-            | ErrorKind::ConnectionPoolCleared { .. }
-            | ErrorKind::Shutdown
-    ) || [
-        "RetryableWriteError",
-        "TransientTransactionError",
-        "NetworkError",
-    ]
-    .iter()
-    .any(|label| error.contains_label(label));
+    let transient = match error.kind.as_ref() {
+        ErrorKind::Command(command) => !blames_the_document(command.code),
+        ErrorKind::Write(mongodb::error::WriteFailure::WriteError(write)) => {
+            !blames_the_document(write.code)
+        }
+        _ => true,
+    };
     StoreError {
         transient,
         message: format!("MongoDB: {error}"),
     }
+}
+
+/// Whether a server error code says the document or command itself can never be
+/// written (bad value, bad field name, too large, failed validation), so retrying is
+/// pointless and the event is a dead letter. Every other error, including one the server
+/// cannot name (nx-27017 answers `8 UnknownError` for any SQLite failure), is treated as
+/// the store being unwell: the write is retried and the notifier pauses rather than
+/// dead-lettering a valid mail. Driver-side errors are transient for the same reason.
+fn blames_the_document(code: i32) -> bool {
+    const BLAMES_THE_DOCUMENT: [i32; 12] = [
+        2,     // BadValue
+        9,     // FailedToParse
+        14,    // TypeMismatch
+        52,    // DollarPrefixedFieldName
+        53,    // InvalidIdField
+        55,    // InvalidDBRef
+        56,    // EmptyFieldName
+        57,    // DottedFieldName
+        66,    // ImmutableField
+        121,   // DocumentValidationFailure
+        10334, // BSONObjectTooLarge
+        17280, // KeyTooLong
+    ];
+    BLAMES_THE_DOCUMENT.contains(&code)
 }
 
 /// Runs a write and records its duration.
@@ -344,12 +362,16 @@ async fn claim_batch(
                     if write_error.code == DUPLICATE_KEY {
                         duplicates.push(write_error.index);
                     } else {
+                        let message = format!(
+                            "MongoDB: insert failed ({}): {}",
+                            write_error.code, write_error.message
+                        );
                         failed.insert(
                             write_error.index,
-                            StoreError::permanent(format!(
-                                "MongoDB: insert failed ({}): {}",
-                                write_error.code, write_error.message
-                            )),
+                            StoreError {
+                                transient: !blames_the_document(write_error.code),
+                                message,
+                            },
                         );
                     }
                 }
@@ -661,5 +683,26 @@ impl HistoryStore for MongoHistoryStore {
             .await
             .map(|_| ())
             .map_err(store_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command_error(code: i32) -> mongodb::error::Error {
+        let reply = doc! { "ok": 0, "code": code, "errmsg": "test", "codeName": "Test" };
+        let command: mongodb::error::CommandError =
+            mongodb::bson::from_document(reply).expect("a command error");
+        mongodb::error::Error::from(ErrorKind::Command(command))
+    }
+
+    #[test]
+    fn only_errors_that_blame_the_document_are_permanent() {
+        // nx-27017 reports any SQLite failure as 8 UnknownError: the store, not the mail.
+        assert!(store_error(command_error(8)).transient);
+        assert!(store_error(command_error(112)).transient, "WriteConflict");
+        assert!(!store_error(command_error(121)).transient, "validation");
+        assert!(!store_error(command_error(10334)).transient, "too large");
     }
 }

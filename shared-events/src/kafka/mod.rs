@@ -381,19 +381,28 @@ impl ClientContext for SagaConsumerContext {
         self.lag.record(&statistics);
     }
 
-    /// librdkafka's own log lines, as tracing events of target `librdkafka` (debug lines
-    /// appear only when `KAFKA_DEBUG` asks for them, so they are logged at info).
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
-        use rdkafka::config::RDKafkaLogLevel as L;
-        let consumer = &self.lag.consumer;
-        match level {
-            L::Emerg | L::Alert | L::Critical | L::Error => {
-                tracing::error!(target: "librdkafka", consumer, fac, "{message}")
-            }
-            L::Warning => tracing::warn!(target: "librdkafka", consumer, fac, "{message}"),
-            L::Notice | L::Info | L::Debug => {
-                tracing::info!(target: "librdkafka", consumer, fac, "{message}")
-            }
+        log_librdkafka(&self.lag.consumer, level, fac, message);
+    }
+}
+
+/// librdkafka's own log lines, as tracing events of target `librdkafka` (debug lines
+/// appear only when `KAFKA_DEBUG` asks for them, so they are logged at info). Every
+/// consumer context's `ClientContext::log` calls this.
+pub fn log_librdkafka(
+    consumer: &str,
+    level: rdkafka::config::RDKafkaLogLevel,
+    fac: &str,
+    message: &str,
+) {
+    use rdkafka::config::RDKafkaLogLevel as L;
+    match level {
+        L::Emerg | L::Alert | L::Critical | L::Error => {
+            tracing::error!(target: "librdkafka", consumer, fac, "{message}")
+        }
+        L::Warning => tracing::warn!(target: "librdkafka", consumer, fac, "{message}"),
+        L::Notice | L::Info | L::Debug => {
+            tracing::info!(target: "librdkafka", consumer, fac, "{message}")
         }
     }
 }
