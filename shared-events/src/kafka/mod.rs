@@ -14,8 +14,20 @@ pub use consumer::{ConsumerLoop, EventHandler, HandlerError, RetryPolicy};
 pub use dead_letter::{DeadLetter, DeadLetterPublisher, DLQ_HEADERS};
 pub use watchdog::{lagging_partitions, watch_assignment};
 
-/// A consumer that sends no heartbeat for this long leaves its group.
-pub const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+/// A consumer that sends no heartbeat for this long leaves its group. Kafka's default
+/// (45 s), and longer than any heartbeat gap a broker restart causes. Why it matters on
+/// tansu 0.6 (its `coordinator/group/administrator.rs`, read and seen in the fault
+/// suite's broker restart): a member's last contact is refreshed only by a successful
+/// heartbeat, and it is checked before that heartbeat counts. A member that was cut off
+/// longer than the session timeout (broker down, reconnect, then 3 s of tansu's pause in
+/// each of JoinGroup and SyncGroup) rejoins, gets its partitions, and is then evicted by
+/// its own first heartbeat — while staying the group's leader. The next generation waits
+/// for that leader's SyncGroup, which never comes: every rejoin answers "rebalance in
+/// progress" until the broker restarts. With 10 s this happened after a 3 s broker
+/// outage; a longer timeout keeps the gap inside it. It costs nothing for static members
+/// (a restarted instance takes back its own place) and makes a crashed dynamic member's
+/// partitions wait up to 45 s; a graceful stop leaves the group at once either way.
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// Operators' tools: list and replay dead letters.
 pub mod dead_letter_tools {

@@ -1,23 +1,28 @@
 //! The assignment watchdog: rejoins the consumer group when this consumer owns nothing
 //! while events wait in partitions nobody is consuming.
 //!
-//! Why: after a broker restart the group coordinator must rebuild the group. tansu 0.6
-//! sometimes answers the leader's SyncGroup with an empty assignment, or leaves a member
-//! that rejoined out of the generation; either way the group looks settled while some
-//! partitions belong to nobody, and their events wait until the next rebalance, which
-//! may never come (the fault suite's broker-restart scenario saw this). A healthy broker
-//! never does this, so the check is cheap insurance, not a protocol of its own.
+//! Why: a group can look settled while some partitions belong to nobody, and their
+//! events then wait for a rebalance that may never come. The fault suite's broker
+//! restart on tansu 0.6 showed two such states: a member handed an empty assignment,
+//! and a generation led by a member the coordinator had already evicted (every
+//! SyncGroup answered "rebalance in progress"; see [`super::SESSION_TIMEOUT`] for how
+//! that state arises and how it is avoided). A healthy broker never does this, so the
+//! check is cheap insurance, not a protocol of its own.
 //!
 //! Every [`CHECK_EVERY`] the watchdog looks at this consumer's own assignment. Only when
 //! it is empty does it ask the broker, for every partition of its topics, the group's
 //! committed offset (OffsetFetch) and the high watermark (ListOffsets). A partition with
 //! events past its committed offset whose committed offset did not move over
 //! [`STUCK_CHECKS`] checks in a row is stuck: nobody consumes it. Then the consumer
-//! unsubscribes, waits out its session timeout (so the coordinator forgets the stale
-//! member) and subscribes again — a fresh JoinGroup, so the coordinator runs a new
-//! rebalance. A consumer that owns something is never disturbed, and an idle member of
-//! a group whose partitions move (more instances than partitions) sees nothing stuck.
-//! (DescribeGroups would name the owners directly, but tansu 0.6 does not answer it.)
+//! warns, unsubscribes (leaving the group), pauses [`REJOIN_PAUSE`] and subscribes
+//! again — a fresh JoinGroup, so the coordinator runs a new rebalance. A consumer that
+//! owns something is never disturbed, and an idle member of a group whose partitions
+//! move (more instances than partitions) sees nothing stuck.
+//!
+//! What it cannot do: cure a coordinator that keeps an evicted leader (seen: rejoins
+//! every 6 s for minutes, none assigned). Its warning is then the operator's signal;
+//! restarting the broker clears that state. (DescribeGroups would name the owners
+//! directly, but tansu 0.6 does not answer it.)
 
 use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -30,6 +35,8 @@ use tokio_util::sync::CancellationToken;
 pub const CHECK_EVERY: Duration = Duration::from_secs(10);
 /// Checks in a row a lagging partition's committed offset must stand still.
 pub const STUCK_CHECKS: usize = 3;
+/// Between leaving the group and joining it again, so the coordinator sees the leave.
+pub const REJOIN_PAUSE: Duration = Duration::from_secs(3);
 /// How long one broker request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -75,9 +82,7 @@ pub async fn watch_assignment<C: ConsumerContext + 'static>(
             "This consumer owns no partition while these have not moved for {:?}; rejoining the group.",
             CHECK_EVERY * (STUCK_CHECKS as u32 - 1)
         );
-        // Leave, and stay away until the coordinator has expired this member's session:
-        // a static member coming straight back is matched to its stale state, which is
-        // what left it without partitions. Then a fresh JoinGroup.
+        // Leave, then a fresh JoinGroup: the coordinator must run a new rebalance.
         let left = {
             let consumer = consumer.clone();
             tokio::task::spawn_blocking(move || consumer.unsubscribe())
@@ -87,7 +92,7 @@ pub async fn watch_assignment<C: ConsumerContext + 'static>(
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(super::SESSION_TIMEOUT + Duration::from_secs(2)) => {}
+            _ = tokio::time::sleep(REJOIN_PAUSE) => {}
         }
         let rejoin = {
             let consumer = consumer.clone();
