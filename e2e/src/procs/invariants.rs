@@ -36,6 +36,12 @@ pub struct Expect {
     pub recovered_at: Option<Instant>,
     /// How long the mails may take once the orders have settled.
     pub mail_deadline: Duration,
+    /// How many mails may reach the Maildir a second time, with their original
+    /// Message-ID. Only a SIGKILL of the notifier allows any: a mail the SMTP server
+    /// accepted just before the kill, whose SENT record was not yet written, is sent
+    /// again by the next run — no sender can know whether an unrecorded send happened.
+    /// The bound is what can be in flight: the notifier's in-flight limit per kill.
+    pub crash_resends_allowed: usize,
 }
 
 impl Default for Expect {
@@ -51,6 +57,7 @@ impl Default for Expect {
             gateway_failures_allowed: false,
             settle_deadline: deadline,
             recovered_at: None,
+            crash_resends_allowed: 0,
             mail_deadline: deadline,
         }
     }
@@ -89,6 +96,9 @@ pub struct Verdict {
     /// Meant to be paid, cancelled because the payment failed (gateway faults only).
     pub payment_failed: usize,
     pub mails: usize,
+    /// Mails that arrived a second time with their original Message-ID (see
+    /// [`Expect::crash_resends_allowed`]).
+    pub resent_after_crash: usize,
     pub settle_secs: f64,
     pub mail_secs: f64,
     pub checks: Vec<Check>,
@@ -105,7 +115,7 @@ impl Verdict {
     /// One line per check.
     pub fn summary(&self) -> String {
         let mut out = format!(
-            "{} orders accepted ({} not accepted): {} completed, {} cancelled, {} refunded, {} payment failed; {} mails; settled in {:.1}s, mails in {:.1}s\n",
+            "{} orders accepted ({} not accepted): {} completed, {} cancelled, {} refunded, {} payment failed; {} mails ({} resent after a crash); settled in {:.1}s, mails in {:.1}s\n",
             self.orders,
             self.not_accepted,
             self.completed,
@@ -113,6 +123,7 @@ impl Verdict {
             self.refunded,
             self.payment_failed,
             self.mails,
+            self.resent_after_crash,
             self.settle_secs,
             self.mail_secs
         );
@@ -255,14 +266,18 @@ pub async fn verify(stack: &ProcStack, load: &LoadOutcome, expect: Expect) -> Ve
         .iter()
         .filter(|p| !stuck.iter().any(|s| s.id == p.id))
         .collect();
-    let (history_problems, maildir_problems, mails) =
-        mails_arrive(stack, &settled, &finals, expect.mail_deadline).await;
+    let (history_problems, maildir_problems, mails, resent_after_crash) =
+        mails_arrive(stack, &settled, &finals, &expect).await;
     checks.push(Check::new(
         "exactly one SENT history record per expected mail, nothing else",
         history_problems,
     ));
     checks.push(Check::new(
-        "exactly one mail per expected kind in the Maildir, nothing else",
+        if expect.crash_resends_allowed > 0 {
+            "every expected mail in the Maildir, nothing else; a mail in flight at a kill -9 at most twice, with its Message-ID"
+        } else {
+            "exactly one mail per expected kind in the Maildir, nothing else"
+        },
         maildir_problems,
     ));
 
@@ -274,6 +289,7 @@ pub async fn verify(stack: &ProcStack, load: &LoadOutcome, expect: Expect) -> Ve
         refunded,
         payment_failed,
         mails,
+        resent_after_crash,
         settle_secs,
         mail_secs: mail_started.elapsed().as_secs_f64(),
         checks,
@@ -427,14 +443,16 @@ fn bare_message_id(id: &str) -> String {
         .to_owned()
 }
 
-/// Waits until every order's history and mails are as expected, or `deadline`.
-/// Returns (history problems, Maildir problems, mails seen).
+/// Polls until every order's mails are in the history and the Maildir, or `deadline`.
+/// Returns (history problems, Maildir problems, mails in the Maildir, mails that came a
+/// second time with their original Message-ID).
 async fn mails_arrive(
     stack: &ProcStack,
     orders: &[&Placed],
     finals: &BTreeMap<Uuid, Value>,
-    deadline: Duration,
-) -> (Vec<String>, Vec<String>, usize) {
+    expect: &Expect,
+) -> (Vec<String>, Vec<String>, usize, usize) {
+    let resends_ok = expect.crash_resends_allowed > 0;
     let started = Instant::now();
     let mut index = MailIndex::new(stack.maildir_path());
     let mut pending: Vec<&Placed> = orders.to_vec();
@@ -452,7 +470,7 @@ async fn mails_arrive(
                     continue;
                 }
             };
-            let found = check_mails(p, &expected, &history, index.to(&p.email));
+            let found = check_mails(p, &expected, &history, index.to(&p.email), resends_ok);
             if found.0.is_none() && found.1.is_none() {
                 problems.remove(&p.id);
             } else {
@@ -461,7 +479,7 @@ async fn mails_arrive(
             }
         }
         pending = still;
-        if pending.is_empty() || started.elapsed() > deadline {
+        if pending.is_empty() || started.elapsed() > expect.mail_deadline {
             break;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -470,32 +488,62 @@ async fn mails_arrive(
     index.refresh();
     let mut history_problems = Vec::new();
     let mut maildir_problems = Vec::new();
+    let mut resent = 0;
     for p in orders {
+        let mails = index.to(&p.email);
+        resent += repeats(mails);
         if let Some((history, maildir)) = problems.get(&p.id) {
             history_problems.extend(history.clone());
             maildir_problems.extend(maildir.clone());
         } else {
             let expected = expected_mails(&finals[&p.id]);
-            if index.to(&p.email).len() != expected.len() {
+            let arrived = if resends_ok {
+                distinct_ids(mails).len()
+            } else {
+                mails.len()
+            };
+            if arrived != expected.len() {
                 maildir_problems.push(format!(
                     "order {} ({}): {} mails, expected {:?}",
                     p.id,
                     p.email,
-                    index.to(&p.email).len(),
+                    mails.len(),
                     expected
                 ));
             }
         }
     }
-    (history_problems, maildir_problems, index.total())
+    if resent > expect.crash_resends_allowed {
+        maildir_problems.push(format!(
+            "{resent} mails came twice, more than the {} that can be in flight at the kills",
+            expect.crash_resends_allowed
+        ));
+    }
+    (history_problems, maildir_problems, index.total(), resent)
+}
+
+fn distinct_ids(mails: &[crate::Mail]) -> BTreeSet<String> {
+    mails
+        .iter()
+        .map(|m| bare_message_id(m.message_id.as_deref().unwrap_or("")))
+        .collect()
+}
+
+/// Mails beyond the first with the same Message-ID.
+fn repeats(mails: &[crate::Mail]) -> usize {
+    mails.len() - distinct_ids(mails).len()
 }
 
 /// (history problem, Maildir problem) of one order; `(None, None)` when all is right.
+/// With `resends_ok` a mail may be in the Maildir twice with the same Message-ID (a
+/// SENT record names it): the notifier was killed between the SMTP server's acceptance
+/// and the record; [`mails_arrive`] bounds how many.
 fn check_mails(
     p: &Placed,
     expected: &BTreeSet<&'static str>,
     history: &[Value],
     mails: &[crate::Mail],
+    resends_ok: bool,
 ) -> (Option<String>, Option<String>) {
     let mut by_kind: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
     for record in history {
@@ -531,15 +579,23 @@ fn check_mails(
         .map(|m| bare_message_id(m.message_id.as_deref().unwrap_or("")))
         .collect();
     let mut maildir_problem = Vec::new();
-    if mails.len() != expected.len() {
+    let unique: BTreeSet<&String> = mail_ids.iter().collect();
+    let arrived = if resends_ok {
+        unique.len()
+    } else {
+        mails.len()
+    };
+    if arrived != expected.len() {
         maildir_problem.push(format!(
             "{} mails, expected {}",
             mails.len(),
             expected.len()
         ));
     }
-    let unique: BTreeSet<&String> = mail_ids.iter().collect();
-    if unique.len() != mail_ids.len() {
+    let thrice = unique
+        .iter()
+        .any(|id| mail_ids.iter().filter(|m| m == id).count() > 2);
+    if unique.len() != mail_ids.len() && (!resends_ok || thrice) {
         maildir_problem.push("the same Message-ID twice".to_owned());
     }
     for id in &mail_ids {
@@ -560,4 +616,62 @@ fn check_mails(
         })
     };
     (describe(history_problem), describe(maildir_problem))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn placed() -> Placed {
+        Placed {
+            n: 1,
+            id: Uuid::nil(),
+            email: "shopper@example.com".to_owned(),
+            total: 1000,
+            intent: Intent::Approve,
+            approved: true,
+            cancel_requested: false,
+            note: None,
+        }
+    }
+
+    fn mail(id: &str) -> crate::Mail {
+        crate::Mail {
+            to: vec!["shopper@example.com".to_owned()],
+            from: vec!["shop@example.com".to_owned()],
+            subject: "s".to_owned(),
+            text: "t".to_owned(),
+            html: None,
+            message_id: Some(format!("<{id}>")),
+            has_date: true,
+        }
+    }
+
+    fn sent(kind: &str, id: &str) -> Value {
+        json!({"type": kind, "status": "SENT", "smtp_message_id": format!("<{id}>")})
+    }
+
+    #[test]
+    fn a_mail_resent_after_a_crash_passes_only_where_allowed_and_only_with_its_message_id() {
+        let expected: BTreeSet<&'static str> = ["payment_completed", "order_completed"].into();
+        let history = [sent("payment_completed", "a"), sent("order_completed", "b")];
+        let once = [mail("a"), mail("b")];
+        let twice = [mail("a"), mail("b"), mail("a")];
+        let thrice = [mail("a"), mail("b"), mail("a"), mail("a")];
+        let other = [mail("a"), mail("b"), mail("c")];
+        let missing = [mail("a"), mail("a")];
+        let p = placed();
+        let maildir = |mails: &[crate::Mail], ok| check_mails(&p, &expected, &history, mails, ok).1;
+
+        assert_eq!(maildir(&once, false), None);
+        assert_eq!(maildir(&once, true), None);
+        assert!(maildir(&twice, false).is_some(), "exactly once without a crash");
+        assert_eq!(maildir(&twice, true), None, "a resend with its Message-ID");
+        assert!(maildir(&thrice, true).is_some(), "never three times");
+        assert!(maildir(&other, true).is_some(), "a mail no record names");
+        assert!(maildir(&missing, true).is_some(), "a resend does not stand in for a lost mail");
+        assert_eq!(repeats(&twice), 1);
+        assert_eq!(repeats(&once), 0);
+    }
 }

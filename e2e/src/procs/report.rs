@@ -36,6 +36,7 @@ pub fn record(
         "refunded": verdict.refunded,
         "payment_failed": verdict.payment_failed,
         "mails": verdict.mails,
+        "resent_after_crash": verdict.resent_after_crash,
         "duration_secs": round(duration.as_secs_f64()),
         "load_secs": round(load.duration.as_secs_f64()),
         "settle_secs": round(verdict.settle_secs),
