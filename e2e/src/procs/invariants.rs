@@ -666,11 +666,17 @@ mod tests {
 
         assert_eq!(maildir(&once, false), None);
         assert_eq!(maildir(&once, true), None);
-        assert!(maildir(&twice, false).is_some(), "exactly once without a crash");
+        assert!(
+            maildir(&twice, false).is_some(),
+            "exactly once without a crash"
+        );
         assert_eq!(maildir(&twice, true), None, "a resend with its Message-ID");
         assert!(maildir(&thrice, true).is_some(), "never three times");
         assert!(maildir(&other, true).is_some(), "a mail no record names");
-        assert!(maildir(&missing, true).is_some(), "a resend does not stand in for a lost mail");
+        assert!(
+            maildir(&missing, true).is_some(),
+            "a resend does not stand in for a lost mail"
+        );
         assert_eq!(repeats(&twice), 1);
         assert_eq!(repeats(&once), 0);
     }
