@@ -196,8 +196,7 @@ fn sample_event() -> Event {
 /// unacknowledged) with the services' producer settings; acknowledged messages/s.
 pub async fn kafka_produce(brokers: &str, seconds: f64, in_flight: usize) -> Result<Value> {
     crate::loopback::check_host_ports(brokers)?;
-    let mut settings = KafkaSettings::local(brokers, "ceiling.");
-    settings.partitions = 3;
+    let settings = KafkaSettings::local(brokers, "ceiling.");
     tokio::time::timeout(Duration::from_secs(30), settings.ensure_topics())
         .await
         .context("creating the ceiling's topics timed out")??;

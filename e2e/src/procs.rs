@@ -56,7 +56,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// Partitions of every topic (`KAFKA_PARTITIONS`).
-pub const PARTITIONS: i32 = 3;
+pub const PARTITIONS: i32 = shared_events::kafka::DEFAULT_PARTITIONS;
 /// How long a (re)started process may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a SIGTERM is given before SIGKILL.

@@ -58,7 +58,7 @@ set_defaults() {
     : "${KAFKA_PORT:=9092}"
     : "${KAFKA_BROKERS:=127.0.0.1:$KAFKA_PORT}"
     : "${KAFKA_TOPIC_PREFIX:=}"
-    : "${KAFKA_PARTITIONS:=3}"
+    : "${KAFKA_PARTITIONS:=12}"
     : "${POSTGRES_URL:=postgres://postgres@127.0.0.1:5432}"
     : "${ORDER_HOST:=127.0.0.1}"
     : "${ORDER_PORT:=8081}"

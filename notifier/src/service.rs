@@ -4,9 +4,12 @@
 //! 2. Claim it in the history store: a `PENDING` record unique per (event, recipient).
 //!    Already `SENT`/`FAILED` → done, nothing is sent again; still `PENDING`/`RETRYING`
 //!    → a previous run stopped mid-way, so it is sent again (same Message-ID).
-//! 3. Send it. Every attempt increments `attempts` and records `last_error`; transient
-//!    failures are retried with exponential backoff and jitter up to `max_attempts`,
-//!    then recorded `FAILED`; permanent failures are recorded `FAILED` at once.
+//! 3. Send it, once per call. Every attempt increments `attempts` and records
+//!    `last_error`. A transient failure (SMTP 4xx, connection trouble, MongoDB down
+//!    before the send) is recorded `RETRYING` and returned as
+//!    [`HandleError::Unavailable`]: the consumer engine retries the event in its own lane
+//!    with backoff, for as long as the failure lasts. Only a permanent answer (5xx)
+//!    records `FAILED` — or, when an operator sets `max_attempts`, running out of them.
 //!
 //! The service knows only the ports ([`HistoryStore`], [`MailTransport`]) and the pure
 //! [`Renderer`], so other adapters can be dropped in.
@@ -16,17 +19,17 @@ use crate::render::{Mail, RenderError, Renderer};
 use crate::store::{Attempt, Claim, HistoryStore, NewNotification, StoreError};
 use crate::transport::{MailTransport, SendError, SendReceipt};
 use chrono::Utc;
-use rand::Rng;
+use shared_events::retry::Backoff;
 use shared_events::Event;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
 /// How often and how patiently a mail is retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeliveryPolicy {
-    /// Attempts in all (the first one included), across restarts.
+    /// Attempts in all (the first one included), across restarts; `u32::MAX`: no limit
+    /// (the default: a transient failure is never final).
     pub max_attempts: u32,
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
@@ -35,7 +38,7 @@ pub struct DeliveryPolicy {
 impl Default for DeliveryPolicy {
     fn default() -> Self {
         Self {
-            max_attempts: 5,
+            max_attempts: u32::MAX,
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
         }
@@ -43,28 +46,10 @@ impl Default for DeliveryPolicy {
 }
 
 impl DeliveryPolicy {
-    /// The wait after failed attempt number `attempt` (1-based): `initial × 2^(attempt-1)`,
-    /// capped, then "equal jitter" (a random point in its upper half) so that mails
-    /// failing together do not retry together.
-    pub fn backoff(&self, attempt: u32) -> Duration {
-        let exp = 2u32.saturating_pow(attempt.saturating_sub(1).min(31));
-        let capped = self
-            .initial_backoff
-            .saturating_mul(exp)
-            .min(self.max_backoff);
-        let half = capped / 2;
-        half + half.mul_f64(rand::rng().random::<f64>())
+    /// The waits between attempts of one mail (the consumer engine waits them).
+    pub fn backoff(&self) -> Backoff {
+        Backoff::new(self.initial_backoff, self.max_backoff)
     }
-}
-
-/// When to give up waiting.
-#[derive(Debug, Clone, Default)]
-pub struct Stop {
-    /// Shutdown began: no new attempt starts and no retry wait continues (the mail stays
-    /// `RETRYING`/`PENDING` and its event comes again after a restart).
-    pub soft: CancellationToken,
-    /// The shutdown deadline passed: abandon even the bookkeeping of a sent mail.
-    pub hard: CancellationToken,
 }
 
 /// What became of one event.
@@ -81,9 +66,10 @@ pub enum Outcome {
 
 #[derive(Debug, thiserror::Error)]
 pub enum HandleError {
-    /// Shutdown came first; the event was not finished and must come again.
-    #[error("interrupted by shutdown")]
-    Interrupted,
+    /// SMTP or the history store is unavailable: the mail waits (recorded `RETRYING`
+    /// when it was tried) and the event must be handled again later.
+    #[error("mail not delivered yet: {0}")]
+    Unavailable(String),
     #[error(transparent)]
     Render(#[from] RenderError),
     /// A history write that retrying cannot fix.
@@ -114,44 +100,43 @@ impl MailService {
         }
     }
 
-    pub async fn handle(&self, event: &Event, stop: &Stop) -> Result<Outcome, HandleError> {
+    pub async fn handle(&self, event: &Event) -> Result<Outcome, HandleError> {
         let Some(mail) = self.renderer.render(event)? else {
             return Ok(Outcome::NoMail);
         };
         let new = NewNotification::for_mail(event, &mail);
-        let claim = retry_store(stop, || self.store.claim(&new)).await?;
+        let claim = self.store.claim(&new).await.map_err(|error| {
+            if error.transient {
+                metrics::counter!("notifier_mongodb_errors_total").increment(1);
+                HandleError::Unavailable(format!("history store: {error}"))
+            } else {
+                HandleError::Store(error)
+            }
+        })?;
         let record = match to_send(claim, event, mail.kind) {
             Ok(record) => record,
             Err(done) => return Ok(done),
         };
-        self.deliver(&mail, record, event, stop).await
+        self.deliver(&mail, record, event).await
     }
 
+    /// One attempt. Its record is written however long the store takes: a mail that
+    /// went out must not be sent again because its bookkeeping failed.
     async fn deliver(
         &self,
         mail: &Mail,
-        mut record: Notification,
+        record: Notification,
         event: &Event,
-        stop: &Stop,
     ) -> Result<Outcome, HandleError> {
-        loop {
-            if stop.soft.is_cancelled() {
-                return Err(HandleError::Interrupted);
-            }
-            let started = Instant::now();
-            let result = self.transport.send(mail).await;
-            let judged = self
-                .policy
-                .judge(mail.kind, &record, result, started.elapsed());
-            record =
-                retry_store(stop, || self.store.record_attempt(&record, &judged.attempt)).await?;
-            match judged.report(event, &record.id) {
-                Next::Done(outcome) => return Ok(outcome),
-                Next::RetryAfter(wait) => tokio::select! {
-                    _ = stop.soft.cancelled() => return Err(HandleError::Interrupted),
-                    _ = tokio::time::sleep(wait) => {}
-                },
-            }
+        let started = Instant::now();
+        let result = self.transport.send(mail).await;
+        let judged = self
+            .policy
+            .judge(mail.kind, &record, result, started.elapsed());
+        let record = retry_store(|| self.store.record_attempt(&record, &judged.attempt)).await?;
+        match judged.report(event, &record.id) {
+            Next::Done(outcome) => Ok(outcome),
+            Next::Retry => Err(HandleError::Unavailable(judged.detail.clone())),
         }
     }
 }
@@ -188,7 +173,8 @@ pub(crate) fn to_send(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Next {
     Done(Outcome),
-    RetryAfter(Duration),
+    /// A transient failure: the event is handled again after the engine's backoff.
+    Retry,
 }
 
 /// One delivery attempt judged under the [`DeliveryPolicy`]: what to record, and (once
@@ -200,7 +186,7 @@ pub(crate) struct Judged {
     attempts: u32,
     took: Duration,
     /// The server's reply when sent, the error otherwise.
-    detail: String,
+    pub detail: String,
     /// Why it was recorded `FAILED`: `permanent` or `exhausted`.
     failure: Option<&'static str>,
     next: Next,
@@ -234,7 +220,7 @@ impl DeliveryPolicy {
                         error: message.clone(),
                     },
                     message,
-                    Next::RetryAfter(self.backoff(attempts)),
+                    Next::Retry,
                 )
             }
             Err(error) => {
@@ -286,11 +272,11 @@ impl Judged {
                     r#type = kind, attempts, reply = %self.detail, "Mail sent."
                 );
             }
-            (_, Next::RetryAfter(wait)) => {
+            (_, Next::Retry) => {
                 metrics::counter!("notifier_mail_retries_total", "type" => kind).increment(1);
                 tracing::warn!(
                     event_id = %event.event_id, notification, attempts, error = %self.detail,
-                    retry_in_ms = wait.as_millis() as u64, "Mail not delivered; will retry."
+                    "Mail not delivered; will retry."
                 );
             }
             _ => {
@@ -310,7 +296,7 @@ impl Judged {
 /// Help texts of the notifier's metrics, and every counter of a known label set at 0, so
 /// dashboards and alerts see each series before its first event.
 pub fn describe_metrics() {
-    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    use metrics::{describe_counter, describe_histogram, Unit};
     describe_counter!(
         "notifier_mails_sent_total",
         "Mails accepted by the SMTP relay, by type."
@@ -354,18 +340,6 @@ pub fn describe_metrics() {
         "notifier_events_total",
         "Events handled, by event type and outcome (sent, failed, no_mail, duplicate, dead_letter)."
     );
-    describe_counter!(
-        "notifier_messages_consumed_total",
-        "Kafka messages fetched, by topic."
-    );
-    describe_gauge!(
-        "notifier_in_flight_messages",
-        "Messages fetched and not yet finished."
-    );
-    describe_gauge!(
-        "notifier_uncommitted_offsets",
-        "Offsets fetched and not yet stored (finished work waiting behind unfinished work)."
-    );
     zero_mail_counters();
     metrics::counter!("notifier_mongodb_errors_total").increment(0);
     metrics::counter!("saga_dead_letters_total", "consumer" => crate::pipeline::CONSUMER)
@@ -387,57 +361,25 @@ pub fn zero_mail_counters() {
 }
 
 /// Retries a history write while the store is unreachable (a store outage pauses the
-/// notifier rather than losing or duplicating mails), until the hard stop.
-async fn retry_store<T, F, Fut>(stop: &Stop, mut op: F) -> Result<T, HandleError>
+/// notifier rather than losing or duplicating mails). Cancelled only by dropping it (the
+/// engine does, when the partition is revoked or shutdown runs out of time).
+async fn retry_store<T, F, Fut>(mut op: F) -> Result<T, HandleError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, StoreError>>,
 {
-    let policy = DeliveryPolicy {
-        max_attempts: u32::MAX,
-        initial_backoff: Duration::from_millis(100),
-        max_backoff: Duration::from_secs(5),
-    };
+    let backoff = Backoff::default();
     let mut attempt = 0u32;
     loop {
         attempt = attempt.saturating_add(1);
-        let result = tokio::select! {
-            _ = stop.hard.cancelled() => return Err(HandleError::Interrupted),
-            result = op() => result,
-        };
-        match result {
+        match op().await {
             Ok(value) => return Ok(value),
             Err(error) if error.transient => {
                 metrics::counter!("notifier_mongodb_errors_total").increment(1);
                 tracing::warn!(%error, attempt, "History store unavailable; retrying.");
-                tokio::select! {
-                    _ = stop.hard.cancelled() => return Err(HandleError::Interrupted),
-                    _ = tokio::time::sleep(policy.backoff(attempt)) => {}
-                }
+                tokio::time::sleep(backoff.delay(attempt)).await;
             }
             Err(error) => return Err(HandleError::Store(error)),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_exponentially_with_jitter_and_is_capped() {
-        let policy = DeliveryPolicy {
-            max_attempts: 10,
-            initial_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(1),
-        };
-        for _ in 0..50 {
-            let first = policy.backoff(1);
-            assert!((50..=100).contains(&first.as_millis()), "{first:?}");
-            let third = policy.backoff(3);
-            assert!((200..=400).contains(&third.as_millis()), "{third:?}");
-            let late = policy.backoff(40);
-            assert!((500..=1000).contains(&late.as_millis()), "{late:?}");
         }
     }
 }

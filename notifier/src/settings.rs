@@ -6,7 +6,7 @@
 //! | `NOTIFIER_PORT` | `8083` | port of the history API (`0`: a random free port) |
 //! | `KAFKA_BROKERS` | `127.0.0.1:9092` | Kafka bootstrap servers |
 //! | `KAFKA_TOPIC_PREFIX` | `""` | prefix of every topic name |
-//! | `KAFKA_PARTITIONS` | `3` | partitions of the topics created when missing |
+//! | `KAFKA_PARTITIONS` | `12` | partitions of the topics created when missing |
 //! | `NOTIFIER_CONSUMER_GROUP` | `notifier` | Kafka consumer group |
 //! | `MONGODB_URI` | `mongodb://127.0.0.1:27017` | MongoDB connection string |
 //! | `NOTIFIER_MONGODB_DATABASE` | `notifier` | database holding the `notifications` collection |
@@ -79,11 +79,13 @@ pub struct Settings {
         value_parser = parse_secret
     )]
     pub api_token: SecretString,
-    /// Messages fetched from Kafka and not yet finished; fetching pauses at this limit.
+    /// Mails handled at once (messages fetched from Kafka and not yet finished); the
+    /// notifier's own name for the engine's in-flight bound (KAFKA_MAX_IN_FLIGHT is not
+    /// read by the notifier).
     #[arg(long, env = "NOTIFIER_MAX_IN_FLIGHT", default_value_t = 64)]
     pub max_in_flight: usize,
-    /// Offsets fetched and not yet stored (finished work waiting behind unfinished work
-    /// of its partition); fetching pauses at this limit.
+    /// Offsets of one partition fetched and not yet stored (finished work waiting behind
+    /// an unfinished mail of its partition) before that partition is paused.
     #[arg(long, env = "NOTIFIER_MAX_UNCOMMITTED", default_value_t = 10_000)]
     pub max_uncommitted: usize,
     /// SMTP connections: at most this many sessions at once, kept open between mails.
@@ -92,8 +94,10 @@ pub struct Settings {
     /// Bound of one delivery attempt (connecting and the SMTP dialogue), in seconds.
     #[arg(long, env = "NOTIFIER_SMTP_TIMEOUT_SECS", default_value_t = 10)]
     pub smtp_timeout_secs: u64,
-    /// Delivery attempts of one mail before it is recorded FAILED.
-    #[arg(long, env = "NOTIFIER_MAIL_MAX_ATTEMPTS", default_value_t = 5)]
+    /// Delivery attempts of one mail before a transient failure is recorded FAILED; 0
+    /// (the default): never — a mail waits for the SMTP server as long as it is down,
+    /// and only a permanent refusal (5xx) fails it.
+    #[arg(long, env = "NOTIFIER_MAIL_MAX_ATTEMPTS", default_value_t = 0)]
     pub mail_max_attempts: u32,
     /// Wait before the second delivery attempt, in ms; doubles each attempt (with jitter).
     #[arg(long, env = "NOTIFIER_MAIL_RETRY_INITIAL_MS", default_value_t = 500)]
@@ -101,8 +105,9 @@ pub struct Settings {
     /// Cap of the wait between delivery attempts, in ms.
     #[arg(long, env = "NOTIFIER_MAIL_RETRY_MAX_MS", default_value_t = 30_000)]
     pub mail_retry_max_ms: u64,
-    /// How long shutdown waits for in-flight mails, in seconds, before abandoning them
-    /// (their offsets are then not committed, so they come again after a restart).
+    /// How long shutdown and a partition revoke wait for mails being sent, in seconds,
+    /// before cancelling them (their offsets are then not committed, so they come again
+    /// to the next owner).
     #[arg(long, env = "NOTIFIER_SHUTDOWN_TIMEOUT_SECS", default_value_t = 20)]
     pub shutdown_timeout_secs: u64,
     /// actix-web worker threads of the history API.
@@ -137,9 +142,24 @@ impl Settings {
         }
     }
 
+    /// The consumer engine's limits: the notifier's own in-flight and unstored bounds,
+    /// its shutdown timeout as the drain timeout, the mail retry waits as backoff.
+    pub fn engine_config(&self) -> shared_events::kafka::EngineConfig {
+        shared_events::kafka::EngineConfig {
+            max_in_flight: self.max_in_flight,
+            max_uncommitted: self.max_uncommitted,
+            drain_timeout: self.shutdown_timeout(),
+            backoff: self.delivery_policy().backoff(),
+        }
+    }
+
     pub fn delivery_policy(&self) -> crate::service::DeliveryPolicy {
         crate::service::DeliveryPolicy {
-            max_attempts: self.mail_max_attempts.max(1),
+            // 0: no limit (a transient failure is never final).
+            max_attempts: match self.mail_max_attempts {
+                0 => u32::MAX,
+                n => n,
+            },
             initial_backoff: Duration::from_millis(self.mail_retry_initial_ms),
             max_backoff: Duration::from_millis(
                 self.mail_retry_max_ms.max(self.mail_retry_initial_ms),

@@ -1,7 +1,7 @@
 //! [`Application`]: the history API and the consumer pipeline on one Tokio runtime.
 
 use crate::api::{self, ApiState};
-use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::pipeline::PipelineConfig;
 use crate::render::Renderer;
 use crate::service::MailService;
 use crate::settings::Settings;
@@ -83,14 +83,12 @@ impl Application {
         let topics = settings.kafka.topics();
         let dead_letters =
             DeadLetterPublisher::new(settings.kafka.producer()?, &topics.dead_letter);
-        let pipeline = Pipeline::new(
+        let pipeline = crate::pipeline::consumer(
             &settings.kafka,
             PipelineConfig {
                 consumer_group: settings.consumer_group.clone(),
                 topics: vec![topics.orders.clone(), topics.payments.clone()],
-                max_in_flight: settings.max_in_flight,
-                max_uncommitted: settings.max_uncommitted,
-                shutdown_timeout: settings.shutdown_timeout(),
+                engine: settings.engine_config(),
             },
             service,
             dead_letters,

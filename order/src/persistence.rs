@@ -131,6 +131,24 @@ impl OrderDb {
         }
     }
 
+    /// Notes on the order's timeline that handling `event` failed transiently and will
+    /// be retried (a step of its own: the event is not applied yet).
+    pub async fn record_retry(&self, event: &Event, outcome: String) -> Result<(), DbError> {
+        match self {
+            OrderDb::Blocking(pool) => {
+                let event = event.clone();
+                run_blocking(pool, move |conn| {
+                    Ok(store::record_step(conn, &event, "payment", &outcome)?)
+                })
+                .await
+            }
+            OrderDb::Async(pool) => {
+                let mut conn = async_db::connection(pool).await?;
+                Ok(store::nonblocking::record_step(&mut conn, event, "payment", &outcome).await?)
+            }
+        }
+    }
+
     /// The trace order `id` was placed in.
     pub async fn traceparent(&self, id: Uuid) -> Result<Option<String>, DbError> {
         match self {

@@ -305,6 +305,16 @@ impl EventHandler for PaymentEvents {
         }
         Ok(())
     }
+
+    /// The order's timeline shows each retry (while the database is down it cannot: the
+    /// log and `saga_consumer_oldest_retry_seconds` do).
+    async fn retrying(&self, event: &Event, attempt: u32, error: &anyhow::Error) {
+        let reason: String = format!("{error:#}").chars().take(300).collect();
+        let outcome = format!("retrying (attempt {attempt} failed: {reason})");
+        if let Err(error) = self.db.record_retry(event, outcome).await {
+            tracing::debug!(%error, "Retry not recorded on the timeline.");
+        }
+    }
 }
 
 /// What a payment event asks of the order. Pure: both drivers carry it out the same way.

@@ -35,8 +35,13 @@ pub struct Checkout {
 
 impl Checkout {
     /// `OrderPlaced` → Kakao Pay `ready` → `READY` + `PaymentReady` (or `FAILED` +
-    /// `PaymentFailed` when the gateway refuses or stays unreachable).
-    pub async fn start(&self, placed_event: &Event, placed: &OrderPlaced) -> Result<(), DbError> {
+    /// `PaymentFailed` when the gateway refuses). An unreachable gateway is an error for
+    /// the caller to retry: the payment stays `REQUESTED`.
+    pub async fn start(
+        &self,
+        placed_event: &Event,
+        placed: &OrderPlaced,
+    ) -> Result<(), StartError> {
         let order = placed.order.clone();
         let order_id = placed_event.order_id;
         let (name, quantity) = (domain::item_name(&order), domain::quantity(&order));
@@ -74,17 +79,17 @@ impl Checkout {
                     );
                 }
             }
+            Err(error) if error.is_transient() || error.outcome_unknown() => {
+                // Kakao Pay is down or slow: the order waits, it is not failed for it.
+                // (A `ready` whose answer was lost leaves an unused tid, which expires.)
+                return Err(StartError::GatewayUnavailable(error));
+            }
             Err(error) => {
-                tracing::warn!(order_id = %payment.order_id, %error, "Kakao Pay ready failed.");
-                let reason = if error.is_transient() {
-                    PaymentFailureReason::GatewayUnavailable
-                } else {
-                    PaymentFailureReason::Rejected
-                };
+                tracing::warn!(order_id = %payment.order_id, %error, "Kakao Pay refused ready.");
                 self.fail(
                     &payment,
                     PaymentStatus::Requested,
-                    reason,
+                    PaymentFailureReason::Rejected,
                     &error,
                     Some(cause),
                 )
@@ -499,6 +504,15 @@ fn failed_event(
     }
 }
 
+/// Why a checkout could not start yet; both are worth retrying.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("Kakao Pay unavailable for ready: {0}")]
+    GatewayUnavailable(KakaoPayError),
+}
+
 /// The consumer of order events.
 pub struct OrderEvents(pub Arc<Checkout>);
 
@@ -506,7 +520,11 @@ impl EventHandler for OrderEvents {
     async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
         let transient = |error: DbError| HandlerError::Transient(error.into());
         match &event.body {
-            EventBody::OrderPlaced(placed) => self.0.start(event, placed).await.map_err(transient),
+            EventBody::OrderPlaced(placed) => self
+                .0
+                .start(event, placed)
+                .await
+                .map_err(|error| HandlerError::Transient(error.into())),
             EventBody::OrderCancelled(_) => self.0.order_cancelled(event).await.map_err(transient),
             EventBody::RefundRequested(request) => self.0.refund(event, request).await,
             _ => Ok(()),

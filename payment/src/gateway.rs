@@ -11,7 +11,7 @@ use kakaopay::{
     ApproveRequest, ApproveResponse, CancelRequest, CancelResponse, KakaoPayClient, KakaoPayError,
     OrderStatusResponse, ReadyRequest, ReadyResponse,
 };
-use shared_events::kafka::RetryPolicy;
+use shared_events::retry::{Backoff, RetryPolicy};
 use std::future::Future;
 use std::time::{Duration, Instant};
 use url::Url;
@@ -52,8 +52,7 @@ impl Gateway {
             db,
             retry: RetryPolicy {
                 max_attempts: max_attempts.max(1),
-                initial_backoff: backoff,
-                max_backoff: backoff.saturating_mul(16),
+                backoff: Backoff::new(backoff, backoff.saturating_mul(16)),
             },
         }
     }

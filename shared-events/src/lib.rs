@@ -24,6 +24,8 @@
 pub mod async_db;
 pub mod case;
 pub mod event;
+#[cfg(feature = "kafka")]
+pub mod retry;
 pub mod topics;
 
 #[cfg(feature = "outbox")]

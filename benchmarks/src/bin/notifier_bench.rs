@@ -1078,11 +1078,8 @@ async fn run_target(
     let group = format!("notifier-bench-{run_id}");
     let database = format!("notifier_bench_{run_id}");
     let kafka = KafkaSettings {
-        brokers: args.kafka_brokers.clone(),
-        topic_prefix: prefix.clone(),
         partitions: args.partitions,
-        group_instance_id: None,
-        debug: None,
+        ..KafkaSettings::local(&args.kafka_brokers, &prefix)
     };
     kafka
         .ensure_topics()

@@ -5,6 +5,7 @@ mod bad_input;
 mod case4;
 mod cases;
 mod compensations;
+mod engine;
 mod flow;
 mod guarantees;
 mod migrations;

@@ -4,9 +4,10 @@
 //! 1. Render the mail the event calls for ([`Renderer`], the notifier's templates).
 //! 2. In one PostgreSQL transaction: record it `PENDING` unless (event, recipient) has a
 //!    row, and lock that row. `SENT`/`FAILED` already → nothing is sent again.
-//! 3. Send it with synchronous SMTP. Transient failures (4xx, connection trouble) are
-//!    retried with exponential backoff (the thread sleeps), up to `max_attempts`, then
-//!    recorded `FAILED`; permanent ones (5xx) are recorded `FAILED` at once.
+//! 3. Send it with synchronous SMTP, once per call. A transient failure (4xx, connection
+//!    trouble) is recorded `RETRYING` and returned as [`MailerError::Undelivered`]: the
+//!    caller tries again later (the consumer engine in the order's lane, with backoff;
+//!    case 1's relay with its own). Permanent ones (5xx) are recorded `FAILED` at once.
 //! 4. Commit. Only then does the caller acknowledge the event (store the Kafka offset, or
 //!    answer the HTTP request), so a crash before the commit means the event comes again.
 //!
@@ -40,6 +41,9 @@ pub enum MailerError {
     Store(StoreError),
     #[error("blocking task failed: {0}")]
     Task(String),
+    /// The SMTP server could not take the mail now; it is recorded `RETRYING`.
+    #[error("mail not delivered yet: {0}")]
+    Undelivered(String),
 }
 
 impl MailerError {
@@ -47,7 +51,7 @@ impl MailerError {
         match self {
             MailerError::Render(_) => false,
             MailerError::Store(error) => error.transient,
-            MailerError::Task(_) => true,
+            MailerError::Task(_) | MailerError::Undelivered(_) => true,
         }
     }
 }
@@ -123,37 +127,36 @@ impl BlockingMailer {
             .pool
             .get()
             .map_err(|e| MailerError::Store(StoreError::transient(DbError::from(e).to_string())))?;
-        let outcome = conn.transaction::<_, TxError, _>(|conn| {
+        // The attempt is committed whatever it was, RETRYING included.
+        let next = conn.transaction::<_, TxError, _>(|conn| {
             let record = match to_send(store::claim_locked(conn, &new)?, event, mail.kind) {
                 Ok(record) => record,
-                Err(done) => return Ok(done),
+                Err(done) => return Ok((Next::Done(done), String::new())),
             };
             Ok(self.deliver(conn, &mail, record, event)?)
         })?;
-        Ok(outcome)
+        match next {
+            (Next::Done(outcome), _) => Ok(outcome),
+            (Next::Retry, error) => Err(MailerError::Undelivered(error)),
+        }
     }
 
-    /// Attempts until sent, permanently refused or out of attempts; records each attempt
-    /// in the caller's transaction.
+    /// One attempt, recorded in the caller's transaction; with the SMTP error when it is
+    /// to be retried.
     fn deliver(
         &self,
         conn: &mut diesel::PgConnection,
         mail: &Mail,
-        mut record: Notification,
+        record: Notification,
         event: &Event,
-    ) -> Result<Outcome, StoreError> {
-        loop {
-            let started = Instant::now();
-            let result = self.smtp.send(mail);
-            let judged = self
-                .policy
-                .judge(mail.kind, &record, result, started.elapsed());
-            record = store::record_attempt(conn, &record, &judged.attempt)?;
-            match judged.report(event, &record.id) {
-                Next::Done(outcome) => return Ok(outcome),
-                Next::RetryAfter(wait) => std::thread::sleep(wait),
-            }
-        }
+    ) -> Result<(Next, String), StoreError> {
+        let started = Instant::now();
+        let result = self.smtp.send(mail);
+        let judged = self
+            .policy
+            .judge(mail.kind, &record, result, started.elapsed());
+        let record = store::record_attempt(conn, &record, &judged.attempt)?;
+        Ok((judged.report(event, &record.id), judged.detail.clone()))
     }
 }
 
@@ -180,11 +183,4 @@ impl EventHandler for MailEvents {
     }
 }
 
-pub fn outcome_label(outcome: Outcome) -> &'static str {
-    match outcome {
-        Outcome::NoMail => "no_mail",
-        Outcome::Sent(_) => "sent",
-        Outcome::Failed(_) => "failed",
-        Outcome::AlreadyDone(_) => "duplicate",
-    }
-}
+pub use crate::pipeline::outcome_label;

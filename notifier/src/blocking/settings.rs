@@ -15,7 +15,7 @@
 //! | `NOTIFIER_API_TOKEN` | `local-dev-token` | bearer token of `GET /notifications…` (the notifier's; local stack default only) |
 //! | `MAILER_SMTP_POOL_SIZE` | `8` | lettre's pool of blocking SMTP connections |
 //! | `MAILER_SMTP_TIMEOUT_SECS` | `10` | timeout of one SMTP connection and dialogue step |
-//! | `MAILER_MAIL_MAX_ATTEMPTS` | `5` | delivery attempts before a mail is recorded `FAILED` |
+//! | `MAILER_MAIL_MAX_ATTEMPTS` | `0` | delivery attempts before a transient failure is recorded `FAILED`; 0: never (only a 5xx fails a mail) |
 //! | `MAILER_MAIL_RETRY_INITIAL_MS` | `500` | wait before the 2nd attempt; doubles (with jitter) |
 //! | `MAILER_MAIL_RETRY_MAX_MS` | `30000` | cap of the wait between attempts |
 //! | `MAILER_HTTP_WORKERS` | `2` | actix-web worker threads |
@@ -78,7 +78,7 @@ pub struct MailerSettings {
     pub smtp_pool_size: u32,
     #[arg(long, env = "MAILER_SMTP_TIMEOUT_SECS", default_value_t = 10)]
     pub smtp_timeout_secs: u64,
-    #[arg(long, env = "MAILER_MAIL_MAX_ATTEMPTS", default_value_t = 5)]
+    #[arg(long, env = "MAILER_MAIL_MAX_ATTEMPTS", default_value_t = 0)]
     pub mail_max_attempts: u32,
     #[arg(long, env = "MAILER_MAIL_RETRY_INITIAL_MS", default_value_t = 500)]
     pub mail_retry_initial_ms: u64,
@@ -95,7 +95,11 @@ fn parse_secret(value: &str) -> Result<SecretString, Infallible> {
 impl MailerSettings {
     pub fn delivery_policy(&self) -> crate::service::DeliveryPolicy {
         crate::service::DeliveryPolicy {
-            max_attempts: self.mail_max_attempts.max(1),
+            // 0: no limit (a transient failure is never final).
+            max_attempts: match self.mail_max_attempts {
+                0 => u32::MAX,
+                n => n,
+            },
             initial_backoff: Duration::from_millis(self.mail_retry_initial_ms),
             max_backoff: Duration::from_millis(
                 self.mail_retry_max_ms.max(self.mail_retry_initial_ms),

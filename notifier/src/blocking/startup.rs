@@ -225,7 +225,7 @@ async fn receive_event(state: web::Data<MailerState>, body: web::Bytes) -> HttpR
                 StatusCode::SERVICE_UNAVAILABLE,
                 "/problems/unavailable",
                 "Service unavailable",
-                "The mail history is unavailable; try again.",
+                "The mail could not be sent or recorded now (SMTP or its history unavailable); try again.",
             )
             .response()
         }

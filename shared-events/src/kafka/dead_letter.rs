@@ -2,7 +2,7 @@
 //! their original bytes and headers that say where they came from and why.
 
 use rdkafka::error::KafkaResult;
-use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::time::Duration;
 
@@ -29,7 +29,7 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    pub fn from_message(message: &BorrowedMessage<'_>, reason: &str, consumer: &str) -> Self {
+    pub fn from_message<M: Message>(message: &M, reason: &str, consumer: &str) -> Self {
         Self {
             source_topic: message.topic().to_owned(),
             source_partition: message.partition(),

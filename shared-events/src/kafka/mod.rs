@@ -6,12 +6,15 @@
 //! partitions are revoked and when the consumer stops. A redelivered message is expected;
 //! consumers make it harmless (see the `inbox` module and the notifier's unique index).
 
-mod consumer;
 mod dead_letter;
+mod engine;
+mod offsets;
 mod watchdog;
 
-pub use consumer::{ConsumerLoop, EventHandler, HandlerError, RetryPolicy};
+pub use crate::retry::{Backoff, RetryPolicy};
 pub use dead_letter::{DeadLetter, DeadLetterPublisher, DLQ_HEADERS};
+pub use engine::{ConsumerLoop, EngineConfig, EngineContext, EventHandler, HandlerError};
+pub use offsets::OffsetTracker;
 pub use watchdog::{lagging_partitions, watch_assignment};
 
 /// A consumer that sends no heartbeat for this long leaves its group. Kafka's default
@@ -28,6 +31,10 @@ pub use watchdog::{lagging_partitions, watch_assignment};
 /// (a restarted instance takes back its own place) and makes a crashed dynamic member's
 /// partitions wait up to 45 s; a graceful stop leaves the group at once either way.
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// Partitions of the topics a service creates: enough for a dozen instances of a
+/// consumer to share the work (concurrency inside an instance comes from keys).
+pub const DEFAULT_PARTITIONS: i32 = 12;
 
 /// Operators' tools: list and replay dead letters.
 pub mod dead_letter_tools {
@@ -64,13 +71,41 @@ pub struct KafkaSettings {
         default_value = ""
     )]
     pub topic_prefix: String,
-    /// Partitions for topics this service creates when they are missing.
+    /// Partitions for topics this service creates when they are missing. Partitions
+    /// bound how many *instances* share a topic's work (one owner each); the orders in
+    /// flight per instance are bounded by `KAFKA_MAX_IN_FLIGHT`, not by partitions.
     #[arg(
         long = "kafka-partitions",
         env = "KAFKA_PARTITIONS",
-        default_value_t = 3
+        default_value_t = DEFAULT_PARTITIONS
     )]
     pub partitions: i32,
+    /// Messages a consumer handles at once, over all its partitions (different orders
+    /// run concurrently; one order's events one after another). Little's law: orders/s
+    /// × seconds per event, e.g. 100/s × a 1 s gateway call = 100.
+    #[arg(
+        long = "kafka-max-in-flight",
+        env = "KAFKA_MAX_IN_FLIGHT",
+        default_value_t = EngineConfig::default().max_in_flight
+    )]
+    pub max_in_flight: usize,
+    /// Offsets of one partition fetched and not yet committed before the partition is
+    /// paused (an order retrying holds its partition's commit position back); it
+    /// resumes at half.
+    #[arg(
+        long = "kafka-max-uncommitted",
+        env = "KAFKA_MAX_UNCOMMITTED",
+        default_value_t = EngineConfig::default().max_uncommitted
+    )]
+    pub max_uncommitted: usize,
+    /// On a revoke or at shutdown: how long running handlers may take to finish before
+    /// they are cancelled (their events come again), in seconds.
+    #[arg(
+        long = "kafka-drain-timeout-secs",
+        env = "KAFKA_DRAIN_TIMEOUT_SECS",
+        default_value_t = EngineConfig::default().drain_timeout.as_secs()
+    )]
+    pub drain_timeout_secs: u64,
     /// Static group membership (KIP-345): a stable, unique name for this instance, e.g.
     /// `payment-1`. An instance restarted under the same name — after a crash too — takes
     /// back its own partitions at once, without a rebalance. Unset: dynamic membership.
@@ -93,9 +128,22 @@ impl KafkaSettings {
         Self {
             brokers: brokers.to_owned(),
             topic_prefix: topic_prefix.to_owned(),
-            partitions: 3,
+            partitions: DEFAULT_PARTITIONS,
+            max_in_flight: EngineConfig::default().max_in_flight,
+            max_uncommitted: EngineConfig::default().max_uncommitted,
+            drain_timeout_secs: EngineConfig::default().drain_timeout.as_secs(),
             group_instance_id: None,
             debug: None,
+        }
+    }
+
+    /// The consumer engine's limits from these settings (backoff: the engine's default).
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            max_in_flight: self.max_in_flight,
+            max_uncommitted: self.max_uncommitted,
+            drain_timeout: Duration::from_secs(self.drain_timeout_secs),
+            ..EngineConfig::default()
         }
     }
 
@@ -282,19 +330,6 @@ pub async fn publish(producer: &FutureProducer, topics: &Topics, event: &Event) 
         .map_err(|(err, _)| err)
 }
 
-/// Commits the stored offsets when partitions are taken away, so the next owner does not
-/// redo work this instance already finished.
-#[derive(Debug, Default, Clone)]
-pub struct CommitOnRevoke;
-
-impl ClientContext for CommitOnRevoke {}
-
-impl ConsumerContext for CommitOnRevoke {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        commit_on_revoke(consumer, rebalance);
-    }
-}
-
 fn commit_on_revoke<C: ConsumerContext>(consumer: &BaseConsumer<C>, rebalance: &Rebalance<'_>) {
     if let Rebalance::Revoke(partitions) = rebalance {
         if partitions.count() == 0 {
@@ -373,8 +408,9 @@ impl LagReporter {
     }
 }
 
-/// The shared consumer loop's context: commits on revoke (as [`CommitOnRevoke`]) and
-/// exports the consumer lag from librdkafka's statistics.
+/// A plain consumer's context (tools and tests; services run [`ConsumerLoop`]): commits
+/// the stored offsets on revoke and exports the consumer lag from librdkafka's
+/// statistics.
 #[derive(Debug)]
 pub struct SagaConsumerContext {
     lag: LagReporter,
