@@ -80,11 +80,7 @@ impl Application {
                 outbox,
                 payment_deadline: Duration::from_secs(settings.payment_deadline_secs),
                 changes,
-                waits: crate::watch::WaitLimits {
-                    max_wait: Duration::from_secs(settings.max_wait_secs),
-                    max_stream: Duration::from_secs(settings.events_max_secs),
-                    keep_alive: Duration::from_secs(settings.events_keepalive_secs.max(1)),
-                },
+                waits: crate::watch::WaitLimits::from(&settings),
             }),
             configure: if settings.case.uses_kafka() {
                 routes::configure

@@ -29,6 +29,16 @@ pub struct WaitLimits {
     pub keep_alive: Duration,
 }
 
+impl From<&crate::config::Settings> for WaitLimits {
+    fn from(settings: &crate::config::Settings) -> Self {
+        Self {
+            max_wait: Duration::from_secs(settings.max_wait_secs),
+            max_stream: Duration::from_secs(settings.events_max_secs),
+            keep_alive: Duration::from_secs(settings.events_keepalive_secs.max(1)),
+        }
+    }
+}
+
 /// Order `id` once its tag is none of `seen` (`None`: the tag it has now), or as it is
 /// when `wait` is over or the service stops.
 pub async fn until_changed(
