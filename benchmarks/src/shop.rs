@@ -291,9 +291,10 @@ impl Shop {
             let response = request.send().await.map_err(|e| kind("poll", &e))?;
             match response.status() {
                 StatusCode::OK => {
-                    let etag = etag_of(&response);
+                    // Without a tag the next request could not wait: it would poll.
+                    let etag = etag_of(&response).ok_or_else(|| "poll_no_etag".to_owned())?;
                     let order = response.json().await.map_err(|e| kind("poll", &e))?;
-                    return Ok((order, etag));
+                    return Ok((order, Some(etag)));
                 }
                 StatusCode::SERVICE_UNAVAILABLE if TokioInstant::now() + pause < deadline => {
                     tokio::time::sleep(retry_after(&response).unwrap_or(pause)).await;

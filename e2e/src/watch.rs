@@ -55,7 +55,9 @@ impl OrderWatch {
             return Err(refusal(response).await);
         }
         let etag = response.headers().get("etag").and_then(|v| v.to_str().ok());
-        self.etag = etag.map(str::to_owned);
+        // Without a tag the next request could not wait: it would poll.
+        let etag = etag.ok_or_else(|| WatchError::Refused(status, "no ETag".to_owned()))?;
+        self.etag = Some(etag.to_owned());
         response
             .json()
             .await
