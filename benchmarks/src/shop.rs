@@ -1,9 +1,10 @@
 //! Virtual shoppers against a running shop, shared by `loadgen` and `experiment`.
 //!
-//! Each shopper: `POST /orders` (→ 202) → polls `GET /orders/{id}` until
-//! `payment.redirect_url` → follows it with redirects on (the simulator's page sends the
-//! browser to payment's approval callback: 200, `APPROVED`) → optionally polls until the
-//! order is `COMPLETED`.
+//! Each shopper: `POST /orders` (→ 202) → long-polls `GET /orders/{id}` (`Prefer: wait`,
+//! `If-None-Match` = the last `ETag`: the order service answers as soon as the order
+//! changes) until `payment.redirect_url` → follows it with redirects on (the simulator's
+//! page sends the browser to payment's approval callback: 200, `APPROVED`) → optionally
+//! long-polls until the order is `COMPLETED`.
 //!
 //! * Open loop ([`Load::Open`]): orders are issued at fixed offsets from the start
 //!   whatever the answers; accept latency counts from the scheduled time (no
@@ -12,7 +13,7 @@
 //!   previous one is done.
 //!
 //! Always bounded: the schedule (or duration/count) ends, every request has a timeout,
-//! every polling step a deadline, and shoppers still in progress after their own bound
+//! every waiting step a deadline, and shoppers still in progress after their own bound
 //! are aborted and counted as `aborted_at_deadline`. Only 127.0.0.1 is ever contacted.
 
 use crate::loopback;
@@ -35,13 +36,12 @@ pub struct ShopConfig {
     pub order_url: Url,
     /// Timeout of every HTTP request.
     pub request_timeout: Duration,
-    /// Interval between `GET /orders/{id}` polls (the first ones).
+    /// Pause before asking again when the order service refuses a wait (503, e.g. at its
+    /// open-wait bound) without a `Retry-After`; shoppers never poll otherwise.
     pub poll: Duration,
-    /// Longest interval between polls: each wait is 1.5× the previous one up to this
-    /// (equal to `poll`: a fixed interval), so shoppers waiting long on a slow saga do not
-    /// flood the order service with reads.
+    /// Longest such pause: each is 1.5× the previous one up to this.
     pub poll_max: Duration,
-    /// Deadline of each polling step (redirect URL ready; COMPLETED).
+    /// Deadline of each waiting step (redirect URL ready; COMPLETED).
     pub step_timeout: Duration,
     /// Also wait for each order to be COMPLETED.
     pub wait_complete: bool,
@@ -76,9 +76,11 @@ impl ShopConfig {
         })
     }
 
-    /// The longest one shopper can take: request + two polling steps + approval.
+    /// The longest one shopper can take: request + two waiting steps (each may end with
+    /// one long poll answered up to a second and a request timeout after its deadline) +
+    /// approval.
     pub fn shopper_bound(&self) -> Duration {
-        self.request_timeout * 4 + self.step_timeout * 2
+        self.request_timeout * 6 + self.step_timeout * 2 + Duration::from_secs(2)
     }
 }
 
@@ -181,9 +183,9 @@ impl Recorder {
 pub fn latency_definitions() -> Value {
     json!({
         "accept": "POST /orders → 202 received; open loop: from the scheduled start (coordinated omission corrected)",
-        "payment_ready": "202 received → GET /orders/{id} first shows payment.redirect_url (poll granularity: poll_interval_ms)",
+        "payment_ready": "202 received → GET /orders/{id} first shows payment.redirect_url (long poll: answered when the order changes)",
         "approve": "GET payment.redirect_url, redirects followed, → 200 APPROVED from payment's callback",
-        "end_to_end": "202 received → GET /orders/{id} first shows COMPLETED (client view, poll granularity)",
+        "end_to_end": "202 received → GET /orders/{id} first shows COMPLETED (client view, long poll)",
         "end_to_end_server": "completed_at - created_at of the order (server clock)",
     })
 }
@@ -261,23 +263,46 @@ impl Shop {
             .min(self.config.poll_max.max(self.config.poll))
     }
 
-    /// `GET /orders/{id}`.
-    pub async fn get_order(&self, id: &str) -> Result<Value, String> {
+    /// `GET /orders/{id}`: the order and its `ETag`. With `seen` (an `ETag`), the order
+    /// service waits (`Prefer: wait`) until the order differs from it or the wait (at most
+    /// [`LONG_POLL`], never past `deadline`) is over. A refused wait (503) is asked again
+    /// after `Retry-After` (or [`ShopConfig::poll`]) until `deadline`.
+    pub async fn get_order(
+        &self,
+        id: &str,
+        seen: Option<&str>,
+        deadline: TokioInstant,
+    ) -> Result<(Value, Option<String>), String> {
         let url = self
             .config
             .order_url
             .join(&format!("orders/{id}"))
             .map_err(|_| "poll_bad_url".to_owned())?;
-        let response = self
-            .api
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| kind("poll", &e))?;
-        if response.status() != StatusCode::OK {
-            return Err(format!("poll_http_{}", response.status().as_u16()));
+        let mut pause = self.config.poll;
+        loop {
+            let mut request = self.api.get(url.clone());
+            if let Some(seen) = seen {
+                let wait = whole_seconds_until(deadline);
+                request = request
+                    .header("Prefer", format!("wait={}", wait.as_secs()))
+                    .header("If-None-Match", seen)
+                    .timeout(wait + self.config.request_timeout);
+            }
+            let response = request.send().await.map_err(|e| kind("poll", &e))?;
+            match response.status() {
+                StatusCode::OK => {
+                    // Without a tag the next request could not wait: it would poll.
+                    let etag = etag_of(&response).ok_or_else(|| "poll_no_etag".to_owned())?;
+                    let order = response.json().await.map_err(|e| kind("poll", &e))?;
+                    return Ok((order, Some(etag)));
+                }
+                StatusCode::SERVICE_UNAVAILABLE if TokioInstant::now() + pause < deadline => {
+                    tokio::time::sleep(retry_after(&response).unwrap_or(pause)).await;
+                    pause = self.next_poll(pause);
+                }
+                status => return Err(format!("poll_http_{}", status.as_u16())),
+            }
         }
-        response.json().await.map_err(|e| kind("poll", &e))
     }
 
     /// One shopper's visit. `due` is when it should have started (open loop: its slot
@@ -315,7 +340,8 @@ impl Shop {
         if response.status() != StatusCode::ACCEPTED {
             return Err(format!("accept_http_{}", response.status().as_u16()));
         }
-        let order: Value = response.json().await.map_err(|e| kind("accept", &e))?;
+        let mut etag = etag_of(&response);
+        let mut order: Value = response.json().await.map_err(|e| kind("accept", &e))?;
         let accepted = TokioInstant::now();
         let id = order["id"]
             .as_str()
@@ -327,22 +353,20 @@ impl Shop {
             return Ok(());
         }
 
-        // Wait for the payment to be ready.
-        let mut poll = self.config.poll;
+        // Wait for the payment to be ready: the answer to the POST is the first view, and
+        // each long poll returns as soon as the order differs from the last one seen.
         let deadline = accepted + self.config.step_timeout;
         let redirect = loop {
-            let order = self.get_order(&id).await?;
             if let Some(url) = order["payment"]["redirect_url"].as_str() {
                 break url.to_owned();
             }
             if order["status"] == "CANCELLED" {
                 return Err("cancelled_before_payment_ready".to_owned());
             }
-            if TokioInstant::now() + poll > deadline {
+            if TokioInstant::now() >= deadline {
                 return Err("payment_ready_timeout".to_owned());
             }
-            tokio::time::sleep(poll).await;
-            poll = self.next_poll(poll);
+            (order, etag) = self.get_order(&id, etag.as_deref(), deadline).await?;
         };
         let ready = TokioInstant::now();
         outcome.ready = Some(ready - accepted);
@@ -380,9 +404,10 @@ impl Shop {
             return Ok(());
         }
         let deadline = TokioInstant::now() + self.config.step_timeout;
-        let mut poll = self.config.poll;
+        let mut etag = None;
         loop {
-            let order = self.get_order(&id).await?;
+            let order;
+            (order, etag) = self.get_order(&id, etag.as_deref(), deadline).await?;
             match order["status"].as_str() {
                 Some("COMPLETED") => {
                     outcome.end_to_end = Some(accepted.elapsed());
@@ -401,13 +426,36 @@ impl Shop {
                 Some("CANCELLED") => return Err("cancelled_after_approval".to_owned()),
                 _ => {}
             }
-            if TokioInstant::now() + poll > deadline {
+            if TokioInstant::now() >= deadline {
                 return Err("complete_timeout".to_owned());
             }
-            tokio::time::sleep(poll).await;
-            poll = self.next_poll(poll);
         }
     }
+}
+
+/// The longest wait one request asks of the order service (its maximum is 30 s unless
+/// `ORDER_MAX_WAIT_SECS` says otherwise).
+pub const LONG_POLL: Duration = Duration::from_secs(25);
+
+/// The wait to ask for so the answer comes by `deadline`: whole seconds, 1 to
+/// [`LONG_POLL`] (rounded up, so a step never ends in a burst of short requests).
+fn whole_seconds_until(deadline: TokioInstant) -> Duration {
+    let left = deadline.saturating_duration_since(TokioInstant::now());
+    Duration::from_secs(
+        left.as_secs_f64()
+            .ceil()
+            .clamp(1.0, LONG_POLL.as_secs_f64()) as u64,
+    )
+}
+
+fn etag_of(response: &reqwest::Response) -> Option<String> {
+    let etag = response.headers().get(reqwest::header::ETAG)?;
+    etag.to_str().ok().map(str::to_owned)
+}
+
+fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+    let value = response.headers().get(reqwest::header::RETRY_AFTER)?;
+    value.to_str().ok()?.parse().ok().map(Duration::from_secs)
 }
 
 /// The load to drive.

@@ -12,6 +12,7 @@
 pub mod mail;
 pub mod procs;
 mod services;
+pub mod watch;
 
 pub use mail::{Mail, Maildir};
 pub use services::{Kind, Options, Service};
@@ -211,11 +212,42 @@ impl Stack {
 
     /// Waits until the order's payment is ready and returns where the shopper pays.
     pub async fn redirect_url(&self, id: Uuid) -> String {
-        eventually("the payment redirect URL", || async {
-            let order = self.get_order(id).await;
+        self.watch_order(id, "the payment redirect URL", |order| {
             order["payment"]["redirect_url"].as_str().map(str::to_owned)
         })
         .await
+    }
+
+    /// Long-polls order `id` (see [`watch::OrderWatch`]) until `check` finds what it
+    /// looks for; fails the test after [`DEADLINE`].
+    pub async fn watch_order<T>(
+        &self,
+        id: Uuid,
+        what: &str,
+        check: impl Fn(&Value) -> Option<T>,
+    ) -> T {
+        let mut watch = watch::OrderWatch::new(&self.order.url(), id);
+        let started = Instant::now();
+        loop {
+            match watch.next(&self.http).await {
+                Ok(order) => {
+                    if let Some(found) = check(&order) {
+                        return found;
+                    }
+                }
+                Err(watch::WatchError::Retry(after, error)) => {
+                    tracing::debug!(%error, "Order not read; trying again.");
+                    tokio::time::sleep(after).await;
+                }
+                Err(watch::WatchError::Refused(status, body)) => {
+                    panic!("waiting for {what}: order-service refused: {status} {body}")
+                }
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "gave up waiting for {what} after {DEADLINE:?}"
+            );
+        }
     }
 
     /// The shopper opens the Kakao Pay page and follows every redirect (approval, in the
@@ -237,9 +269,8 @@ impl Stack {
     }
 
     pub async fn wait_for_status(&self, id: Uuid, status: &str) -> Value {
-        eventually(&format!("order {id} to be {status}"), || async {
-            let order = self.get_order(id).await;
-            (order["status"] == status).then_some(order)
+        self.watch_order(id, &format!("order {id} to be {status}"), |order| {
+            (order["status"] == status).then(|| order.clone())
         })
         .await
     }

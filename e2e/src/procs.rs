@@ -638,6 +638,37 @@ impl ProcStack {
             .await
     }
 
+    /// Long-polls order `id` (see [`crate::watch::OrderWatch`]) until `check` finds what
+    /// it looks for; an error after [`crate::DEADLINE`] or when order-service refuses.
+    pub async fn watch_order<T>(
+        &self,
+        id: Uuid,
+        check: impl Fn(&Value) -> Option<T>,
+    ) -> anyhow::Result<T> {
+        use crate::watch::{OrderWatch, WatchError};
+        let mut watch = OrderWatch::new(&self.url(Part::Order), id);
+        let started = Instant::now();
+        loop {
+            let last = match watch.next(&self.http).await {
+                Ok(order) => match check(&order) {
+                    Some(found) => return Ok(found),
+                    None => order.to_string(),
+                },
+                Err(WatchError::Retry(after, error)) => {
+                    tokio::time::sleep(after).await;
+                    error
+                }
+                Err(WatchError::Refused(status, body)) => bail!("order {id}: {status} {body}"),
+            };
+            if started.elapsed() > crate::DEADLINE {
+                bail!(
+                    "order {id}: not there after {:?} (last: {last})",
+                    crate::DEADLINE
+                );
+            }
+        }
+    }
+
     /// The payment rows of an order (`GET /payments?order_id=`).
     pub async fn payments_of(&self, order_id: Uuid) -> anyhow::Result<Value> {
         self.get_json(&format!(

@@ -31,6 +31,22 @@ if not found:
 PY
 }
 
+# One long poll of GET $order_url/orders/$1: with the last ETag ($etag) it asks the
+# order service to wait (Prefer: wait) until the order differs from it, so each answer
+# comes as soon as the order changes; without one it reads the order at once. Leaves the
+# body in $order and its tag in $etag (callers declare both). $2 names a file for the
+# response headers.
+demo_watch_order() {
+    local id="$1" headers="$2" ask=()
+    [[ -n "$etag" ]] && ask=(-H "Prefer: wait=20" -H "If-None-Match: $etag")
+    if ! order="$(curl -sS -m 30 -D "$headers" "${ask[@]}" "$order_url/orders/$id")"; then
+        sleep 1 # order-service unreachable: do not spin
+        order=""
+        return
+    fi
+    etag="$(awk 'tolower($1) == "etag:" {print $2}' "$headers" | tr -d '\r')"
+}
+
 cmd_demo() {
     local timeout="${STACK_DEMO_TIMEOUT:-60}"
     parse_case "$@"
@@ -67,10 +83,11 @@ cmd_demo() {
     [[ -n "$id" ]] || id="${location##*/}"
     [[ -n "$id" ]] || die "no order id in the response"
 
-    demo_step "2. GET /orders/$id until payment.redirect_url is present"
-    local order status="" last="" redirect="" deadline=$((SECONDS + timeout))
+    demo_step "2. GET /orders/$id with Prefer: wait until payment.redirect_url is present"
+    local order status="" last="" redirect="" deadline=$((SECONDS + timeout)) etag
+    etag="$(awk 'tolower($1) == "etag:" {print $2}' "$hdr" | tr -d '\r')"
+    order="$resp"
     while :; do
-        order="$(curl -sS -m 5 "$order_url/orders/$id" || true)"
         status="$(jq -r '.status // empty' <<<"$order" 2>/dev/null || true)"
         redirect="$(jq -r '.payment.redirect_url // empty' <<<"$order" 2>/dev/null || true)"
         [[ "$status" != "$last" ]] && printf '  status %s\n' "$status" && last="$status"
@@ -80,7 +97,7 @@ cmd_demo() {
             die "order cancelled before payment was ready"
         }
         ((SECONDS < deadline)) || die "no payment.redirect_url after ${timeout}s (last: $order)"
-        sleep 0.5
+        demo_watch_order "$id" "$hdr"
     done
     jq . <<<"$order"
 
@@ -89,11 +106,11 @@ cmd_demo() {
         -w '  followed %{num_redirects} redirect(s), ended at %{url_effective} with HTTP %{http_code}\n' \
         "$redirect" || die "following the redirect failed"
 
-    demo_step "4. GET /orders/$id until COMPLETED"
+    demo_step "4. GET /orders/$id with Prefer: wait until COMPLETED"
     deadline=$((SECONDS + timeout))
     last=""
     while :; do
-        order="$(curl -sS -m 5 "$order_url/orders/$id" || true)"
+        demo_watch_order "$id" "$hdr"
         status="$(jq -r '.status // empty' <<<"$order" 2>/dev/null || true)"
         [[ "$status" != "$last" ]] && printf '  status %s\n' "$status" && last="$status"
         [[ "$status" == COMPLETED ]] && break
@@ -102,7 +119,6 @@ cmd_demo() {
             die "order was cancelled"
         }
         ((SECONDS < deadline)) || die "order not COMPLETED after ${timeout}s (last: $order)"
-        sleep 0.5
     done
     jq . <<<"$order"
 

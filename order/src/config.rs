@@ -14,6 +14,10 @@
 //! | `ORDER_PAYMENT_DEADLINE_SECS` | `900` | an unpaid order is cancelled after this (the tid's lifetime) |
 //! | `ORDER_DEADLINE_CHECK_MS` | `1000` | how often overdue orders are looked for |
 //! | `ORDER_METRICS_REFRESH_MS` | `10000` | how often the orders-by-status gauges are read from the database |
+//! | `ORDER_MAX_WAIT_SECS` | `30` | longest wait a client may ask of `GET /orders/{id}` (`Prefer: wait=N`, `?wait=N`); more is a 400 |
+//! | `ORDER_MAX_OPEN_WAITS` | `1000` | waiting requests (long polls and `/orders/{id}/events` streams) per instance; beyond it a 503 with `Retry-After` |
+//! | `ORDER_EVENTS_MAX_SECS` | `300` | longest life of one `/orders/{id}/events` stream (the client reconnects) |
+//! | `ORDER_EVENTS_KEEPALIVE_SECS` | `15` | a `: keep-alive` comment on each `/orders/{id}/events` stream this often; also how soon a stream whose client left is noticed and its wait given back |
 //! | `KAFKA_BROKERS`, `KAFKA_TOPIC_PREFIX`, `KAFKA_PARTITIONS` | | see `shared_events::kafka` (cases 2–4) |
 //! | `ORDER_PAYMENT_URL` | `http://127.0.0.1:8082` | case 1: payment-service, which receives order events at `POST /internal/events` |
 //! | `ORDER_MAILER_URL` | `http://127.0.0.1:8083` | case 1: the mail service, which receives order events at `POST /internal/events` |
@@ -54,6 +58,14 @@ pub struct Settings {
     pub deadline_check_ms: u64,
     #[arg(long, env = "ORDER_METRICS_REFRESH_MS", default_value_t = 10_000)]
     pub metrics_refresh_ms: u64,
+    #[arg(long, env = "ORDER_MAX_WAIT_SECS", default_value_t = 30)]
+    pub max_wait_secs: u64,
+    #[arg(long, env = "ORDER_MAX_OPEN_WAITS", default_value_t = 1000)]
+    pub max_open_waits: usize,
+    #[arg(long, env = "ORDER_EVENTS_MAX_SECS", default_value_t = 300)]
+    pub events_max_secs: u64,
+    #[arg(long, env = "ORDER_EVENTS_KEEPALIVE_SECS", default_value_t = 15)]
+    pub events_keepalive_secs: u64,
     #[arg(long, env = "SAGA_CASE", default_value = "3")]
     pub case: Case,
     #[command(flatten)]

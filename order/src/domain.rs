@@ -197,6 +197,13 @@ impl OrderStatus {
         }
     }
 
+    /// Where the saga comes to rest: paid (`COMPLETED`) or given up (`CANCELLED`). Only a
+    /// new request of the shopper (cancelling a paid order) or a late payment being given
+    /// back changes such an order again, so a change stream may end here.
+    pub fn is_settled(self) -> bool {
+        matches!(self, OrderStatus::Completed | OrderStatus::Cancelled)
+    }
+
     /// What the order does about `trigger` in this status. The table is the saga's
     /// order-side definition; everything not listed changes nothing (a late, repeated or
     /// irrelevant trigger).

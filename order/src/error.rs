@@ -11,10 +11,19 @@ use actix_web::{HttpResponse, ResponseError};
 use shared_events::db::DbError;
 use shared_events::http::{InvalidParam, Problem};
 
+/// `Retry-After` of a wait refused at the bound: waits are short, so one frees soon.
+pub const RETRY_WAIT_AFTER_SECS: u64 = 1;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("invalid order")]
     Invalid(Vec<InvalidParam>),
+    /// A query parameter or header of the request (not its body) is unusable.
+    #[error("invalid request parameter")]
+    InvalidParameter(Vec<InvalidParam>),
+    /// Every open wait (long poll or change stream) of this instance is taken.
+    #[error("too many open waits")]
+    TooManyWaits,
     #[error("request body is not valid JSON: {0}")]
     MalformedJson(String),
     #[error("request body larger than {limit} bytes")]
@@ -47,6 +56,21 @@ impl ApiError {
                 "One or more fields are invalid.",
             )
             .with_invalid_params(params.clone()),
+            ApiError::InvalidParameter(params) => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "/problems/invalid-parameter",
+                "Invalid request parameter",
+                "One or more request parameters are invalid.",
+            )
+            .with_invalid_params(params.clone()),
+            ApiError::TooManyWaits => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "/problems/too-many-waits",
+                "Too many open waits",
+                format!(
+                    "This instance holds as many waiting requests as it may; retry in {RETRY_WAIT_AFTER_SECS} s."
+                ),
+            ),
             ApiError::MalformedJson(detail) => Problem::new(
                 StatusCode::BAD_REQUEST,
                 "/problems/malformed-json",
@@ -75,6 +99,13 @@ impl ResponseError for ApiError {
         if let ApiError::Unavailable(cause) | ApiError::Internal(cause) = self {
             tracing::error!(error.message = %self, error.cause = ?cause, "Request failed.");
         }
-        self.problem().response()
+        let mut response = self.problem().response();
+        if let ApiError::TooManyWaits = self {
+            response.headers_mut().insert(
+                actix_web::http::header::RETRY_AFTER,
+                actix_web::http::header::HeaderValue::from(RETRY_WAIT_AFTER_SECS),
+            );
+        }
+        response
     }
 }

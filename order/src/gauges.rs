@@ -72,8 +72,18 @@ pub fn describe() {
         "order_orders_overdue",
         "Unpaid orders past their payment deadline (database-wide); the deadline sweep keeps it at 0."
     );
+    describe_gauge!(
+        "order_open_waits",
+        "Requests waiting for an order to change (long polls of GET /orders/{id} and /orders/{id}/events streams)."
+    );
+    describe_counter!(
+        "order_waits_refused_total",
+        "Waits refused with 503 because ORDER_MAX_OPEN_WAITS were open."
+    );
     metrics::counter!("order_orders_placed_total").increment(0);
     metrics::counter!("order_orders_expired_total").increment(0);
+    metrics::counter!("order_waits_refused_total").increment(0);
+    metrics::gauge!("order_open_waits").increment(0.0);
     for reason in [
         CancelReason::PaymentDeclined,
         CancelReason::PaymentCancelledByShopper,

@@ -11,7 +11,12 @@
 //!
 //! In case 1 (`SAGA_CASE=1`) the same events travel over synchronous HTTP instead of
 //! Kafka, inside the shopper's request: see [`sync_chain`].
+//!
+//! A storefront waiting for the payment page need not poll: `GET /orders/{id}` waits for a
+//! change when asked (`Prefer: wait=N`), and `GET /orders/{id}/events` streams every
+//! change; see [`watch`] and [`changes`].
 
+pub mod changes;
 pub mod config;
 pub mod deadline;
 pub mod domain;
@@ -24,6 +29,8 @@ pub mod saga;
 pub mod startup;
 pub mod store;
 pub mod sync_chain;
+pub mod view;
+pub mod watch;
 
 /// The order database's own migrations (the outbox and inbox come from `shared-events`).
 pub const MIGRATIONS: diesel_migrations::EmbeddedMigrations =

@@ -1,5 +1,6 @@
 //! Placing and reading orders: the use cases behind the REST API.
 
+use crate::changes::Changes;
 use crate::domain::{NewOrder, Trigger};
 use crate::error::ApiError;
 use crate::persistence::OrderDb;
@@ -44,17 +45,25 @@ pub async fn get(db: &OrderDb, id: Uuid) -> Result<Order, ApiError> {
 
 /// The shopper cancels: an unpaid order is cancelled at once; a paid one is refunded
 /// first (`CANCELLING` until the refund is confirmed). Asking again changes nothing. The
-/// work continues the order's own trace (see [`order_span`]).
-pub async fn cancel(db: &OrderDb, outbox: &Outbox, id: Uuid) -> Result<Order, ApiError> {
+/// work continues the order's own trace (see [`order_span`]). This process's waiters
+/// for the order are woken at once, without the round trip through `NOTIFY`.
+pub async fn cancel(
+    db: &OrderDb,
+    outbox: &Outbox,
+    changes: &Changes,
+    id: Uuid,
+) -> Result<Order, ApiError> {
     let traceparent = db.traceparent(id).await?;
     let span = order_span("shopper cancels", id, traceparent.as_deref());
-    saga::run(db, outbox, id, Trigger::ShopperCancels, Facts::default())
+    let order = saga::run(db, outbox, id, Trigger::ShopperCancels, Facts::default())
         .instrument(span)
         .await
         .map_err(|error| match error {
             SagaError::UnknownOrder(_) => ApiError::NotFound("order"),
             SagaError::Db(error) => error.into(),
-        })
+        })?;
+    changes.notify(id);
+    Ok(order)
 }
 
 /// A span for work on order `id` that continues the trace the order was placed in

@@ -1,16 +1,16 @@
 //! The HTTP routes. Handlers parse input into domain types and call the use cases in
-//! `orders`; no SQL here.
+//! `orders` (and the waits in `watch`); no SQL here.
 
 use crate::domain::{NewOrder, PlaceOrder};
 use crate::error::ApiError;
-use crate::orders;
 use crate::startup::AppState;
-use crate::store::Order;
-use actix_web::http::header;
-use actix_web::{web, HttpResponse};
-use chrono::{DateTime, Utc};
+use crate::view::{ETag, Rendered};
+use crate::{orders, watch};
+use actix_web::http::header::{self, HeaderName};
+use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use futures::StreamExt;
-use serde::Serialize;
+use shared_events::http::InvalidParam;
+use std::time::Duration;
 use uuid::Uuid;
 
 /// Orders are small; anything bigger is a mistake or an attack.
@@ -21,6 +21,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(readyz))
         .route("/orders", web::post().to(place_order))
         .route("/orders/{id}", web::get().to(get_order))
+        .route("/orders/{id}/events", web::get().to(order_events))
         .route("/orders/{id}/cancel", web::post().to(cancel_order))
         .route("/orders/{id}/timeline", web::get().to(get_timeline));
 }
@@ -33,18 +34,50 @@ async fn place_order(
     let request: PlaceOrder = parse_json(&bytes)?;
     let order = NewOrder::try_from(request).map_err(ApiError::Invalid)?;
     let placed = orders::place(&state.db, &state.outbox, order, state.payment_deadline).await?;
-    Ok(HttpResponse::Accepted()
-        .insert_header((header::LOCATION, format!("/orders/{}", placed.row.id)))
-        .json(OrderView::from(placed)))
+    let mut response = HttpResponse::Accepted();
+    response.insert_header((header::LOCATION, format!("/orders/{}", placed.row.id)));
+    Ok(order_body(response, &placed.into()))
 }
 
+/// The order; with a wait (`Prefer: wait=N` or `?wait=N`), once it differs from the
+/// `If-None-Match` tags (or from what it is now), or unchanged when the wait is over.
 async fn get_order(
     state: web::Data<AppState>,
     id: web::Path<String>,
+    request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("order"))?;
-    let order = orders::get(&state.db, id).await?;
-    Ok(HttpResponse::Ok().json(OrderView::from(order)))
+    let id = order_id(&id)?;
+    let wait = requested_wait(&request, state.waits.max_wait)?;
+    let view = match wait {
+        Some(wait) if !wait.duration.is_zero() => {
+            let seen = if_none_match(&request);
+            watch::until_changed(&state.db, &state.changes, id, seen, wait.duration).await?
+        }
+        _ => orders::get(&state.db, id).await?.into(),
+    };
+    let mut response = HttpResponse::Ok();
+    if let Some(Wait {
+        duration,
+        preferred: true,
+    }) = wait
+    {
+        response.insert_header((PREFERENCE_APPLIED, format!("wait={}", duration.as_secs())));
+    }
+    Ok(order_body(response, &view))
+}
+
+/// Server-sent events of the order's changes (see `watch::events`).
+async fn order_events(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = order_id(&id)?;
+    let db = state.db.clone();
+    let stream = watch::events(db, &state.changes, id, state.waits).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .streaming(stream))
 }
 
 /// The shopper cancels the order (refunded if it was paid).
@@ -52,9 +85,9 @@ async fn cancel_order(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("order"))?;
-    let order = orders::cancel(&state.db, &state.outbox, id).await?;
-    Ok(HttpResponse::Accepted().json(OrderView::from(order)))
+    let id = order_id(&id)?;
+    let order = orders::cancel(&state.db, &state.outbox, &state.changes, id).await?;
+    Ok(order_body(HttpResponse::Accepted(), &order.into()))
 }
 
 /// Every step of the order's saga: which event, from which service, when, and what the
@@ -63,7 +96,7 @@ async fn get_timeline(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("order"))?;
+    let id = order_id(&id)?;
     let (order, steps) = orders::timeline(&state.db, id).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "order_id": id,
@@ -125,61 +158,177 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result
     })
 }
 
-#[derive(Serialize)]
-pub(crate) struct OrderView {
-    id: Uuid,
-    status: String,
-    customer_id: String,
-    customer_email: String,
-    locale: String,
-    items: Vec<crate::store::ItemRow>,
-    total_amount: i64,
-    currency: &'static str,
-    cancel_reason: Option<String>,
-    refunded_amount: Option<i64>,
-    payment_deadline: DateTime<Utc>,
-    payment: Option<PaymentView>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    completed_at: Option<DateTime<Utc>>,
-    cancelled_at: Option<DateTime<Utc>>,
+/// An id that is not a UUID names no order.
+pub(crate) fn order_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id).map_err(|_| ApiError::NotFound("order"))
 }
 
-#[derive(Serialize)]
-struct PaymentView {
-    id: Option<Uuid>,
-    tid: Option<String>,
-    status: Option<String>,
-    redirect_url: Option<String>,
+/// The order's JSON with its `ETag`.
+pub(crate) fn order_body(mut response: HttpResponseBuilder, view: &Rendered) -> HttpResponse {
+    response
+        .insert_header((header::ETAG, view.etag.header_value()))
+        .content_type(header::ContentType::json())
+        .body(view.body.clone())
 }
 
-impl From<Order> for OrderView {
-    fn from(order: Order) -> Self {
-        let row = order.row;
-        let payment =
-            (row.payment_id.is_some() || row.payment_status.is_some()).then_some(PaymentView {
-                id: row.payment_id,
-                tid: row.payment_tid,
-                status: row.payment_status,
-                redirect_url: row.payment_redirect_url,
-            });
-        Self {
-            id: row.id,
-            status: row.status,
-            customer_id: row.customer_id,
-            customer_email: row.customer_email,
-            locale: row.locale,
-            items: order.items,
-            total_amount: row.total_amount,
-            currency: "KRW",
-            cancel_reason: row.cancel_reason,
-            refunded_amount: row.refunded_amount,
-            payment_deadline: row.payment_deadline,
-            payment,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
-            completed_at: row.completed_at,
-            cancelled_at: row.cancelled_at,
+const PREFER: HeaderName = HeaderName::from_static("prefer");
+const PREFERENCE_APPLIED: HeaderName = HeaderName::from_static("preference-applied");
+
+/// How long the client asked to wait for a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Wait {
+    duration: Duration,
+    /// Asked with `Prefer` (answered with `Preference-Applied`), not `?wait=`.
+    preferred: bool,
+}
+
+/// `?wait=N` or else `Prefer: wait=N` (RFC 7240); `None` when neither is given.
+fn requested_wait(request: &HttpRequest, max: Duration) -> Result<Option<Wait>, ApiError> {
+    let (name, value, preferred) = if let Some(value) = query_wait(request) {
+        ("wait", value, false)
+    } else if let Some(value) = prefer_wait(request) {
+        ("Prefer: wait", value, true)
+    } else {
+        return Ok(None);
+    };
+    let duration = parse_wait(&value, max)
+        .map_err(|reason| ApiError::InvalidParameter(vec![InvalidParam::new(name, reason)]))?;
+    Ok(Some(Wait {
+        duration,
+        preferred,
+    }))
+}
+
+fn query_wait(request: &HttpRequest) -> Option<String> {
+    url::form_urlencoded::parse(request.query_string().as_bytes())
+        .find(|(key, _)| key == "wait")
+        .map(|(_, value)| value.into_owned())
+}
+
+/// The value of the `wait` preference in any `Prefer` header (`respond-async, wait=10`).
+fn prefer_wait(request: &HttpRequest) -> Option<String> {
+    request
+        .headers()
+        .get_all(PREFER)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .find_map(|preference| {
+            let preference = preference.split(';').next().unwrap_or_default();
+            let (name, value) = preference.split_once('=')?;
+            name.trim()
+                .eq_ignore_ascii_case("wait")
+                .then(|| value.trim().trim_matches('"').to_owned())
+        })
+}
+
+/// Whole seconds, `10` or `10s`, at most `max`.
+fn parse_wait(value: &str, max: Duration) -> Result<Duration, String> {
+    let digits = value.strip_suffix('s').unwrap_or(value);
+    let seconds = Some(digits)
+        .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|d| d.parse::<u64>().ok())
+        .ok_or_else(|| "must be a whole number of seconds, such as 10 or 10s".to_owned())?;
+    if seconds > max.as_secs() {
+        return Err(format!("must be at most {} seconds", max.as_secs()));
+    }
+    Ok(Duration::from_secs(seconds))
+}
+
+/// The tags of `If-None-Match`; `None` without one, or for `*` (any current version).
+fn if_none_match(request: &HttpRequest) -> Option<Vec<ETag>> {
+    let mut tags = Vec::new();
+    for value in request.headers().get_all(header::IF_NONE_MATCH) {
+        for tag in value.to_str().ok()?.split(',') {
+            if tag.trim() == "*" {
+                return None;
+            }
+            tags.extend(ETag::parse(tag));
         }
+    }
+    (!tags.is_empty()).then_some(tags)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    const MAX: Duration = Duration::from_secs(30);
+
+    fn wait_of(request: TestRequest) -> Result<Option<Wait>, ApiError> {
+        requested_wait(&request.to_http_request(), MAX)
+    }
+
+    #[test]
+    fn waits_are_whole_seconds_up_to_the_maximum() {
+        assert_eq!(parse_wait("10", MAX), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_wait("10s", MAX), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_wait("30", MAX), Ok(MAX));
+        for bad in [
+            "",
+            "abc",
+            "-1",
+            "+1",
+            "1.5",
+            "s",
+            "31",
+            "99999999999999999999",
+        ] {
+            assert!(parse_wait(bad, MAX).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_query_wins_over_the_preference() {
+        let request = TestRequest::get()
+            .uri("/orders/x?wait=2")
+            .insert_header(("Prefer", "wait=5"));
+        let wait = wait_of(request).expect("valid").expect("a wait");
+        assert_eq!(wait.duration, Duration::from_secs(2));
+        assert!(!wait.preferred);
+    }
+
+    #[test]
+    fn the_wait_preference_is_found_among_others() {
+        let request = TestRequest::get().insert_header(("Prefer", "respond-async, WAIT=7; x=y"));
+        let wait = wait_of(request).expect("valid").expect("a wait");
+        assert_eq!(
+            wait,
+            Wait {
+                duration: Duration::from_secs(7),
+                preferred: true
+            }
+        );
+        let other = TestRequest::get().insert_header(("Prefer", "return=minimal"));
+        assert_eq!(wait_of(other).expect("valid"), None);
+    }
+
+    #[test]
+    fn a_bad_wait_names_where_it_came_from() {
+        let names = |request: TestRequest| match wait_of(request) {
+            Err(ApiError::InvalidParameter(params)) => {
+                params.into_iter().map(|p| p.name).collect::<Vec<_>>()
+            }
+            other => panic!("not refused: {other:?}"),
+        };
+        assert_eq!(names(TestRequest::get().uri("/o?wait=abc")), ["wait"]);
+        let header = TestRequest::get().insert_header(("Prefer", "wait=abc"));
+        assert_eq!(names(header), ["Prefer: wait"]);
+    }
+
+    #[test]
+    fn if_none_match_lists_tags_and_star_means_now() {
+        let request = TestRequest::get()
+            .insert_header(("If-None-Match", "\"a\", W/\"b\""))
+            .to_http_request();
+        let tags = if_none_match(&request).expect("tags");
+        assert_eq!(
+            tags.iter().map(ETag::opaque).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        let star = TestRequest::get()
+            .insert_header(("If-None-Match", "*"))
+            .to_http_request();
+        assert_eq!(if_none_match(&star), None);
     }
 }

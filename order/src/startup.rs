@@ -1,8 +1,10 @@
 //! Building and running order-service: one `Application::build` used by `main` and by
 //! the tests. It runs three things side by side — the HTTP API, the outbox relay and the
-//! payment-event consumer — and stops them together. In case 1 the relay and the
+//! payment-event consumer — and stops them together, plus the listener that wakes
+//! requests waiting for an order to change ([`crate::changes`]). In case 1 the relay and the
 //! consumer are replaced by the HTTP chain ([`crate::sync_chain`]).
 
+use crate::changes::Changes;
 use crate::config::Settings;
 use crate::persistence::OrderDb;
 use crate::routes;
@@ -24,6 +26,9 @@ pub struct AppState {
     pub db: OrderDb,
     pub outbox: Outbox,
     pub payment_deadline: Duration,
+    /// Who waits for which order (long polls, change streams).
+    pub changes: Changes,
+    pub waits: crate::watch::WaitLimits,
 }
 
 /// order-service's assembly; `build` returns the running service.
@@ -62,6 +67,8 @@ impl Application {
             )),
         ]);
 
+        let changes = Changes::new(settings.max_open_waits, shutdown.clone());
+        crate::changes::listen(pool.clone(), changes.clone(), shutdown.clone());
         let api = HttpApi {
             service: "order",
             host: settings.host.clone(),
@@ -72,6 +79,8 @@ impl Application {
                 db,
                 outbox,
                 payment_deadline: Duration::from_secs(settings.payment_deadline_secs),
+                changes,
+                waits: crate::watch::WaitLimits::from(&settings),
             }),
             configure: if settings.case.uses_kafka() {
                 routes::configure

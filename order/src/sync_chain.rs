@@ -22,7 +22,7 @@ use crate::config::Settings;
 use crate::domain::{NewOrder, PlaceOrder};
 use crate::error::ApiError;
 use crate::orders;
-use crate::routes::{self, OrderView, MAX_BODY_BYTES};
+use crate::routes::{self, MAX_BODY_BYTES};
 use crate::saga::PaymentEvents;
 use crate::startup::AppState;
 use actix_web::http::header;
@@ -31,7 +31,6 @@ use shared_events::chain::{self, EVENTS_PATH};
 use shared_events::db::PgPool;
 use shared_events::outbox::Outbox;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 /// The outbox delivered over HTTP to payment-service and the mail service, and its
 /// relay for failed deliveries (added to `tasks`).
@@ -76,9 +75,9 @@ async fn place_order(
     let id = placed.row.id;
     state.outbox.dispatch_now(id).await;
     let order = orders::get(&state.db, id).await?;
-    Ok(HttpResponse::Accepted()
-        .insert_header((header::LOCATION, format!("/orders/{id}")))
-        .json(OrderView::from(order)))
+    let mut response = HttpResponse::Accepted();
+    response.insert_header((header::LOCATION, format!("/orders/{id}")));
+    Ok(routes::order_body(response, &order.into()))
 }
 
 /// The shopper cancels; a paid order is refunded within the request.
@@ -86,11 +85,11 @@ async fn cancel_order(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("order"))?;
-    orders::cancel(&state.db, &state.outbox, id).await?;
+    let id = routes::order_id(&id)?;
+    orders::cancel(&state.db, &state.outbox, &state.changes, id).await?;
     state.outbox.dispatch_now(id).await;
     let order = orders::get(&state.db, id).await?;
-    Ok(HttpResponse::Accepted().json(OrderView::from(order)))
+    Ok(routes::order_body(HttpResponse::Accepted(), &order.into()))
 }
 
 /// A payment event, handled by the same handler as the Kafka consumer's; the events it

@@ -52,10 +52,11 @@ struct Args {
     /// Timeout of every HTTP request, in ms.
     #[arg(long, default_value_t = 10_000)]
     request_timeout_ms: u64,
-    /// Interval between GET /orders/{id} polls, in ms.
+    /// Pause before asking again when order-service refuses a wait (503 without
+    /// Retry-After), in ms; shoppers long-poll and never poll otherwise.
     #[arg(long, default_value_t = 100)]
     poll_interval_ms: u64,
-    /// Deadline of each polling step (redirect URL ready; COMPLETED), in seconds.
+    /// Deadline of each waiting step (redirect URL ready; COMPLETED), in seconds.
     #[arg(long, default_value_t = 60)]
     step_timeout_secs: u64,
     /// Open loop: most shoppers in progress at once; a scheduled order beyond it is

@@ -351,6 +351,7 @@ impl Shopper {
         }
     }
 
+    /// The order as it is now (one plain read, after a failed step).
     async fn get_order(&self, id: Uuid) -> Option<Value> {
         let response = self
             .http
@@ -364,41 +365,54 @@ impl Shopper {
         response.json().await.ok()
     }
 
-    /// Polls the order until its payment is ready (`Some(url)`) or the order was
-    /// cancelled before (`None`: the payment failed, e.g. the gateway was down).
-    async fn redirect_url(&self, id: Uuid, deadline: Instant) -> Result<Option<String>, String> {
-        let mut backoff = Backoff::polling(deadline);
+    /// Long-polls the order (see [`crate::watch::OrderWatch`]) until `found` says what
+    /// it is waiting for; a failed request is retried with backoff through outages.
+    async fn watch<T>(
+        &self,
+        id: Uuid,
+        deadline: Instant,
+        found: impl Fn(&Value) -> Option<T>,
+    ) -> Result<T, String> {
+        let mut watch = crate::watch::OrderWatch::new(&self.order_url, id);
+        let mut backoff = Backoff::new(deadline);
+        let mut last = String::new();
         loop {
-            if let Some(order) = self.get_order(id).await {
-                if let Some(url) = order["payment"]["redirect_url"].as_str() {
-                    return Ok(Some(url.to_owned()));
+            match watch.next(&self.http).await {
+                Ok(order) => {
+                    if let Some(value) = found(&order) {
+                        return Ok(value);
+                    }
+                    last = order["status"].to_string();
+                    backoff.check()
                 }
-                if order["status"] == "CANCELLED" {
-                    return Ok(None);
+                Err(error) => {
+                    tracing::debug!(?error, "Order not read; trying again.");
+                    backoff.wait().await
                 }
             }
-            backoff
-                .wait()
-                .await
-                .map_err(|elapsed| format!("no payment redirect URL after {elapsed:?}"))?;
+            .map_err(|elapsed| format!("{last} after {elapsed:?}"))?;
         }
     }
 
-    async fn until_status(&self, id: Uuid, status: &str, deadline: Instant) -> Result<(), String> {
-        let mut backoff = Backoff::polling(deadline);
-        let mut last = Value::Null;
-        loop {
-            if let Some(order) = self.get_order(id).await {
-                if order["status"] == status {
-                    return Ok(());
-                }
-                last = order["status"].clone();
+    /// Waits until the order's payment is ready (`Some(url)`) or the order was cancelled
+    /// before (`None`: the payment failed, e.g. the gateway was down).
+    async fn redirect_url(&self, id: Uuid, deadline: Instant) -> Result<Option<String>, String> {
+        self.watch(id, deadline, |order| {
+            match order["payment"]["redirect_url"].as_str() {
+                Some(url) => Some(Some(url.to_owned())),
+                None => (order["status"] == "CANCELLED").then_some(None),
             }
-            backoff
-                .wait()
-                .await
-                .map_err(|elapsed| format!("not {status} after {elapsed:?} (last: {last})"))?;
-        }
+        })
+        .await
+        .map_err(|last| format!("no payment redirect URL: {last}"))
+    }
+
+    async fn until_status(&self, id: Uuid, status: &str, deadline: Instant) -> Result<(), String> {
+        self.watch(id, deadline, |order| {
+            (order["status"] == status).then_some(())
+        })
+        .await
+        .map_err(|last| format!("not {status}: last {last}"))
     }
 
     /// Follows the payment page (auto mode approves) until the approval callback says
@@ -527,13 +541,12 @@ impl Backoff {
         }
     }
 
-    /// For polling an outcome: 50 ms doubling to 500 ms.
-    fn polling(deadline: Instant) -> Self {
-        Self {
-            wait: Duration::from_millis(50),
-            max: Duration::from_millis(500),
-            ..Self::new(deadline)
+    /// `Err(time spent on this step)` once the order's deadline has passed.
+    fn check(&self) -> Result<(), Duration> {
+        if Instant::now() > self.deadline {
+            return Err(self.started.elapsed());
         }
+        Ok(())
     }
 
     /// Sleeps before the next try; `Err(time spent on this step)` once the order's

@@ -65,11 +65,12 @@ async fn one_order_keeps_one_trace_id_through_order_payment_and_notifier() {
         .as_str()
         .and_then(|s| s.parse().ok())
         .expect("id");
-    let redirect = eventually("the payment redirect URL", || async {
-        let order = stack.get_order(order_id).await.ok()?;
-        order["payment"]["redirect_url"].as_str().map(str::to_owned)
-    })
-    .await;
+    let redirect = stack
+        .watch_order(order_id, |order| {
+            order["payment"]["redirect_url"].as_str().map(str::to_owned)
+        })
+        .await
+        .expect("the payment redirect URL");
     let approval = stack
         .http
         .get(&redirect)
