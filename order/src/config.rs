@@ -15,7 +15,7 @@
 //! | `ORDER_DEADLINE_CHECK_MS` | `1000` | how often overdue orders are looked for |
 //! | `ORDER_METRICS_REFRESH_MS` | `10000` | how often the orders-by-status gauges are read from the database |
 //! | `ORDER_MAX_WAIT_SECS` | `30` | longest wait a client may ask of `GET /orders/{id}` (`Prefer: wait=N`, `?wait=N`); more is a 400 |
-//! | `ORDER_MAX_OPEN_WAITS` | `1000` | waiting requests (long polls and `/orders/{id}/events` streams) per instance; beyond it a 503 with `Retry-After` |
+//! | `ORDER_MAX_OPEN_WAITS` | `10000` | waiting requests (long polls and `/orders/{id}/events` streams) per instance; beyond it a 503 with `Retry-After` |
 //! | `ORDER_EVENTS_MAX_SECS` | `300` | longest life of one `/orders/{id}/events` stream (the client reconnects) |
 //! | `ORDER_EVENTS_KEEPALIVE_SECS` | `15` | a `: keep-alive` comment on each `/orders/{id}/events` stream this often; also how soon a stream whose client left is noticed and its wait given back |
 //! | `KAFKA_BROKERS`, `KAFKA_TOPIC_PREFIX`, `KAFKA_PARTITIONS` | | see `shared_events::kafka` (cases 2–4) |
@@ -60,7 +60,7 @@ pub struct Settings {
     pub metrics_refresh_ms: u64,
     #[arg(long, env = "ORDER_MAX_WAIT_SECS", default_value_t = 30)]
     pub max_wait_secs: u64,
-    #[arg(long, env = "ORDER_MAX_OPEN_WAITS", default_value_t = 1000)]
+    #[arg(long, env = "ORDER_MAX_OPEN_WAITS", default_value_t = 10_000)]
     pub max_open_waits: usize,
     #[arg(long, env = "ORDER_EVENTS_MAX_SECS", default_value_t = 300)]
     pub events_max_secs: u64,

@@ -72,10 +72,13 @@ struct Seen {
     /// Violations seen while handling.
     overlaps: Vec<String>,
     attempts: HashMap<Uuid, u32>,
+    /// Events finished per instance.
+    by_instance: HashMap<&'static str, usize>,
 }
 
 #[derive(Clone)]
 struct Recorder {
+    instance: &'static str,
     seen: Arc<Mutex<Seen>>,
     /// Handling takes a random time up to this.
     max_delay_ms: u64,
@@ -86,9 +89,18 @@ struct Recorder {
 impl Recorder {
     fn new(max_delay_ms: u64) -> Self {
         Self {
+            instance: "a",
             seen: Arc::default(),
             max_delay_ms,
             failing: Arc::default(),
+        }
+    }
+
+    /// The same record, seen by another instance.
+    fn as_instance(&self, instance: &'static str) -> Self {
+        Self {
+            instance,
+            ..self.clone()
         }
     }
 
@@ -126,6 +138,7 @@ impl EventHandler for Recorder {
             .or_default()
             .push(seq_of(event));
         *seen.times.entry(id).or_default() += 1;
+        *seen.by_instance.entry(self.instance).or_default() += 1;
         Ok(())
     }
 }
@@ -139,6 +152,10 @@ struct Harness {
 
 impl Harness {
     async fn new(partitions: i32) -> Self {
+        if std::env::var_os("TEST_LOG").is_some() {
+            static LOGS: std::sync::Once = std::sync::Once::new();
+            LOGS.call_once(|| shared_events::telemetry::init("engine-test"));
+        }
         let infra = Infra::from_env().expect("the test servers");
         let mut kafka = infra.kafka(&format!("eng-{}.", Uuid::new_v4().simple()));
         kafka.partitions = partitions;
@@ -400,38 +417,55 @@ async fn a_partition_full_of_work_behind_a_failing_order_pauses_and_resumes_with
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rebalance_with_work_in_flight_neither_repeats_nor_loses_an_effect() {
-    let (orders, each) = (150, 4);
-    let h = Harness::new(12).await;
-    let recorder = Recorder::new(40);
-    let mut placement = Placement::new();
-    let events = many_orders(orders, each);
+    let (orders, rounds) = (100, 8);
+    let h = Arc::new(Harness::new(12).await);
+    let recorder = Recorder::new(100);
     let config = EngineConfig {
-        max_in_flight: 32,
+        max_in_flight: 16,
         ..EngineConfig::default()
     };
     let (stop_a, task_a) = h.start(recorder.clone(), config);
-    produce(&h.producer, &h.topic, &events, &mut placement).await;
+    // The load goes on for ~20 s: one event of every order every 2.5 s.
+    let ids: Vec<Uuid> = (0..orders).map(|_| Uuid::new_v4()).collect();
+    let load = {
+        let h = h.clone();
+        tokio::spawn(async move {
+            let mut placement = Placement::new();
+            for seq in 0..rounds {
+                let round: Vec<Event> = ids.iter().map(|id| event(*id, seq)).collect();
+                produce(&h.producer, &h.topic, &round, &mut placement).await;
+                tokio::time::sleep(Duration::from_millis(2_500)).await;
+            }
+        })
+    };
     eventually("the first instance is working", || async {
         (recorder.finished_count() > 20).then_some(())
     })
     .await;
     // A second instance joins mid-load: the group rebalances while work is in flight.
-    let (stop_b, task_b) = h.start(recorder.clone(), config);
-    eventually("half the events are handled", || async {
-        (recorder.finished_count() > events.len() / 2).then_some(())
+    let (stop_b, task_b) = h.start(recorder.as_instance("b"), config);
+    eventually("the second instance took over partitions", || async {
+        (recorder.seen().by_instance.get("b").copied().unwrap_or(0) > 20).then_some(())
     })
     .await;
-    // And leaves again mid-load.
+    // And leaves again mid-load: its partitions go back to the first one.
     stop_b.cancel();
     task_b.await.expect("second instance stopped");
+    let a_before = recorder.seen().by_instance["a"];
+    load.await.expect("load produced");
+    let total = orders * rounds as usize;
     eventually("every event is handled", || async {
-        (recorder.finished_count() >= events.len()).then_some(())
+        (recorder.finished_count() >= total).then_some(())
     })
     .await;
     stop_a.cancel();
     task_a.await.expect("first instance stopped");
     let seen = recorder.seen();
+    assert!(
+        seen.by_instance["a"] > a_before,
+        "the first instance went on after the second left"
+    );
     let twice: Vec<_> = seen.times.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "effects done twice: {twice:?}");
-    assert_in_order(&seen, orders, each);
+    assert_in_order(&seen, orders, rounds);
 }

@@ -45,7 +45,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -148,7 +148,6 @@ struct Inner<H> {
     handler: H,
     dead_letters: DeadLetterPublisher,
     tasks: TaskTracker,
-    progress: Notify,
 }
 
 /// One fetched message, the assignment it belongs to and the in-flight permit it holds
@@ -240,7 +239,6 @@ impl<H: EventHandler> ConsumerLoop<H> {
             handler,
             dead_letters,
             tasks: TaskTracker::new(),
-            progress: Notify::new(),
         });
         Ok(Self {
             consumer,
@@ -261,7 +259,11 @@ impl<H: EventHandler> ConsumerLoop<H> {
             self.topics.clone(),
             shutdown.clone(),
         ));
-        let gauges = tokio::spawn(report_gauges(self.inner.shared.clone(), shutdown.clone()));
+        let gauges = tokio::spawn(report_gauges(
+            self.inner.shared.clone(),
+            self.consumer.clone(),
+            shutdown.clone(),
+        ));
         self.inner.fetch(&shutdown).await;
         watchdog.abort();
         gauges.abort();
@@ -323,13 +325,23 @@ impl Shared {
         }
     }
 
-    /// Books a fetched message: its generation and its assignment's tokens. Returns
-    /// whether its partition must now be paused.
-    fn fetched(&self, message: &OwnedMessage) -> (u64, Assignment, bool) {
+    /// Books a fetched message: its generation and its assignment's tokens. Pauses its
+    /// partition when it is full.
+    fn fetched(
+        &self,
+        consumer: &StreamConsumer<EngineContext>,
+        message: &OwnedMessage,
+    ) -> (u64, Assignment) {
         let (topic, partition) = (message.topic(), message.partition());
         let mut tracker = locked(&self.tracker);
         let generation = tracker.fetched(topic, partition, message.offset());
-        let full = tracker.uncommitted_in(topic, partition) >= self.config.max_uncommitted;
+        if tracker.uncommitted_in(topic, partition) >= self.config.max_uncommitted {
+            // Decided and done under the tracker's lock, as resuming is: a pause and a
+            // resume racing each other could otherwise leave a drained partition paused.
+            if locked(&self.paused).insert((topic.to_owned(), partition)) {
+                self.set_paused(consumer, topic, partition, true);
+            }
+        }
         drop(tracker);
         let assignment = locked(&self.assignments)
             .entry((topic.to_owned(), partition))
@@ -338,8 +350,46 @@ impl Shared {
                 hard: self.root.hard.child_token(),
             })
             .clone();
-        let pause = full && locked(&self.paused).insert((topic.to_owned(), partition));
-        (generation, assignment, pause)
+        (generation, assignment)
+    }
+
+    /// Resumes the paused partitions that drained to half their bound (`tracker` held).
+    fn resume_drained(&self, consumer: &StreamConsumer<EngineContext>, tracker: &OffsetTracker) {
+        let mut paused = locked(&self.paused);
+        let drained: Vec<Partition> = paused
+            .iter()
+            .filter(|(t, p)| tracker.uncommitted_in(t, *p) <= self.config.max_uncommitted / 2)
+            .cloned()
+            .collect();
+        for (topic, partition) in drained {
+            paused.remove(&(topic.clone(), partition));
+            self.set_paused(consumer, &topic, partition, false);
+        }
+    }
+
+    fn set_paused(
+        &self,
+        consumer: &StreamConsumer<EngineContext>,
+        topic: &str,
+        partition: i32,
+        pause: bool,
+    ) {
+        let mut list = TopicPartitionList::new();
+        list.add_partition(topic, partition);
+        let done = if pause {
+            consumer.pause(&list)
+        } else {
+            consumer.resume(&list)
+        };
+        match done {
+            Ok(()) => tracing::info!(
+                consumer = %self.name, topic, partition,
+                "{}", if pause { "Partition paused: too much work waits behind its oldest unfinished message." } else { "Partition resumed." }
+            ),
+            Err(error) => {
+                tracing::warn!(consumer = %self.name, topic, partition, %error, pause, "Could not pause or resume.")
+            }
+        }
     }
 
     /// Gives up the queued work of `partitions` at once (it comes again to the owner).
@@ -461,12 +511,9 @@ impl<H: EventHandler> Inner<H> {
     }
 
     fn accept(self: &Arc<Self>, message: OwnedMessage, permit: OwnedSemaphorePermit) {
-        let (generation, assignment, pause) = self.shared.fetched(&message);
+        let (generation, assignment) = self.shared.fetched(&self.consumer, &message);
         metrics::counter!("saga_consumer_fetched_total", "consumer" => self.shared.name.clone(), "topic" => message.topic().to_owned())
             .increment(1);
-        if pause {
-            self.set_paused(message.topic(), message.partition(), true);
-        }
         let work = Work {
             id: self.shared.next_work.fetch_add(1, Ordering::Relaxed),
             message,
@@ -475,25 +522,6 @@ impl<H: EventHandler> Inner<H> {
             _permit: permit,
         };
         self.dispatch(work);
-    }
-
-    fn set_paused(&self, topic: &str, partition: i32, pause: bool) {
-        let mut list = TopicPartitionList::new();
-        list.add_partition(topic, partition);
-        let done = if pause {
-            self.consumer.pause(&list)
-        } else {
-            self.consumer.resume(&list)
-        };
-        match done {
-            Ok(()) => tracing::info!(
-                consumer = %self.shared.name, topic, partition,
-                "{}", if pause { "Partition paused: too much work waits behind its oldest unfinished message." } else { "Partition resumed." }
-            ),
-            Err(error) => {
-                tracing::warn!(consumer = %self.shared.name, topic, partition, %error, pause, "Could not pause or resume.")
-            }
-        }
     }
 
     /// Queues the message behind its order's earlier messages, or starts a lane for it.
@@ -626,9 +654,6 @@ impl<H: EventHandler> Inner<H> {
             return;
         }
         let outcome = tracker.finished(topic, partition, offset, work.generation);
-        let drained =
-            tracker.uncommitted_in(topic, partition) <= self.shared.config.max_uncommitted / 2;
-        drop(tracker);
         if let Some(next) = outcome {
             let mut offsets = TopicPartitionList::new();
             let stored = offsets
@@ -637,11 +662,7 @@ impl<H: EventHandler> Inner<H> {
             if let Err(error) = stored {
                 tracing::debug!(%error, topic, partition, "Could not store offset (revoked?).");
             }
-            self.progress.notify_waiters();
-        }
-        let resume = drained && locked(&self.shared.paused).remove(&(topic.to_owned(), partition));
-        if resume {
-            self.set_paused(topic, partition, false);
+            self.shared.resume_drained(&self.consumer, &tracker);
         }
     }
 
@@ -728,7 +749,11 @@ fn describe(name: &str) {
 }
 
 /// Once a second: in flight, unstored, paused partitions and the oldest retry.
-async fn report_gauges(shared: Arc<Shared>, shutdown: CancellationToken) {
+async fn report_gauges(
+    shared: Arc<Shared>,
+    consumer: Arc<StreamConsumer<EngineContext>>,
+    shutdown: CancellationToken,
+) {
     let name = shared.name.clone();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -741,6 +766,12 @@ async fn report_gauges(shared: Arc<Shared>, shutdown: CancellationToken) {
             (tracker.in_flight(), tracker.uncommitted())
         };
         let paused = locked(&shared.paused).len();
+        if paused > 0 {
+            // A second chance for a partition whose last message was abandoned, not
+            // finished (a resume is otherwise only decided when an offset is stored).
+            let tracker = locked(&shared.tracker);
+            shared.resume_drained(&consumer, &tracker);
+        }
         let oldest = locked(&shared.retrying)
             .values()
             .map(Instant::elapsed)

@@ -84,6 +84,7 @@ pub struct KafkaSettings {
     /// run concurrently; one order's events one after another). Little's law: orders/s
     /// × seconds per event, e.g. 100/s × a 1 s gateway call = 100.
     #[arg(
+        id = "kafka_max_in_flight",
         long = "kafka-max-in-flight",
         env = "KAFKA_MAX_IN_FLIGHT",
         default_value_t = EngineConfig::default().max_in_flight
@@ -93,6 +94,7 @@ pub struct KafkaSettings {
     /// paused (an order retrying holds its partition's commit position back); it
     /// resumes at half.
     #[arg(
+        id = "kafka_max_uncommitted",
         long = "kafka-max-uncommitted",
         env = "KAFKA_MAX_UNCOMMITTED",
         default_value_t = EngineConfig::default().max_uncommitted
@@ -101,6 +103,7 @@ pub struct KafkaSettings {
     /// On a revoke or at shutdown: how long running handlers may take to finish before
     /// they are cancelled (their events come again), in seconds.
     #[arg(
+        id = "kafka_drain_timeout_secs",
         long = "kafka-drain-timeout-secs",
         env = "KAFKA_DRAIN_TIMEOUT_SECS",
         default_value_t = EngineConfig::default().drain_timeout.as_secs()
