@@ -32,6 +32,9 @@ pub use watchdog::{lagging_partitions, watch_assignment};
 /// partitions wait up to 45 s; a graceful stop leaves the group at once either way.
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(45);
 
+/// See [`KafkaSettings::fetch_wait_max_ms`].
+pub const DEFAULT_FETCH_WAIT_MAX_MS: u32 = 10;
+
 /// Partitions of the topics a service creates: enough for a dozen instances of a
 /// consumer to share the work (concurrency inside an instance comes from keys).
 pub const DEFAULT_PARTITIONS: i32 = 12;
@@ -109,6 +112,19 @@ pub struct KafkaSettings {
         default_value_t = EngineConfig::default().drain_timeout.as_secs()
     )]
     pub drain_timeout_secs: u64,
+    /// Longest a fetch waits at the broker for new messages, in ms (librdkafka's
+    /// `fetch.wait.max.ms`). Each hop of the saga waits on it: tansu 0.6 answers every
+    /// fetch only after the whole wait, even when messages are there (its
+    /// `service/fetch.rs` sleeps the remaining time before returning), so with 50 ms a
+    /// hop cost ~50 ms. Kafka answers as soon as data arrives; a short wait then costs
+    /// only idle requests.
+    #[arg(
+        id = "kafka_fetch_wait_max_ms",
+        long = "kafka-fetch-wait-max-ms",
+        env = "KAFKA_FETCH_WAIT_MAX_MS",
+        default_value_t = DEFAULT_FETCH_WAIT_MAX_MS
+    )]
+    pub fetch_wait_max_ms: u32,
     /// Static group membership (KIP-345): a stable, unique name for this instance, e.g.
     /// `payment-1`. An instance restarted under the same name — after a crash too — takes
     /// back its own partitions at once, without a rebalance. Unset: dynamic membership.
@@ -135,6 +151,7 @@ impl KafkaSettings {
             max_in_flight: EngineConfig::default().max_in_flight,
             max_uncommitted: EngineConfig::default().max_uncommitted,
             drain_timeout_secs: EngineConfig::default().drain_timeout.as_secs(),
+            fetch_wait_max_ms: DEFAULT_FETCH_WAIT_MAX_MS,
             group_instance_id: None,
             debug: None,
         }
@@ -206,7 +223,10 @@ impl KafkaSettings {
                 SESSION_TIMEOUT.as_millis().to_string(),
             )
             .set("heartbeat.interval.ms", "1000")
-            .set("fetch.wait.max.ms", "50");
+            .set(
+                "fetch.wait.max.ms",
+                self.fetch_wait_max_ms.max(1).to_string(),
+            );
         if let Some(instance) = &self.group_instance_id {
             config.set("group.instance.id", instance);
         }
