@@ -424,3 +424,49 @@ pub fn definitions() -> Value {
         "variant": "null: one process per service; payment=N,notifier=M: N payment and M notifier processes (infra/stack up with PAYMENT_INSTANCES, NOTIFIER_INSTANCES), each with its own port and KAFKA_GROUP_INSTANCE_ID <service>-<n>, in the same consumer groups",
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn results() -> Value {
+        let page = json!({ "p50_ms": 12.0, "p99_ms": 40.5 });
+        json!({
+            "mode": "full",
+            "cases": [3],
+            "scenarios": ["gateway-1s"],
+            "runs": [
+                { "case": 3, "scenario": "gateway-1s", "status": "ok", "variant": null,
+                  "accepted_per_sec": 100.0, "accept_latency": page, "payment_page_latency": page,
+                  "approval_to_completed_latency": page, "approval_to_last_mail_latency": page,
+                  "checkpoints": [{ "what": "10 s after the load", "unfinished": 7 }],
+                  "unfinished": 0, "errors_total": 0 },
+                { "case": 3, "scenario": "gateway-1s", "status": "failed_to_start", "variant": "payment=2,notifier=2",
+                  "error": "tansu did not listen" },
+            ],
+            "targets": [],
+        })
+    }
+
+    #[test]
+    fn tables_show_the_saga_columns_and_the_variant() {
+        let r = results();
+        let md = report_md(&r, &[]);
+        assert!(md.contains("time to payment page p50 / p99 ms"));
+        assert!(md.contains("| 3 | ok | 100 | 12 / 40.5 | 12 / 40.5 |"));
+        assert!(md.contains("10 s after the load: 7"));
+        assert!(
+            md.contains("| 3 (payment=2,notifier=2) | **failed_to_start**: tansu did not listen |")
+        );
+        let table = readme_table(&r);
+        assert!(table.contains("| gateway-1s | 100/s; accept p99 40.5 ms; page p99 40.5 ms"));
+        assert!(table.contains("page p99 40.5 ms"));
+        assert!(table.contains("case 3 (payment=2,notifier=2) × gateway-1s: **failed_to_start**"));
+        let summary = summary_json(&r);
+        assert_eq!(
+            summary["cases"]["3"]["gateway-1s"]["payment_page_p99_ms"],
+            40.5
+        );
+        assert!(summary["cases"]["3"]["gateway-1s (payment=2,notifier=2)"].is_object());
+    }
+}
