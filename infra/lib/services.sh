@@ -54,14 +54,33 @@ build_services() {
 }
 
 start_services() {
-    local s
+    local s i
     check_running_case
     ensure_state_dirs
     printf '%s\n' "$SAGA_CASE" >"$STATE/case"
     for s in "${SERVICE_NAMES[@]}"; do
+        i="$(instance_index "$s")"
+        if ((i > 1)); then
+            # Further instances wait for the first one to be ready: two processes
+            # running the migrations of a fresh database at once collide.
+            wait_ready_one "$(base_service "$s")"
+        fi
         if ! is_running "$s" && ! port_taken "$s" "$(service_port "$s")"; then
             start_instance "$s"
         fi
+    done
+}
+
+# wait_ready_one NAME — until NAME's probe answers 200 (STACK_READY_TIMEOUT).
+wait_ready_one() {
+    local s=$1 deadline=$((SECONDS + STACK_READY_TIMEOUT))
+    until [[ "$(http_status "$(service_probe "$s")")" == 200 ]]; do
+        if ! is_running "$s"; then
+            tail_log "$s"
+            die "$s exited (log: $(log_file "$s"))"
+        fi
+        ((SECONDS < deadline)) || die "$s not ready after ${STACK_READY_TIMEOUT}s"
+        sleep 0.5
     done
 }
 
