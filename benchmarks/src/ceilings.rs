@@ -147,7 +147,7 @@ pub fn pgbench(
     result
 }
 
-/// A private tansu broker (in memory) on `port`, for [`kafka_produce`].
+/// A private tansu broker (SQLite engine, its file in `dir`) on `port`, for [`kafka_produce`].
 pub fn start_tansu(port: u16, dir: &Path) -> Result<Spawned> {
     let listener = format!("tcp://127.0.0.1:{port}");
     let mut cmd = Command::new(procs::tansu_bin());
@@ -157,7 +157,9 @@ pub fn start_tansu(port: u16, dir: &Path) -> Result<Spawned> {
         .args(["broker", "--cluster-id", "experiment-ceiling"])
         .args(["--listener-url", &listener])
         .args(["--advertised-listener-url", &listener])
-        .args(["--storage-engine", "memory://tansu/"]);
+        // The engine the experiment's stacks run (SQLite, a fresh file in `dir`): a
+        // ceiling measured on the faster memory engine would not bound them.
+        .args(["--storage-engine", "sqlite://tansu.db"]);
     let mut tansu = Spawned::start("tansu", cmd, &dir.join("tansu.log"))?;
     procs::wait_for_port(port, Duration::from_secs(30), &mut tansu)?;
     Ok(tansu)

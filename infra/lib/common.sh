@@ -36,8 +36,99 @@ mail_service() {
     esac
 }
 
+# Instances of a service: PAYMENT_INSTANCES, NOTIFIER_INSTANCES (default 1). The first
+# keeps the service's own name (payment.pid, payment.log: everything that knows one
+# instance still finds it); the others are <service>-2, <service>-3, … Each has its own
+# port (see nth_port) and its own KAFKA_GROUP_INSTANCE_ID (<service>-<n>).
+MAX_INSTANCES=8
+
+# base_service NAME — payment-2 → payment (kakaopay-sim, mailer-blocking stay whole).
+base_service() {
+    if [[ "$1" =~ ^(.*)-([0-9]+)$ ]]; then printf '%s' "${BASH_REMATCH[1]}"; else printf '%s' "$1"; fi
+}
+
+# instance_index NAME — payment-2 → 2, payment → 1.
+instance_index() {
+    if [[ "$1" =~ -([0-9]+)$ ]]; then printf '%s' "${BASH_REMATCH[1]}"; else printf '1'; fi
+}
+
+instance_count() {
+    local n
+    case $1 in
+        payment) n=${PAYMENT_INSTANCES:-1} ;;
+        notifier) n=${NOTIFIER_INSTANCES:-1} ;;
+        *) n=1 ;;
+    esac
+    printf '%s' "$n"
+}
+
+# Fails unless every *_INSTANCES is a count in 1..MAX_INSTANCES (here, not in the
+# subshells that read them, where a die would only end the subshell).
+check_instances() {
+    local v n
+    for v in PAYMENT_INSTANCES NOTIFIER_INSTANCES; do
+        n=${!v:-1}
+        [[ "$n" =~ ^[1-9][0-9]*$ ]] && ((n <= MAX_INSTANCES)) ||
+            die "$v must be 1..$MAX_INSTANCES (got '$n')"
+    done
+}
+
+# instance_names SERVICE — its process names: payment, payment-2, …
+instance_names() {
+    local i n
+    n="$(instance_count "$1")"
+    printf '%s\n' "$1"
+    for ((i = 2; i <= n; i++)); do printf '%s-%s\n' "$1" "$i"; done
+}
+
+# nth_port PORT LIST I — the port of instance I: the I-th entry of LIST (comma
+# separated, e.g. PAYMENT_PORTS) when given, else PORT + (I-1) × STACK_INSTANCE_PORT_STEP
+# (100: 8082, 8182, …; a step of 1 would collide with the next service's default port).
+nth_port() {
+    local port=$1 list=$2 i=$3 ports=()
+    if [[ -n "$list" ]]; then
+        IFS=, read -r -a ports <<<"$list"
+        [[ "${ports[i - 1]:-}" =~ ^[0-9]+$ ]] || die "port list '$list' has no port for instance $i"
+        printf '%s' "${ports[i - 1]}"
+    else
+        printf '%s' $((port + (i - 1) * ${STACK_INSTANCE_PORT_STEP:-100}))
+    fi
+}
+
+# Instance names beyond the first that have a PID file (what `down`, `status` and `logs`
+# look at besides ALL_SERVICE_NAMES, whatever PAYMENT_INSTANCES says now), plus the
+# configured ones.
+extra_instances() {
+    local f n seen=" "
+    for f in "$PID_DIR"/payment-[0-9]*.pid "$PID_DIR"/notifier-[0-9]*.pid; do
+        [[ -e "$f" ]] || continue
+        n=${f##*/}
+        n=${n%.pid}
+        seen+="$n "
+        printf '%s\n' "$n"
+    done
+    for n in "${SERVICE_NAMES[@]}"; do
+        [[ "$(instance_index "$n")" != 1 && "$seen" != *" $n "* ]] && printf '%s\n' "$n"
+    done
+    return 0
+}
+
 select_services() {
-    SERVICE_NAMES=(kakaopay-sim payment order "$(mail_service)")
+    local payments=() mails=() mail
+    check_instances
+    mail="$(mail_service)"
+    mapfile -t payments < <(instance_names payment)
+    if [[ "$mail" == notifier ]]; then
+        mapfile -t mails < <(instance_names notifier)
+    else
+        mails=("$mail")
+        (("${NOTIFIER_INSTANCES:-1}" == 1)) || die "NOTIFIER_INSTANCES > 1 needs case 3 or 4 (cases 1-2 run mailer-blocking)"
+    fi
+    # Case 1's chain calls one payment URL (ORDER_PAYMENT_URL): more would sit idle.
+    if [[ "${SAGA_CASE:-3}" == 1 ]] && ((${#payments[@]} > 1)); then
+        die "PAYMENT_INSTANCES > 1 needs a Kafka case (2-4); case 1 calls one payment URL"
+    fi
+    SERVICE_NAMES=(kakaopay-sim "${payments[@]}" order "${mails[@]}")
 }
 
 # Names of the processes started by *this* invocation (used by `test` to stop only
@@ -64,6 +155,9 @@ set_defaults() {
     : "${ORDER_PORT:=8081}"
     : "${ORDER_DATABASE_URL:=$POSTGRES_URL/orders}"
     : "${PAYMENT_HOST:=127.0.0.1}"
+    # A port list names every instance's port; the first is the service's own.
+    if [[ -n "${PAYMENT_PORTS:-}" ]]; then PAYMENT_PORT=${PAYMENT_PORTS%%,*}; fi
+    if [[ -n "${NOTIFIER_PORTS:-}" ]]; then NOTIFIER_PORT=${NOTIFIER_PORTS%%,*}; fi
     : "${PAYMENT_PORT:=8082}"
     : "${PAYMENT_DATABASE_URL:=$POSTGRES_URL/payments}"
     : "${PAYMENT_PUBLIC_URL:=http://127.0.0.1:$PAYMENT_PORT}"
@@ -99,6 +193,8 @@ set_defaults() {
     : "${STACK_START_TIMEOUT:=30}"
     : "${STACK_READY_TIMEOUT:=60}"
     : "${STACK_STOP_TIMEOUT:=15}"
+    : "${PAYMENT_INSTANCES:=1}"
+    : "${NOTIFIER_INSTANCES:=1}"
     export KAFKA_PORT KAFKA_BROKERS KAFKA_TOPIC_PREFIX KAFKA_PARTITIONS POSTGRES_URL \
         ORDER_HOST ORDER_PORT ORDER_DATABASE_URL \
         PAYMENT_HOST PAYMENT_PORT PAYMENT_DATABASE_URL PAYMENT_PUBLIC_URL \
@@ -106,7 +202,7 @@ set_defaults() {
         KAKAOPAY_SECRET_KEY KAKAOPAY_SIM_SECRET_KEY KAKAOPAY_CID \
         NOTIFIER_HOST NOTIFIER_PORT MONGODB_PORT MONGODB_URI NOTIFIER_MONGODB_DATABASE \
         SMTP_HOST SMTP_PORT SMTP_MAILDIR MAIL_FROM NOTIFIER_API_TOKEN \
-        PROMETHEUS_PORT RUST_LOG SAGA_CASE \
+        PROMETHEUS_PORT RUST_LOG SAGA_CASE PAYMENT_INSTANCES NOTIFIER_INSTANCES \
         MAILER_HOST MAILER_PORT MAILER_DATABASE_URL \
         ORDER_PAYMENT_URL ORDER_MAILER_URL PAYMENT_ORDER_URL PAYMENT_MAILER_URL
     select_services

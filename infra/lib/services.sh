@@ -7,9 +7,9 @@ service_bin() { printf '%s/%s/%s' "$CARGO_TARGET" "${STACK_PROFILE:-debug}" "$1"
 service_port() {
     case $1 in
         kakaopay-sim) printf '%s' "$KAKAOPAY_SIM_PORT" ;;
-        payment) printf '%s' "$PAYMENT_PORT" ;;
+        payment | payment-[0-9]*) nth_port "$PAYMENT_PORT" "${PAYMENT_PORTS:-}" "$(instance_index "$1")" ;;
         order) printf '%s' "$ORDER_PORT" ;;
-        notifier) printf '%s' "$NOTIFIER_PORT" ;;
+        notifier | notifier-[0-9]*) nth_port "$NOTIFIER_PORT" "${NOTIFIER_PORTS:-}" "$(instance_index "$1")" ;;
         mailer-blocking) printf '%s' "$MAILER_PORT" ;;
         tansu) printf '%s' "$KAFKA_PORT" ;;
         mongodb) printf '%s' "$MONGODB_PORT" ;;
@@ -20,9 +20,9 @@ service_port() {
 service_host() {
     case $1 in
         kakaopay-sim) printf '%s' "$KAKAOPAY_SIM_HOST" ;;
-        payment) printf '%s' "$PAYMENT_HOST" ;;
+        payment | payment-[0-9]*) printf '%s' "$PAYMENT_HOST" ;;
         order) printf '%s' "$ORDER_HOST" ;;
-        notifier) printf '%s' "$NOTIFIER_HOST" ;;
+        notifier | notifier-[0-9]*) printf '%s' "$NOTIFIER_HOST" ;;
         mailer-blocking) printf '%s' "$MAILER_HOST" ;;
         *) printf '127.0.0.1' ;;
     esac
@@ -48,23 +48,67 @@ build_services() {
     fi
     local s
     for s in "${SERVICE_NAMES[@]}"; do
+        s="$(base_service "$s")"
         [[ -x "$(service_bin "$s")" ]] || die "binary $(service_bin "$s") was not built"
     done
 }
 
 start_services() {
-    local s
+    local s i
     check_running_case
     ensure_state_dirs
     printf '%s\n' "$SAGA_CASE" >"$STATE/case"
     for s in "${SERVICE_NAMES[@]}"; do
+        i="$(instance_index "$s")"
+        if ((i > 1)); then
+            # Further instances wait for the first one to be ready: two processes
+            # running the migrations of a fresh database at once collide.
+            wait_ready_one "$(base_service "$s")"
+        fi
         if ! is_running "$s" && ! port_taken "$s" "$(service_port "$s")"; then
-            # One process per service: a stable consumer-group identity lets a service
-            # that crashed and restarts take back its partitions at once (static
-            # membership; see shared_events::kafka::KafkaSettings::group_instance_id).
-            KAFKA_GROUP_INSTANCE_ID="$s-1" start_bg "$s" "$s" "$STACK_ROOT" "$(service_bin "$s")"
+            start_instance "$s"
         fi
     done
+}
+
+# wait_ready_one NAME — until NAME's probe answers 200 (STACK_READY_TIMEOUT).
+wait_ready_one() {
+    local s=$1 deadline=$((SECONDS + STACK_READY_TIMEOUT))
+    until [[ "$(http_status "$(service_probe "$s")")" == 200 ]]; do
+        if ! is_running "$s"; then
+            tail_log "$s"
+            die "$s exited (log: $(log_file "$s"))"
+        fi
+        ((SECONDS < deadline)) || die "$s not ready after ${STACK_READY_TIMEOUT}s"
+        sleep 0.5
+    done
+}
+
+# start_instance NAME — instance n of a service (payment, payment-2, …). Each instance
+# keeps a stable consumer-group identity of its own (<service>-<n>): one that crashed and
+# restarts takes back its partitions at once (static membership; see
+# shared_events::kafka::KafkaSettings::group_instance_id), and two never fence each other.
+start_instance() {
+    local s=$1 base i port env_args
+    base="$(base_service "$s")"
+    i="$(instance_index "$s")"
+    env_args=(KAFKA_GROUP_INSTANCE_ID="$base-$i")
+    if ((i > 1)); then
+        port="$(service_port "$s")"
+        case $base in
+            payment)
+                env_args+=(PAYMENT_PORT="$port")
+                # Kakao Pay sends the shopper back to the instance that asked for the
+                # payment, unless a public URL of its own was configured.
+                if [[ "$PAYMENT_PUBLIC_URL" == "http://$PAYMENT_HOST:$PAYMENT_PORT" ]]; then
+                    env_args+=(PAYMENT_PUBLIC_URL="http://$PAYMENT_HOST:$port")
+                fi
+                ;;
+            notifier) env_args+=(NOTIFIER_PORT="$port") ;;
+        esac
+    fi
+    # `env` execs the binary: the PID file still names the service itself.
+    start_bg "$s" "$base" "$STACK_ROOT" env "${env_args[@]}" "$(service_bin "$base")"
 }
 
 # Polls every service's probe until it answers 200, printing what it still waits for.
@@ -120,9 +164,11 @@ check_running_case() {
 
 # Stops every service this script may have started, whatever the case they ran as.
 stop_services() {
-    local i
-    for ((i = ${#ALL_SERVICE_NAMES[@]} - 1; i >= 0; i--)); do
-        stop_one "${ALL_SERVICE_NAMES[i]}"
+    local i names extra
+    mapfile -t extra < <(extra_instances)
+    names=("${ALL_SERVICE_NAMES[@]}" "${extra[@]}")
+    for ((i = ${#names[@]} - 1; i >= 0; i--)); do
+        stop_one "${names[i]}"
     done
 }
 
@@ -131,7 +177,7 @@ print_urls() {
 Saga shop is up (case $SAGA_CASE):
   order         $(service_url order)          POST /orders, GET /orders/{id}
   payment       $(service_url payment)
-  mail          $(service_url "$(mail_service)")          $(mail_service): GET /notifications?order_id=ID  (Authorization: Bearer \$NOTIFIER_API_TOKEN)
+  mail          $(service_url "$(mail_service)")          $(mail_service): GET /notifications?order_id=ID  (Authorization: Bearer \$NOTIFIER_API_TOKEN)$(print_instances)
   kakaopay-sim  $(service_url kakaopay-sim)          GET /__sim/ledger
   every service: /healthz /readyz /metrics
   Kafka         $KAFKA_BROKERS   MongoDB $MONGODB_URI   SMTP $SMTP_HOST:$SMTP_PORT (Maildir $SMTP_MAILDIR)
@@ -139,10 +185,19 @@ Saga shop is up (case $SAGA_CASE):
 EOF
 }
 
+# The instances beyond the first, one line each (for print_urls).
+print_instances() {
+    local s
+    for s in "${SERVICE_NAMES[@]}"; do
+        [[ "$(instance_index "$s")" == 1 ]] || printf '\n  %-13s %s' "$s" "$(service_url "$s")"
+    done
+}
+
 print_status() {
-    local s pid alive port listening
+    local s pid alive port listening extra
+    mapfile -t extra < <(extra_instances)
     printf '%-16s %-8s %-6s %-6s %s\n' NAME PID ALIVE PORT LISTENING
-    for s in "${DEP_NAMES[@]}" "${ALL_SERVICE_NAMES[@]}"; do
+    for s in "${DEP_NAMES[@]}" "${ALL_SERVICE_NAMES[@]}" "${extra[@]}"; do
         port="$(service_port "$s")"
         if pid="$(running_pid "$s")"; then
             alive=yes
