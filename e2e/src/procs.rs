@@ -541,14 +541,8 @@ impl ProcStack {
                 set("SMTP_HOST", "127.0.0.1".into());
                 set("SMTP_PORT", self.ports.smtp.to_string());
                 set("NOTIFIER_API_TOKEN", self.notifier_token.clone());
-                // Mail retries outlast a 60 s SMTP outage: waits double from 0.5 s up to
-                // 5 s, each a random point in the upper half of its bound ("equal
-                // jitter"), so 40 attempts wait at least 0.25+0.5+1+2+35×2.5 ≈ 91 s
-                // before a mail would be recorded FAILED.
-                set("NOTIFIER_MAIL_MAX_ATTEMPTS", "40".into());
-                set("NOTIFIER_MAIL_RETRY_INITIAL_MS", "500".into());
-                set("NOTIFIER_MAIL_RETRY_MAX_MS", "5000".into());
-                set("NOTIFIER_SHUTDOWN_TIMEOUT_SECS", "10".into());
+                // Mail retries, drain and shutdown: the shipped defaults (a mail waits
+                // for SMTP as long as it is down).
                 (self.bins.join("notifier"), vec![], self.dir.clone())
             }
         };

@@ -40,7 +40,7 @@ impl Default for DeliveryPolicy {
         Self {
             max_attempts: u32::MAX,
             initial_backoff: Duration::from_millis(500),
-            max_backoff: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(5),
         }
     }
 }

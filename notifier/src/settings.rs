@@ -20,7 +20,7 @@
 //! | `NOTIFIER_SMTP_TIMEOUT_SECS` | `10` | bound of one delivery attempt (connecting and the whole SMTP dialogue) |
 //! | `NOTIFIER_MAIL_MAX_ATTEMPTS` | `5` | delivery attempts of one mail before it is recorded `FAILED` |
 //! | `NOTIFIER_MAIL_RETRY_INITIAL_MS` | `500` | wait before the 2nd attempt; doubles each attempt (with jitter) |
-//! | `NOTIFIER_MAIL_RETRY_MAX_MS` | `30000` | cap of the wait between attempts |
+//! | `NOTIFIER_MAIL_RETRY_MAX_MS` | `5000` | cap of the wait between attempts (how soon after an SMTP outage every waiting mail is tried again) |
 //! | `NOTIFIER_SHUTDOWN_TIMEOUT_SECS` | `20` | how long shutdown waits for in-flight mails before abandoning them (their offsets are then not committed and they come again) |
 //! | `NOTIFIER_HTTP_WORKERS` | `2` | actix-web worker threads of the history API |
 //! | `NOTIFIER_MONGODB_BATCH_MAX` | `128` | history writes (claims, outcomes) sent to MongoDB in one command at most |
@@ -103,7 +103,7 @@ pub struct Settings {
     #[arg(long, env = "NOTIFIER_MAIL_RETRY_INITIAL_MS", default_value_t = 500)]
     pub mail_retry_initial_ms: u64,
     /// Cap of the wait between delivery attempts, in ms.
-    #[arg(long, env = "NOTIFIER_MAIL_RETRY_MAX_MS", default_value_t = 30_000)]
+    #[arg(long, env = "NOTIFIER_MAIL_RETRY_MAX_MS", default_value_t = 5_000)]
     pub mail_retry_max_ms: u64,
     /// How long shutdown and a partition revoke wait for mails being sent, in seconds,
     /// before cancelling them (their offsets are then not committed, so they come again

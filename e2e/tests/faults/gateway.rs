@@ -5,9 +5,10 @@ use e2e::procs::{Check, Expect, Part};
 use serde_json::json;
 use std::time::Duration;
 
-/// During the outage every API call answers 503: `ready` fails after the gateway's
-/// retries (the order is cancelled unpaid — a correct outcome, allowed here), approvals
-/// are refused without effect (the shopper retries), refunds are retried by the consumer.
+/// During the outage every API call answers 503: `ready` is retried by payment's
+/// consumer until Kakao Pay is back (the order waits), approvals are refused without
+/// effect (the shopper retries; one who gives up leaves an unpaid order the deadline
+/// cancels — allowed here), refunds are retried by the consumer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_kakao_pay_outage_fails_or_delays_payments_but_never_charges_twice() {
     let scenario = Scenario::begin("kakaopay_outage_10s").await;

@@ -120,9 +120,8 @@ async fn mail_history_survives_mongodb_being_down_for_30_seconds() {
     );
 }
 
-/// The notifier's mail retries are set by the stack to outlast this outage: see
-/// `NOTIFIER_MAIL_MAX_ATTEMPTS` in `e2e::procs` (40 attempts, waits of 0.25–5 s: at least
-/// ~91 s before a mail would be given up).
+/// With the shipped defaults a transiently failing mail is never given up: it waits in
+/// its order's lane (retried every ≤ 5 s) until the server is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mails_wait_out_a_60_second_smtp_outage_and_are_sent_once() {
     let mut scenario = Scenario::begin("smtp_down_60s").await;

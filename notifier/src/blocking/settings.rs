@@ -7,7 +7,7 @@
 //! | `MAILER_PORT` | `8083` | port of the HTTP API (`0`: a random free port); it stands where the notifier would |
 //! | `MAILER_DATABASE_URL` | `postgres://postgres@127.0.0.1:5432/mail` | PostgreSQL holding the mail history (secret) |
 //! | `MAILER_DB_POOL_SIZE` | `10` | r2d2 pool size; one connection per mail being sent |
-//! | `MAILER_CONSUMERS` | `1` | Kafka consumers in the group (case 2); each handles one mail at a time on a blocking thread |
+//! | `MAILER_CONSUMERS` | `1` | Kafka consumers in the group (case 2); each handles up to `MAILER_SMTP_POOL_SIZE` mails at once (different orders), each on a blocking thread |
 //! | `MAILER_CONSUMER_GROUP` | `mailer` | Kafka consumer group (case 2) |
 //! | `KAFKA_BROKERS`, `KAFKA_TOPIC_PREFIX`, `KAFKA_PARTITIONS` | | see `shared_events::kafka` (case 2) |
 //! | `SMTP_HOST` / `SMTP_PORT` | `127.0.0.1` / `2525` | SMTP relay (plain SMTP) |
@@ -17,7 +17,7 @@
 //! | `MAILER_SMTP_TIMEOUT_SECS` | `10` | timeout of one SMTP connection and dialogue step |
 //! | `MAILER_MAIL_MAX_ATTEMPTS` | `0` | delivery attempts before a transient failure is recorded `FAILED`; 0: never (only a 5xx fails a mail) |
 //! | `MAILER_MAIL_RETRY_INITIAL_MS` | `500` | wait before the 2nd attempt; doubles (with jitter) |
-//! | `MAILER_MAIL_RETRY_MAX_MS` | `30000` | cap of the wait between attempts |
+//! | `MAILER_MAIL_RETRY_MAX_MS` | `5000` | cap of the wait between attempts |
 //! | `MAILER_HTTP_WORKERS` | `2` | actix-web worker threads |
 
 use secrecy::SecretString;
@@ -82,7 +82,7 @@ pub struct MailerSettings {
     pub mail_max_attempts: u32,
     #[arg(long, env = "MAILER_MAIL_RETRY_INITIAL_MS", default_value_t = 500)]
     pub mail_retry_initial_ms: u64,
-    #[arg(long, env = "MAILER_MAIL_RETRY_MAX_MS", default_value_t = 30_000)]
+    #[arg(long, env = "MAILER_MAIL_RETRY_MAX_MS", default_value_t = 5_000)]
     pub mail_retry_max_ms: u64,
     #[arg(long, env = "MAILER_HTTP_WORKERS", default_value_t = 2)]
     pub http_workers: usize,

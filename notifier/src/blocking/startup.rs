@@ -13,7 +13,7 @@ use anyhow::Context;
 use secrecy::ExposeSecret;
 use shared_events::db::{self, run_blocking, DbError, PgPool};
 use shared_events::http::{HttpMetrics, Problem};
-use shared_events::kafka::{ConsumerLoop, DeadLetterPublisher};
+use shared_events::kafka::{ConsumerLoop, DeadLetterPublisher, EngineConfig};
 use shared_events::{Case, Event};
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -100,14 +100,23 @@ impl MailerApp {
             })?;
             let topics = settings.kafka.topics();
             let producer = settings.kafka.producer()?;
+            // Each mail holds a blocking thread, an SMTP connection and a database
+            // connection from claim to commit: more in flight than SMTP connections
+            // would only queue on the pools.
+            let engine = EngineConfig {
+                max_in_flight: settings.smtp_pool_size.max(1) as usize,
+                backoff: settings.delivery_policy().backoff(),
+                ..settings.kafka.engine_config()
+            };
             for n in 0..settings.consumers.max(1) {
-                let consumer = ConsumerLoop::new(
+                let consumer = ConsumerLoop::with_config(
                     &format!("mailer-blocking-{n}"),
                     &settings.kafka,
                     &settings.consumer_group,
                     &[&topics.orders, &topics.payments],
                     MailEvents(mailer.clone()),
                     DeadLetterPublisher::new(producer.clone(), &topics.dead_letter),
+                    engine,
                 )
                 .context("could not create the Kafka consumer")?;
                 tasks.push(tokio::spawn(consumer.run(shutdown.clone())));
