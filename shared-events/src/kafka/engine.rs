@@ -435,10 +435,11 @@ impl Shared {
         tokens.iter().for_each(|a| a.soft.cancel());
         self.abandon_queued(&set);
         let mut unfinished = in_place(|| self.wait_idle(revoked, self.config.drain_timeout));
-        if unfinished > 0 {
+        if unfinished != Some(0) {
             tokens.iter().for_each(|a| a.hard.cancel());
             unfinished = in_place(|| self.wait_idle(revoked, Duration::from_secs(2)));
         }
+        let unfinished = unfinished.unwrap_or_default();
         if unfinished > 0 {
             tracing::warn!(consumer = %self.name, unfinished, "Partitions revoked with work still unfinished; its events come again to the next owner.");
         }
@@ -471,12 +472,12 @@ impl Shared {
 /// Runs a blocking wait inside a rebalance callback. The callback runs inside `recv`, on
 /// a runtime thread: hand that thread's other tasks (the work being finished) to
 /// another worker meanwhile. A single-threaded runtime cannot wait here without
-/// stalling that very work, so it does not wait.
-fn in_place(wait: impl FnOnce() -> usize) -> usize {
+/// stalling that very work: `None`, and the caller cancels the work instead.
+fn in_place(wait: impl FnOnce() -> usize) -> Option<usize> {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::CurrentThread) => 0,
-        Ok(_) => tokio::task::block_in_place(wait),
-        Err(_) => wait(),
+        Ok(tokio::runtime::RuntimeFlavor::CurrentThread) => None,
+        Ok(_) => Some(tokio::task::block_in_place(wait)),
+        Err(_) => Some(wait()),
     }
 }
 
