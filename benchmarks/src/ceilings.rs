@@ -253,7 +253,7 @@ pub async fn kafka_produce(brokers: &str, seconds: f64, in_flight: usize) -> Res
     let elapsed = started.elapsed().as_secs_f64();
     let ack = latency.summary();
     Ok(json!({
-        "what": "rdkafka FutureProducer with KafkaSettings::producer's settings (acks=all, linger.ms=1, max.in.flight.requests.per.connection=1), OrderPlaced-sized messages, 3 partitions, tansu in memory",
+        "what": "rdkafka FutureProducer with KafkaSettings::producer's settings (acks=all, linger.ms=1, max.in.flight.requests.per.connection=1), OrderPlaced-sized messages, the services' default partitions, tansu on SQLite",
         "message_bytes": payload.len(),
         "in_flight": in_flight,
         "seconds": stats::round3(elapsed),

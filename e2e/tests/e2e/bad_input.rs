@@ -29,7 +29,7 @@ fn published_order_events(stack: &Stack) -> i64 {
         .create()
         .expect("consumer");
     let topic = format!("t{}.orders.v1", stack.id);
-    (0..3)
+    (0..shared_events::kafka::DEFAULT_PARTITIONS)
         .map(|partition| {
             consumer
                 .fetch_watermarks(&topic, partition, Duration::from_secs(10))

@@ -19,7 +19,7 @@ fn caught_up(stack: &Stack, group: &str, topic: &str) -> bool {
         .create()
         .expect("consumer");
     let mut partitions = TopicPartitionList::new();
-    for partition in 0..3 {
+    for partition in 0..shared_events::kafka::DEFAULT_PARTITIONS {
         partitions.add_partition(topic, partition);
     }
     let Ok(committed) = consumer.committed_offsets(partitions, Duration::from_secs(5)) else {
