@@ -117,13 +117,41 @@ async fn warm_up(stack: &Stack, stores: &Stores) -> Result<Value> {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let ok = errors.is_empty() && mails.is_some_and(|m| m >= WARM_UP_ORDERS as u64);
+    let idle = idle_orders(&shop).await;
     Ok(json!({
         "orders": WARM_UP_ORDERS,
         "ok": ok,
         "seconds": stats::round3(started.elapsed().as_secs_f64()),
         "final_mails": mails,
         "errors": errors,
+        "idle_post_to_redirect_ms": idle,
     }))
+}
+
+/// Orders walked one at a time on the idle, warmed-up stack: POST sent → the long poll
+/// answers with the redirect (accept + ready), what one shopper alone waits for the
+/// payment page. They are created before the load, so no other figure counts them.
+const IDLE_ORDERS: usize = 10;
+
+async fn idle_orders(shop: &Shop) -> Value {
+    let mut took: Vec<f64> = Vec::new();
+    for _ in 0..IDLE_ORDERS {
+        let outcome = shop.visit(tokio::time::Instant::now()).await;
+        if let (Some(accept), Some(ready)) = (outcome.accept, outcome.ready) {
+            took.push((accept + ready).as_secs_f64() * 1000.0);
+        }
+    }
+    took.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        took.get(((took.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+    };
+    json!({
+        "samples": took.len(),
+        "p50": at(0.5).map(stats::round3),
+        "max": took.last().copied().map(stats::round3),
+        "all": took.iter().map(|t| stats::round3(*t)).collect::<Vec<_>>(),
+    })
 }
 
 async fn drive_load(

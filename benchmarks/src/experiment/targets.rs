@@ -31,6 +31,9 @@ enum Pick {
     P99(&'static str),
     /// A process's peak RSS, MB.
     Rss(&'static str),
+    /// The idle orders walked one at a time before the load: POST → redirect visible,
+    /// median.
+    Idle,
 }
 
 impl Pick {
@@ -39,6 +42,7 @@ impl Pick {
             Pick::Field(key) => run[key].as_f64(),
             Pick::P99(key) => run[key]["p99_ms"].as_f64(),
             Pick::Rss(name) => run["peak_rss_mb"][name].as_f64(),
+            Pick::Idle => run["warm_up"]["idle_post_to_redirect_ms"]["p50"].as_f64(),
         }
     }
 }
@@ -56,7 +60,7 @@ struct Rule {
 
 const PAGE: Pick = Pick::P99("payment_page_latency");
 
-const RULES: [Rule; 10] = [
+const RULES: [Rule; 11] = [
     Rule { name: "unfinished 10 s after the load, gateway +200 ms", rule: "case 3 gateway-200ms, 100 orders/s × 20 s: orders not finished (ended, final mail stored) 10 s after the last order was issued = 0", scenario: "gateway-200ms", pick: Pick::Field("unfinished_after_load"), limit: 0.0, unit: "" },
     Rule { name: "unfinished 10 s after the load, gateway +1 s", rule: "case 3 gateway-1s, 100 orders/s × 20 s: orders not finished 10 s after the last order was issued = 0", scenario: "gateway-1s", pick: Pick::Field("unfinished_after_load"), limit: 0.0, unit: "" },
     Rule { name: "unfinished 30 s after a 30 s gateway outage", rule: "case 3 gateway-outage-30s, 100 orders/s: orders not finished 30 s after the outage ended = 0", scenario: "gateway-outage-30s", pick: Pick::Field("unfinished_after_outage"), limit: 0.0, unit: "" },
@@ -64,6 +68,7 @@ const RULES: [Rule; 10] = [
     Rule { name: "time to payment page p99, gateway +200 ms", rule: "case 3 gateway-200ms: created_at → PaymentReady applied, p99 ≤ 300 ms", scenario: "gateway-200ms", pick: PAGE, limit: 300.0, unit: " ms" },
     Rule { name: "time to payment page p99, gateway +1 s", rule: "case 3 gateway-1s: created_at → PaymentReady applied, p99 ≤ 1,150 ms", scenario: "gateway-1s", pick: PAGE, limit: 1150.0, unit: " ms" },
     Rule { name: "approval → last mail stored p99, baseline", rule: "case 3 baseline: approval callback → the order's last mail accepted by the SMTP server, p99 ≤ 150 ms", scenario: "baseline", pick: Pick::P99("approval_to_last_mail_latency"), limit: 150.0, unit: " ms" },
+    Rule { name: "idle stack, one order: POST → redirect visible", rule: "case 3, before the baseline's load: orders placed one at a time, POST /orders sent → the long poll answers with payment.redirect_url, median ≤ 30 ms", scenario: "baseline", pick: Pick::Idle, limit: 30.0, unit: " ms" },
     Rule { name: "peak RSS order, gateway +1 s", rule: "case 3 gateway-1s: VmHWM of the order service ≤ 80 MB", scenario: "gateway-1s", pick: Pick::Rss("order"), limit: 80.0, unit: " MB" },
     Rule { name: "peak RSS payment, gateway +1 s", rule: "case 3 gateway-1s: VmHWM of the payment service ≤ 80 MB", scenario: "gateway-1s", pick: Pick::Rss("payment"), limit: 80.0, unit: " MB" },
     Rule { name: "peak RSS notifier, gateway +1 s", rule: "case 3 gateway-1s: VmHWM of the notifier ≤ 40 MB", scenario: "gateway-1s", pick: Pick::Rss("notifier"), limit: 40.0, unit: " MB" },
@@ -169,7 +174,7 @@ mod tests {
         let runs = vec![
             run(
                 "baseline",
-                json!({ "payment_page_latency": { "p99_ms": 40.0 }, "approval_to_last_mail_latency": { "p99_ms": 180.0 } }),
+                json!({ "payment_page_latency": { "p99_ms": 40.0 }, "approval_to_last_mail_latency": { "p99_ms": 180.0 }, "warm_up": { "idle_post_to_redirect_ms": { "p50": 24.5 } } }),
             ),
             run(
                 "gateway-200ms",
@@ -219,7 +224,11 @@ mod tests {
         assert_eq!(by("accept capacity vs pgbench")["met"], true);
         assert_eq!(by("peak RSS payment, gateway +1 s")["met"], false);
         assert_eq!(by("peak RSS notifier, gateway +1 s")["met"], true);
-        assert_eq!(t.as_array().unwrap().len(), 11);
+        assert_eq!(
+            by("idle stack, one order: POST → redirect visible")["met"],
+            true
+        );
+        assert_eq!(t.as_array().unwrap().len(), 12);
     }
 
     #[test]
