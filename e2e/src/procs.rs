@@ -318,6 +318,16 @@ impl ProcStack {
         self.children.get(&part).and_then(Child::pid)
     }
 
+    /// Starts `part` (on its port, with its data) without waiting for it to be ready.
+    pub fn launch(&mut self, part: Part) -> anyhow::Result<()> {
+        self.spawn(part)
+    }
+
+    /// The name of this stack's copy of `database` (`orders`, `payments`).
+    pub fn database_name(&self, database: &str) -> String {
+        format!("{database}_{}", self.id)
+    }
+
     /// Starts `part` (on its port, with its data) and waits until it is ready.
     pub async fn start_part(&mut self, part: Part) -> anyhow::Result<()> {
         self.spawn(part)?;

@@ -6,6 +6,7 @@ use clap::Parser;
 use kakaopay::sim::SimHandle;
 use secrecy::{ExposeSecret, SecretString};
 use std::net::TcpListener;
+use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -204,7 +205,38 @@ impl Service {
 
 type Launched = (u16, CancellationToken, JoinHandle<anyhow::Result<()>>);
 
+/// Starts the service and waits until it is ready: `build` returns once the port is
+/// bound, while migrations and topics are still under way.
 async fn launch(kind: Kind, plan: &Plan) -> anyhow::Result<Launched> {
+    let launched = build(kind, plan).await?;
+    until_ready(launched.0).await?;
+    Ok(launched)
+}
+
+/// Polls `/readyz` until it answers 200 (at most 60 s).
+async fn until_ready(port: u16) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    let started = std::time::Instant::now();
+    loop {
+        let ready = http
+            .get(&url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .is_ok_and(|response| response.status().is_success());
+        if ready {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "{url} not ready after 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn build(kind: Kind, plan: &Plan) -> anyhow::Result<Launched> {
     let kafka = plan.infra.kafka(&plan.topic_prefix());
     match kind {
         Kind::Order => {

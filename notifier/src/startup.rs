@@ -1,4 +1,6 @@
-//! [`Application`]: the history API and the consumer pipeline on one Tokio runtime.
+//! [`Application`]: the history API and the consumer pipeline on one Tokio runtime. It
+//! binds its port first and waits, not ready, for MongoDB and Kafka
+//! ([`shared_events::readiness`]).
 
 use crate::api::{self, ApiState};
 use crate::pipeline::PipelineConfig;
@@ -12,6 +14,7 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use shared_events::http::HttpMetrics;
 use shared_events::kafka::DeadLetterPublisher;
+use shared_events::readiness::{retry_until_done, Readiness};
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,9 +33,10 @@ pub struct Application {
 }
 
 impl Application {
-    /// Binds the HTTP listener, connects MongoDB and creates its indexes, creates missing
-    /// Kafka topics, then starts the HTTP server and the consumer pipeline in the
-    /// background. Fails if MongoDB or Kafka cannot be reached.
+    /// Binds the HTTP listener and starts the HTTP server and, in the background, the
+    /// start-up steps — a MongoDB ping and its indexes, the Kafka topics, each retried
+    /// until its server answers (`/readyz` 503 meanwhile) — and then the consumer
+    /// pipeline. Fails only for what waiting cannot cure (a bad setting, a taken port).
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         // Install the process's metrics recorder before anything records.
         let _ = shared_events::telemetry::metrics();
@@ -42,29 +46,16 @@ impl Application {
             .with_context(|| format!("could not bind {}:{}", settings.host, settings.port))?;
         let port = listener.local_addr()?.port();
 
-        let store = MongoHistoryStore::connect(
+        // Parses the URI only; the driver connects when first used.
+        let mongo = MongoHistoryStore::connect(
             &settings.mongodb_uri,
             &settings.mongodb_database,
             settings.mongodb_batching(),
         )
         .await
         .context("invalid MONGODB_URI")?;
-        store
-            .ping()
-            .await
-            .context("MongoDB (MONGODB_URI) did not answer a ping")?;
-        store
-            .ensure_indexes()
-            .await
-            .context("could not create the MongoDB indexes")?;
-        let store: Arc<dyn HistoryStore> = Arc::new(store);
-
-        settings.kafka.ensure_topics().await.with_context(|| {
-            format!(
-                "could not create the Kafka topics on {}",
-                settings.kafka.brokers
-            )
-        })?;
+        let mongo = Arc::new(mongo);
+        let store: Arc<dyn HistoryStore> = mongo.clone();
 
         let transport = SmtpTransport::new(&SmtpSettings {
             host: settings.smtp_host.clone(),
@@ -83,27 +74,28 @@ impl Application {
         let topics = settings.kafka.topics();
         let dead_letters =
             DeadLetterPublisher::new(settings.kafka.producer()?, &topics.dead_letter);
-        let pipeline = crate::pipeline::consumer(
-            &settings.kafka,
-            PipelineConfig {
+        let pipeline = Pipeline {
+            config: PipelineConfig {
                 consumer_group: settings.consumer_group.clone(),
                 topics: vec![topics.orders.clone(), topics.payments.clone()],
                 engine: settings.engine_config(),
             },
             service,
             dead_letters,
-        )
-        .context("could not create the Kafka consumer")?;
+        };
 
         let state = web::Data::new(ApiState {
             store,
             api_token: settings.api_token.clone(),
         });
+        let readiness = Readiness::starting();
+        let ready = web::Data::new(readiness.clone());
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(TracingLogger::default())
                 .wrap(HttpMetrics::new("notifier"))
                 .app_data(state.clone())
+                .app_data(ready.clone())
                 .configure(api::configure)
         })
         .listen(listener)?
@@ -115,7 +107,13 @@ impl Application {
         let server_task = tokio::spawn(server);
 
         let shutdown = CancellationToken::new();
-        let pipeline_task = tokio::spawn(pipeline.run(shutdown.clone()));
+        let pipeline_task = tokio::spawn(start_then_run(
+            settings.kafka.clone(),
+            mongo,
+            pipeline,
+            readiness,
+            shutdown.clone(),
+        ));
         tracing::info!(port, group = %settings.consumer_group, "Notifier started.");
 
         Ok(Application {
@@ -161,6 +159,7 @@ impl Application {
                 pipeline_result = Some(result);
             }
         }
+        let ended_early = pipeline_result.is_some();
         shutdown.cancel();
         let stop_server = async {
             server.stop(true).await;
@@ -187,7 +186,59 @@ impl Application {
             .context("HTTP server task")?
             .context("HTTP server")?;
         pipeline_result.context("consumer pipeline task")?;
+        if ended_early {
+            anyhow::bail!("the consumer pipeline ended before the shutdown");
+        }
         tracing::info!("Notifier stopped.");
         Ok(())
     }
+}
+
+/// What the consumer pipeline is made of. It is created only once its topics exist: a
+/// consumer subscribed to a topic the broker does not know yet gets its partitions only
+/// at a later metadata refresh (seen: 10 s on tansu).
+struct Pipeline {
+    config: PipelineConfig,
+    service: MailService,
+    dead_letters: DeadLetterPublisher,
+}
+
+/// The start-up steps, each retried until its server answers, then the pipeline until
+/// the shutdown.
+async fn start_then_run(
+    kafka: shared_events::kafka::KafkaSettings,
+    mongo: Arc<MongoHistoryStore>,
+    pipeline: Pipeline,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+) {
+    let steps = async {
+        retry_until_done(&readiness, "MongoDB (ping)", &shutdown, || mongo.ping()).await?;
+        retry_until_done(&readiness, "MongoDB (indexes)", &shutdown, || {
+            mongo.ensure_indexes()
+        })
+        .await?;
+        retry_until_done(&readiness, "Kafka (topics)", &shutdown, || {
+            kafka.ensure_topics()
+        })
+        .await
+    };
+    if steps.await.is_none() {
+        return;
+    }
+    let Pipeline {
+        config,
+        service,
+        dead_letters,
+    } = pipeline;
+    let consumer = match crate::pipeline::consumer(&kafka, config, service, dead_letters) {
+        Ok(consumer) => consumer,
+        Err(error) => {
+            tracing::error!(%error, "Could not create the Kafka consumer.");
+            return;
+        }
+    };
+    readiness.mark_started();
+    tracing::info!("Notifier started its consumer pipeline.");
+    consumer.run(shutdown).await;
 }

@@ -10,6 +10,7 @@ use actix_web::http::header::{self, HeaderName};
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use futures::StreamExt;
 use shared_events::http::InvalidParam;
+use shared_events::readiness::Readiness;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -105,8 +106,14 @@ async fn get_timeline(
     })))
 }
 
-/// Ready when the database answers.
-async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+/// Ready when start-up is done (migrations, Kafka) and the database answers.
+async fn readyz(
+    state: web::Data<AppState>,
+    readiness: web::Data<Readiness>,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(waiting_for) = readiness.waiting_for() {
+        return Ok(shared_events::http::starting(&waiting_for));
+    }
     state.db.ping().await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"})))
 }

@@ -2,7 +2,8 @@
 //! the tests. It runs three things side by side — the HTTP API, the outbox relay and the
 //! payment-event consumer — and stops them together, plus the listener that wakes
 //! requests waiting for an order to change ([`crate::changes`]). In case 1 the relay and the
-//! consumer are replaced by the HTTP chain ([`crate::sync_chain`]).
+//! consumer are replaced by the HTTP chain ([`crate::sync_chain`]). It binds its port first
+//! and waits, not ready, for PostgreSQL and Kafka ([`shared_events::readiness`]).
 
 use crate::changes::Changes;
 use crate::config::Settings;
@@ -16,6 +17,7 @@ use shared_events::db::{self, PgPool};
 use shared_events::http::{HttpApi, RunningService};
 use shared_events::kafka::{ConsumerLoop, DeadLetterPublisher};
 use shared_events::outbox::Outbox;
+use shared_events::readiness::{retry_until_done, Readiness};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -35,40 +37,33 @@ pub struct AppState {
 pub struct Application;
 
 impl Application {
+    /// Binds the API at once and starts the service's work in the background: the
+    /// migrations, then (cases 2–4) the Kafka topics, relay and consumer, then the sweeps —
+    /// each start-up step retried until its dependency answers, `/readyz` 503 meanwhile.
     pub async fn build(settings: Settings) -> anyhow::Result<RunningService> {
         let _ = shared_events::telemetry::metrics();
         crate::gauges::describe();
         let pool = db::build_pool(settings.database_url.expose_secret(), settings.db_pool_size);
-        db::migrate(&pool, crate::MIGRATIONS)
-            .await
-            .map_err(|e| anyhow::anyhow!("migrations failed: {e}"))?;
-        let topics = settings.kafka.topics();
         let db = crate::persistence::for_case(settings.case, &pool, &settings);
         let shutdown = CancellationToken::new();
-        let mut tasks = Vec::new();
+        let readiness = Readiness::starting();
+        let mut early_tasks = Vec::new();
         let outbox = if settings.case.uses_kafka() {
-            let outbox = Outbox::new(topics.clone());
-            tasks.extend(kafka_tasks(&settings, &pool, &db, &outbox, &shutdown).await?);
-            outbox
+            Outbox::new(settings.kafka.topics())
         } else {
-            crate::sync_chain::outbox(&settings, &pool, &shutdown, &mut tasks)?
+            crate::sync_chain::outbox(&settings, &pool, &shutdown, &mut early_tasks)?
         };
-        tasks.extend([
-            tokio::spawn(crate::deadline::run(
-                pool.clone(),
-                outbox.clone(),
-                Duration::from_millis(settings.deadline_check_ms),
-                shutdown.clone(),
-            )),
-            tokio::spawn(crate::gauges::run(
-                pool.clone(),
-                Duration::from_millis(settings.metrics_refresh_ms.max(100)),
-                shutdown.clone(),
-            )),
-        ]);
-
         let changes = Changes::new(settings.max_open_waits, shutdown.clone());
-        crate::changes::listen(pool.clone(), changes.clone(), shutdown.clone());
+        let work = Work {
+            settings: settings.clone(),
+            pool: pool.clone(),
+            db: db.clone(),
+            outbox: outbox.clone(),
+            changes: changes.clone(),
+            readiness: readiness.clone(),
+            shutdown: shutdown.clone(),
+        };
+        let tasks = vec![tokio::spawn(work.start_then_supervise(early_tasks))];
         let api = HttpApi {
             service: "order",
             host: settings.host.clone(),
@@ -82,6 +77,7 @@ impl Application {
                 changes,
                 waits: crate::watch::WaitLimits::from(&settings),
             }),
+            readiness,
             configure: if settings.case.uses_kafka() {
                 routes::configure
             } else {
@@ -92,20 +88,97 @@ impl Application {
     }
 }
 
+/// The service's background work and what it needs to start it.
+struct Work {
+    settings: Settings,
+    pool: PgPool,
+    db: OrderDb,
+    outbox: Outbox,
+    changes: Changes,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+}
+
+impl Work {
+    /// Runs the start-up steps, starts every background task, marks the service ready,
+    /// then returns when the shutdown has drained them all — or at once when one of them
+    /// ends unexpectedly (the service runner then stops the process with an error).
+    async fn start_then_supervise(self, mut tasks: Vec<tokio::task::JoinHandle<()>>) {
+        let Some(started) = self.start().await else {
+            return;
+        };
+        match started {
+            Ok(more) => tasks.extend(more),
+            Err(error) => {
+                tracing::error!(error = %format!("{error:#}"), "Order service cannot start.");
+                return;
+            }
+        }
+        self.readiness.mark_started();
+        tracing::info!("Order service started its background work.");
+        shared_events::readiness::supervise(tasks, &self.shutdown).await;
+    }
+
+    /// `None` when shut down while waiting; `Err` for what waiting cannot cure (a bad
+    /// setting).
+    async fn start(&self) -> Option<anyhow::Result<Vec<tokio::task::JoinHandle<()>>>> {
+        let pool = self.pool.clone();
+        retry_until_done(
+            &self.readiness,
+            "the orders database (migrations)",
+            &self.shutdown,
+            || db::migrate(&pool, crate::MIGRATIONS),
+        )
+        .await?;
+        let mut tasks = Vec::new();
+        if self.settings.case.uses_kafka() {
+            let kafka = &self.settings.kafka;
+            retry_until_done(&self.readiness, "Kafka (topics)", &self.shutdown, || {
+                kafka.ensure_topics()
+            })
+            .await?;
+            match kafka_tasks(
+                &self.settings,
+                &self.pool,
+                &self.db,
+                &self.outbox,
+                &self.shutdown,
+            ) {
+                Ok(kafka) => tasks.extend(kafka),
+                Err(error) => return Some(Err(error)),
+            }
+        }
+        tasks.extend([
+            tokio::spawn(crate::deadline::run(
+                self.pool.clone(),
+                self.outbox.clone(),
+                Duration::from_millis(self.settings.deadline_check_ms),
+                self.shutdown.clone(),
+            )),
+            tokio::spawn(crate::gauges::run(
+                self.pool.clone(),
+                Duration::from_millis(self.settings.metrics_refresh_ms.max(100)),
+                self.shutdown.clone(),
+            )),
+        ]);
+        crate::changes::listen(
+            self.pool.clone(),
+            self.changes.clone(),
+            self.shutdown.clone(),
+        );
+        Some(Ok(tasks))
+    }
+}
+
 /// Cases 2–4: the outbox relay to Kafka (on the blocking pool) and the payment-event
 /// consumer (on `db`).
-async fn kafka_tasks(
+fn kafka_tasks(
     settings: &Settings,
     pool: &PgPool,
     db: &OrderDb,
     outbox: &Outbox,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
-    settings
-        .kafka
-        .ensure_topics()
-        .await
-        .context("creating Kafka topics")?;
     let topics = settings.kafka.topics();
     let producer = settings
         .kafka

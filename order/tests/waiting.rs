@@ -50,13 +50,28 @@ impl App {
         let app = order::startup::Application::build(settings)
             .await
             .expect("order-service starts");
-        App {
+        let app = App {
             url: format!("http://127.0.0.1:{}", app.port()),
             http: reqwest::Client::new(),
             server_url,
             database,
             shutdown: app.shutdown_token(),
             task: tokio::spawn(app.run_until_stopped()),
+        };
+        app.until_ready().await;
+        app
+    }
+
+    /// `build` returns once the port is bound, while the migrations still run.
+    async fn until_ready(&self) {
+        let started = std::time::Instant::now();
+        loop {
+            let ready = self.http.get(format!("{}/readyz", self.url)).send().await;
+            if ready.is_ok_and(|response| response.status().is_success()) {
+                return;
+            }
+            assert!(started.elapsed() < PATIENCE, "order-service ready in time");
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

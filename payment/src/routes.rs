@@ -101,7 +101,14 @@ async fn list_payments(
     Ok(HttpResponse::Ok().json(views))
 }
 
-async fn readyz(checkout: web::Data<Checkout>) -> Result<HttpResponse, ApiError> {
+/// Ready when start-up is done (migrations, Kafka) and the database answers.
+async fn readyz(
+    checkout: web::Data<Checkout>,
+    readiness: web::Data<shared_events::readiness::Readiness>,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(waiting_for) = readiness.waiting_for() {
+        return Ok(shared_events::http::starting(&waiting_for));
+    }
     checkout.db.ping().await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"})))
 }

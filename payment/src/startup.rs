@@ -1,6 +1,7 @@
 //! Building and running payment-service: one `Application::build` used by `main` and by
 //! the tests. It runs the HTTP API (Kakao Pay's return URLs), the outbox relay and the
-//! order-event consumer side by side, and stops them together. In case 1 the relay and
+//! order-event consumer side by side, and stops them together. It binds its port first
+//! and waits, not ready, for PostgreSQL and Kafka ([`shared_events::readiness`]). In case 1 the relay and
 //! the consumer are replaced by the HTTP chain ([`crate::sync_chain`]).
 
 use crate::checkout::{Checkout, OrderEvents};
@@ -15,6 +16,7 @@ use shared_events::db::{self, PgPool};
 use shared_events::http::{HttpApi, RunningService};
 use shared_events::kafka::{ConsumerLoop, DeadLetterPublisher};
 use shared_events::outbox::Outbox;
+use shared_events::readiness::{retry_until_done, Readiness};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -23,20 +25,22 @@ use tokio_util::sync::CancellationToken;
 pub struct Application;
 
 impl Application {
+    /// Binds the API at once and starts the service's work in the background: the
+    /// migrations, then (cases 2–4) the Kafka topics, relay and consumer, then the
+    /// reconciler and gauges — each start-up step retried until its dependency answers,
+    /// `/readyz` 503 meanwhile.
     pub async fn build(settings: Settings) -> anyhow::Result<RunningService> {
         let _ = shared_events::telemetry::metrics();
         crate::gauges::describe();
         let pool = db::build_pool(settings.database_url.expose_secret(), settings.db_pool_size);
-        db::migrate(&pool, crate::MIGRATIONS)
-            .await
-            .map_err(|e| anyhow::anyhow!("migrations failed: {e}"))?;
         let topics = settings.kafka.topics();
         let shutdown = CancellationToken::new();
-        let mut tasks = Vec::new();
+        let readiness = Readiness::starting();
+        let mut early_tasks = Vec::new();
         let outbox = if settings.case.uses_kafka() {
             Outbox::new(topics.clone())
         } else {
-            crate::sync_chain::outbox(&settings, &pool, &shutdown, &mut tasks)?
+            crate::sync_chain::outbox(&settings, &pool, &shutdown, &mut early_tasks)?
         };
         let client = KakaoPayClient::new(KakaoPayConfig {
             base_url: settings.kakaopay_base_url.clone(),
@@ -57,29 +61,22 @@ impl Application {
             ),
             urls: CallbackUrls::new(settings.public_url.clone()),
         });
-        if settings.case.uses_kafka() {
-            tasks.extend(kafka_tasks(&settings, &pool, &outbox, &checkout, &shutdown).await?);
-        }
-        tasks.extend([
-            tokio::spawn(reconcile(
-                checkout.clone(),
-                Duration::from_millis(settings.reconcile_ms.max(100)),
-                settings.longest_gateway_call(),
-                shutdown.clone(),
-            )),
-            tokio::spawn(crate::gauges::run(
-                pool,
-                Duration::from_millis(settings.metrics_refresh_ms.max(100)),
-                shutdown.clone(),
-            )),
-        ]);
-
+        let work = Work {
+            settings: settings.clone(),
+            pool,
+            outbox,
+            checkout: checkout.clone(),
+            readiness: readiness.clone(),
+            shutdown: shutdown.clone(),
+        };
+        let tasks = vec![tokio::spawn(work.start_then_supervise(early_tasks))];
         let api = HttpApi {
             service: "payment",
             host: settings.host.clone(),
             port: settings.port,
             workers: settings.http_workers,
             state: web::Data::from(checkout),
+            readiness,
             configure: if settings.case.uses_kafka() {
                 routes::configure
             } else {
@@ -90,20 +87,89 @@ impl Application {
     }
 }
 
+/// The service's background work and what it needs to start it.
+struct Work {
+    settings: Settings,
+    pool: PgPool,
+    outbox: Outbox,
+    checkout: Arc<Checkout>,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+}
+
+impl Work {
+    /// Runs the start-up steps, starts every background task, marks the service ready,
+    /// then returns when the shutdown has drained them all — or at once when one of them
+    /// ends unexpectedly (the service runner then stops the process with an error).
+    async fn start_then_supervise(self, mut tasks: Vec<tokio::task::JoinHandle<()>>) {
+        match self.start().await {
+            None => return,
+            Some(Ok(more)) => tasks.extend(more),
+            Some(Err(error)) => {
+                tracing::error!(error = %format!("{error:#}"), "Payment service cannot start.");
+                return;
+            }
+        }
+        self.readiness.mark_started();
+        tracing::info!("Payment service started its background work.");
+        shared_events::readiness::supervise(tasks, &self.shutdown).await;
+    }
+
+    /// `None` when shut down while waiting; `Err` for what waiting cannot cure (a bad
+    /// setting).
+    async fn start(&self) -> Option<anyhow::Result<Vec<tokio::task::JoinHandle<()>>>> {
+        let pool = self.pool.clone();
+        retry_until_done(
+            &self.readiness,
+            "the payments database (migrations)",
+            &self.shutdown,
+            || db::migrate(&pool, crate::MIGRATIONS),
+        )
+        .await?;
+        let mut tasks = Vec::new();
+        if self.settings.case.uses_kafka() {
+            let kafka = &self.settings.kafka;
+            retry_until_done(&self.readiness, "Kafka (topics)", &self.shutdown, || {
+                kafka.ensure_topics()
+            })
+            .await?;
+            match kafka_tasks(
+                &self.settings,
+                &self.pool,
+                &self.outbox,
+                &self.checkout,
+                &self.shutdown,
+            ) {
+                Ok(kafka) => tasks.extend(kafka),
+                Err(error) => return Some(Err(error)),
+            }
+        }
+        tasks.extend([
+            tokio::spawn(reconcile(
+                self.checkout.clone(),
+                Duration::from_millis(self.settings.reconcile_ms.max(100)),
+                self.settings.longest_gateway_call(),
+                self.shutdown.clone(),
+            )),
+            tokio::spawn(crate::gauges::run(
+                self.pool.clone(),
+                Duration::from_millis(self.settings.metrics_refresh_ms.max(100)),
+                self.shutdown.clone(),
+            )),
+        ]);
+        Some(Ok(tasks))
+    }
+}
+
 /// Cases 2–4: the outbox relay to Kafka (on the blocking pool) and the order-event
 /// consumer (on the checkout's `db`).
-async fn kafka_tasks(
+fn kafka_tasks(
     settings: &Settings,
     pool: &PgPool,
     outbox: &Outbox,
     checkout: &Arc<Checkout>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
-    settings
-        .kafka
-        .ensure_topics()
-        .await
-        .context("creating Kafka topics")?;
     let topics = settings.kafka.topics();
     let producer = settings
         .kafka

@@ -114,6 +114,13 @@ pub async fn metrics() -> HttpResponse {
         .body(crate::telemetry::metrics().render())
 }
 
+/// `/readyz` of a service still starting: 503 and what it waits for.
+pub fn starting(waiting_for: &str) -> HttpResponse {
+    HttpResponse::ServiceUnavailable()
+        .insert_header((actix_web::http::header::RETRY_AFTER, "1"))
+        .json(serde_json::json!({"status": "starting", "waiting_for": waiting_for}))
+}
+
 /// Mounts `/healthz` and `/metrics`.
 pub fn configure_common(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
@@ -122,27 +129,61 @@ pub fn configure_common(cfg: &mut web::ServiceConfig) {
 
 /// Runs `server` until it stops or `shutdown` is cancelled, then stops the service's
 /// background `tasks` (they watch the same token) and waits for them, so a stopped
-/// service has finished its in-flight work.
+/// service has finished its in-flight work. A task that ends (or panics) before the
+/// shutdown is a failure: the service stops and this returns the error, so the process
+/// exits non-zero instead of answering `/readyz` without its consumer or relay.
 pub async fn serve_until_cancelled(
     server: actix_web::dev::Server,
     shutdown: tokio_util::sync::CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 ) -> anyhow::Result<()> {
     let handle = server.handle();
-    let stopper = shutdown.clone();
-    let stop = tokio::spawn(async move {
-        stopper.cancelled().await;
-        handle.stop(true).await;
-    });
-    let served = server.await;
+    let mut server = tokio::spawn(server);
+    let mut tasks: Vec<_> = tasks;
+    let mut server_result = None;
+    let failure = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        served = &mut server => {
+            let failure = match &served {
+                Ok(Ok(())) => anyhow::anyhow!("the HTTP server stopped unexpectedly"),
+                Ok(Err(error)) => anyhow::anyhow!("the HTTP server failed: {error}"),
+                Err(panic) => anyhow::anyhow!("the HTTP server panicked: {panic}"),
+            };
+            server_result = Some(served);
+            Some(failure)
+        }
+        ended = first_to_end(&mut tasks), if !tasks.is_empty() => Some(match ended {
+            Ok(()) => anyhow::anyhow!("a background task (consumer, relay or sweep) ended unexpectedly"),
+            Err(panic) => anyhow::anyhow!("a background task panicked: {panic}"),
+        }),
+    };
+    if let Some(error) = &failure {
+        tracing::error!(%error, "Stopping the service.");
+    }
     shutdown.cancel();
-    let _ = stop.await;
+    handle.stop(true).await;
+    let served = match server_result {
+        Some(served) => served,
+        None => server.await,
+    };
     for task in tasks {
         if let Err(error) = task.await {
             tracing::error!(%error, "A background task panicked.");
         }
     }
-    Ok(served?)
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(served??),
+    }
+}
+
+/// Waits for the first of `tasks` to end and removes it.
+async fn first_to_end(
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Result<(), tokio::task::JoinError> {
+    let (ended, index, _) = futures::future::select_all(tasks.iter_mut()).await;
+    drop(tasks.remove(index));
+    ended
 }
 
 /// Middleware recording every request in `saga_http_requests_total{service, method, route,
@@ -285,6 +326,8 @@ pub struct HttpApi<T: ?Sized> {
     pub workers: usize,
     /// Shared with every handler as app data.
     pub state: web::Data<T>,
+    /// Shared with every handler as app data too (for `/readyz`).
+    pub readiness: crate::readiness::Readiness,
     pub configure: fn(&mut web::ServiceConfig),
 }
 
@@ -309,11 +352,13 @@ impl RunningService {
             .with_context(|| format!("binding {}:{}", api.host, api.port))?;
         let port = listener.local_addr()?.port();
         let (service, state, configure) = (api.service, api.state, api.configure);
+        let readiness = web::Data::new(api.readiness);
         let server = actix_web::HttpServer::new(move || {
             actix_web::App::new()
                 .wrap(tracing_actix_web::TracingLogger::default())
                 .wrap(HttpMetrics::new(service))
                 .app_data(state.clone())
+                .app_data(readiness.clone())
                 .configure(configure)
         })
         .listen(listener)?
@@ -350,6 +395,7 @@ impl RunningService {
 mod tests {
     use super::*;
     use actix_web::{test, App};
+    use std::sync::atomic::AtomicBool;
 
     #[actix_web::test]
     async fn requests_are_counted_by_route_pattern_and_status_class() {
@@ -373,5 +419,51 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("/things/1"), "no path in labels");
+    }
+
+    fn empty_server() -> actix_web::dev::Server {
+        actix_web::HttpServer::new(|| App::new().route("/healthz", web::get().to(healthz)))
+            .bind(("127.0.0.1", 0))
+            .expect("binds")
+            .disable_signals()
+            .run()
+    }
+
+    #[actix_web::test]
+    async fn a_background_task_ending_before_the_shutdown_stops_the_service_with_an_error() {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let waiting = shutdown.clone();
+        let tasks = vec![
+            tokio::spawn(async move { waiting.cancelled().await }),
+            tokio::spawn(async {}),
+        ];
+        let served = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            serve_until_cancelled(empty_server(), shutdown.clone(), tasks),
+        )
+        .await
+        .expect("the service stops by itself");
+        let error = served.expect_err("an early end is a failure");
+        assert!(error.to_string().contains("ended unexpectedly"), "{error}");
+        assert!(shutdown.is_cancelled(), "the other tasks were told to stop");
+    }
+
+    #[actix_web::test]
+    async fn a_shutdown_stops_the_service_cleanly_once_its_tasks_have_drained() {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let (waiting, drained) = (
+            shutdown.clone(),
+            std::sync::Arc::new(AtomicBool::new(false)),
+        );
+        let seen = drained.clone();
+        let tasks = vec![tokio::spawn(async move {
+            waiting.cancelled().await;
+            seen.store(true, std::sync::atomic::Ordering::SeqCst);
+        })];
+        shutdown.cancel();
+        serve_until_cancelled(empty_server(), shutdown, tasks)
+            .await
+            .expect("a requested stop is no failure");
+        assert!(drained.load(std::sync::atomic::Ordering::SeqCst));
     }
 }

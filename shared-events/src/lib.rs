@@ -17,6 +17,8 @@
 //!   synchronous HTTP (`POST /internal/events`) by the request that wrote it.
 //! * `telemetry` (feature `telemetry`): the tracing subscriber every binary installs and
 //!   the process's Prometheus recorder.
+//! * `readiness` (feature `http`): starting while a dependency is down — not ready, and
+//!   start-up work retried with backoff, instead of exiting.
 //! * `http` (feature `http`): RFC 9457 problem details and the `/healthz` and `/metrics`
 //!   routes every service serves.
 
@@ -24,7 +26,9 @@
 pub mod async_db;
 pub mod case;
 pub mod event;
-#[cfg(feature = "kafka")]
+#[cfg(feature = "http")]
+pub mod readiness;
+#[cfg(any(feature = "kafka", feature = "http"))]
 pub mod retry;
 pub mod topics;
 

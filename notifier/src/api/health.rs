@@ -2,14 +2,22 @@
 
 use super::ApiState;
 use actix_web::{web, HttpResponse};
+use shared_events::readiness::Readiness;
 use std::time::Duration;
 
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
-/// Ready when MongoDB answers a ping (within 2 s).
-pub async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
+/// Ready when start-up is done (MongoDB indexes, Kafka topics) and MongoDB answers a
+/// ping (within 2 s).
+pub async fn readyz(
+    state: web::Data<ApiState>,
+    readiness: Option<web::Data<Readiness>>,
+) -> HttpResponse {
+    if let Some(waiting_for) = readiness.and_then(|r| r.waiting_for()) {
+        return shared_events::http::starting(&waiting_for);
+    }
     let ping = tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await;
     match ping {
         Ok(Ok(())) => HttpResponse::Ok().json(serde_json::json!({

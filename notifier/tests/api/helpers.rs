@@ -174,8 +174,10 @@ impl TestApp {
             .expect("the notifier starts (are the servers up? `infra/stack deps`)");
         self.address = format!("http://127.0.0.1:{}", app.port());
         let token = app.shutdown_token();
+        let port = app.port();
         let handle = tokio::spawn(app.run_until_stopped());
         self.running = Some((token, handle));
+        until_ready(&self.http, port).await;
     }
 
     /// Cancels the shutdown token and waits until everything stopped.
@@ -197,10 +199,13 @@ impl TestApp {
             .await
             .expect("another notifier starts");
         let token = app.shutdown_token();
-        Instance {
+        let port = app.port();
+        let instance = Instance {
             token,
             handle: tokio::spawn(app.run_until_stopped()),
-        }
+        };
+        until_ready(&self.http, port).await;
+        instance
     }
 
     /// Drops this test's database without expecting an in-process notifier (for tests
@@ -579,4 +584,23 @@ pub fn order_cancelled(order_id: Uuid, order: &OrderSnapshot, refunded: Option<i
             cancelled_at: Utc::now(),
         },
     )
+}
+
+/// Polls `/readyz` until it answers 200: `build` returns once the port is bound, while
+/// the MongoDB indexes and Kafka topics are still being made.
+async fn until_ready(http: &reqwest::Client, port: u16) {
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    let started = Instant::now();
+    loop {
+        if let Ok(response) = http.get(&url).send().await {
+            if response.status().is_success() {
+                return;
+            }
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "the notifier was not ready within {DEADLINE:?} (are the servers up? `infra/stack deps`)"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
