@@ -9,5 +9,6 @@ mod engine;
 mod flow;
 mod guarantees;
 mod migrations;
+mod money;
 mod rejoin;
 mod restart;

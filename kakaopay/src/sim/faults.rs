@@ -44,7 +44,7 @@ pub struct Faults {
 
 /// How long a call whose answer is lost (`applied_answer_lost`) is held before its
 /// connection is closed: longer than any client timeout the shop uses (12 s).
-pub const LOST_ANSWER_HOLD: Duration = Duration::from_secs(30);
+pub const LOST_ANSWER_HOLD: Duration = Duration::from_secs(15);
 
 /// A fraction (0.0–1.0) of the calls of each API endpoint; absent endpoints are 0.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
