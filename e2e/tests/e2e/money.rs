@@ -30,6 +30,22 @@ async fn cancel(stack: &Stack, id: Uuid) -> reqwest::Response {
         .expect("order-service answers")
 }
 
+/// The kinds of the mails sent for the order, sorted, once `count` have been sent.
+async fn sent_mails(stack: &Stack, id: Uuid, count: usize) -> Vec<String> {
+    eventually(&format!("{count} SENT mails for {id}"), || async {
+        let mut sent: Vec<String> = stack
+            .notifications(id)
+            .await
+            .iter()
+            .filter(|n| n["status"] == "SENT")
+            .filter_map(|n| n["type"].as_str().map(str::to_owned))
+            .collect();
+        sent.sort();
+        (sent.len() >= count).then_some(sent)
+    })
+    .await
+}
+
 /// The order's payment as payment-service shows it (`None` while it has none).
 async fn payment_of(stack: &Stack, id: Uuid) -> Option<Value> {
     let payments: Value = stack
@@ -110,6 +126,11 @@ async fn an_order_cancelled_while_its_payment_is_being_approved_is_refunded_once
     stack.sim.set_faults(Faults::default());
 
     assert_refunded_once(&stack, id).await;
+    assert_eq!(
+        sent_mails(&stack, id, 3).await,
+        ["order_cancelled", "order_refunded", "payment_completed"],
+        "each mail once"
+    );
     stack.stop().await;
 }
 
@@ -176,6 +197,11 @@ async fn a_paid_order_is_not_cancelled_by_its_deadline_while_its_approval_waits(
     assert_eq!(payment_in(&stack, id, "APPROVED").await["amount"], 12_000);
     let entry = ledger_entry(&stack, id);
     assert_eq!(entry.cancel_calls, 0, "nothing refunded");
+    assert_eq!(
+        sent_mails(&stack, id, 2).await,
+        ["order_completed", "payment_completed"],
+        "no cancellation mail"
+    );
     stack.stop().await;
 }
 
@@ -263,15 +289,7 @@ async fn an_approve_unclear_on_any_attempt_stays_unknown_until_kakao_pay_settles
     stack.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_bad_pg_token_leaves_the_payment_payable() {
-    let stack = Stack::spawn(SimConfig::default())
-        .await
-        .expect("stack starts");
-    let id = stack.place_order(&stack.shopper_email("bad-token")).await;
-    let redirect = stack.redirect_url(id).await;
-    let approve = payment_url(&stack, id, "approve").await;
-
+async fn assert_refused_token(stack: &Stack, approve: &str, id: Uuid) {
     let response = stack
         .http
         .get(format!("{approve}?pg_token=forged"))
@@ -291,18 +309,52 @@ async fn a_bad_pg_token_leaves_the_payment_payable() {
         problem["invalid_params"][0]["name"], "pg_token",
         "{problem}"
     );
-    payment_in(&stack, id, "READY").await;
+    payment_in(stack, id, "READY").await;
     assert_eq!(stack.get_order(id).await["status"], "PENDING_PAYMENT");
+}
 
-    // The shopper pays with the real token afterwards.
-    let approval: Value = stack
-        .shopper_visits(&redirect, None)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bad_pg_token_leaves_the_payment_payable() {
+    let stack = Stack::spawn(SimConfig::default())
         .await
+        .expect("stack starts");
+    let id = stack.place_order(&stack.shopper_email("bad-token")).await;
+    let redirect = stack.redirect_url(id).await;
+    let approve = payment_url(&stack, id, "approve").await;
+
+    // Before the shopper has been on Kakao Pay's page (-701), and after (-708).
+    assert_refused_token(&stack, &approve, id).await;
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("a client");
+    let page = no_redirects
+        .get(&redirect)
+        .send()
+        .await
+        .expect("the payment page answers");
+    let real = page
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .expect("sent back with the pg_token")
+        .to_owned();
+    assert!(real.contains("pg_token="));
+    assert_refused_token(&stack, &approve, id).await;
+
+    // The shopper's own token still pays.
+    let approval: Value = stack
+        .http
+        .get(real)
+        .send()
+        .await
+        .expect("payment answers")
         .json()
         .await
         .expect("payment JSON");
     assert_eq!(approval["status"], "APPROVED");
     stack.wait_for_status(id, "COMPLETED").await;
+    assert_eq!(ledger_entry(&stack, id).cancel_calls, 0);
     stack.stop().await;
 }
 
