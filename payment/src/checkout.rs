@@ -266,7 +266,17 @@ impl Checkout {
         let order_id = event.order_id;
         let payments = self.db.mark_close_requested(order_id).await?;
         if payments.is_empty() {
+            // Nothing was ever charged for it (its OrderPlaced never got here): the order
+            // must not wait forever. Should the checkout start later after all, the
+            // OrderCancelled that follows this answer closes it.
             tracing::warn!(%order_id, "Asked to close a payment this service never started.");
+            let answer = event.follow_up(PaymentClosed {
+                payment_id: None,
+                tid: None,
+                outcome: PaymentCloseOutcome::NotCharged,
+            });
+            self.db.announce(&self.outbox, answer).await?;
+            self.outbox.notify();
         }
         for payment in payments {
             self.close(payment).await?;

@@ -206,6 +206,21 @@ impl PaymentDb {
         }
     }
 
+    /// Enqueues `event` alone: an answer that changes no payment (there is none).
+    pub async fn announce(&self, outbox: &Outbox, event: Event) -> Result<(), DbError> {
+        match self {
+            PaymentDb::Blocking(pool) => {
+                let outbox = outbox.clone();
+                run_blocking(pool, move |conn| Ok(outbox.enqueue(conn, &event)?)).await
+            }
+            PaymentDb::Async(pool) => {
+                let mut pooled = async_db::connection(pool).await?;
+                let conn: &mut AsyncPgConnection = &mut pooled;
+                Ok(outbox.enqueue_async(conn, &event).await?)
+            }
+        }
+    }
+
     /// `SELECT 1`: the database answers.
     pub async fn ping(&self) -> Result<(), DbError> {
         match self {
