@@ -545,11 +545,11 @@ impl Checkout {
             }
             Ok(status) => {
                 tracing::warn!(%payment_id, status = %status.status, "Approve outcome still unknown; the reconciler settles it.");
-                Err(ApiError::GatewayUnavailable)
+                Err(ApiError::OutcomePending)
             }
             Err(error) => {
                 tracing::error!(%payment_id, %error, "Cannot learn the approve outcome; payment left APPROVING.");
-                Err(ApiError::GatewayUnavailable)
+                Err(ApiError::OutcomePending)
             }
         }
     }

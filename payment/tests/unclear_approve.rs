@@ -92,7 +92,7 @@ async fn a_timeout_then_a_refused_connection_leaves_the_approval_unknown() {
 
     let answer = checkout.approve(payment_id, "token").await;
     assert!(
-        matches!(answer, Err(ApiError::GatewayUnavailable)),
+        matches!(answer, Err(ApiError::OutcomePending)),
         "the shopper is told to wait: {answer:?}"
     );
     let payment = db.find(payment_id).await.expect("reads").expect("exists");
