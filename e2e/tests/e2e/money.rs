@@ -473,6 +473,10 @@ async fn refunds_that_keep_failing_do_not_starve_a_charge_to_settle() {
     // every 200 ms): ~log2(elapsed / 200 ms) looks, not elapsed / 200 ms.
     let checks = checks_of(&stack.payment_database_url(), stuck);
     let passes = started.elapsed().as_millis() / 200;
+    eprintln!(
+        "measured: a failing refund was looked up {checks} times in {passes} reconciler passes ({:?})",
+        started.elapsed()
+    );
     assert!(
         (1..=12).contains(&checks) && (checks as u128) * 4 < passes,
         "a failing refund was looked up {checks} times in {passes} passes"
