@@ -53,7 +53,9 @@ impl MailKind {
             | EventBody::PaymentReady(_)
             | EventBody::PaymentFailed(_)
             | EventBody::PaymentRefunded(_)
-            | EventBody::RefundRequested(_) => None,
+            | EventBody::RefundRequested(_)
+            | EventBody::PaymentCloseRequested(_)
+            | EventBody::PaymentClosed(_) => None,
         }
     }
 }

@@ -269,7 +269,9 @@ impl<'a> MailContext<'a> {
             | EventBody::PaymentReady(_)
             | EventBody::PaymentFailed(_)
             | EventBody::PaymentRefunded(_)
-            | EventBody::RefundRequested(_) => {}
+            | EventBody::RefundRequested(_)
+            | EventBody::PaymentCloseRequested(_)
+            | EventBody::PaymentClosed(_) => {}
         }
         context
     }

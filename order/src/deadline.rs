@@ -1,5 +1,8 @@
-//! Payment deadlines: an order still unpaid when its deadline passes is cancelled
-//! (`deadline_expired`), so no order waits for a payment forever. The sweep runs in
+//! Payment deadlines: an order still unpaid when its deadline passes goes
+//! `CLOSING_PAYMENT` and asks payment to close the payment (`PaymentCloseRequested`), so
+//! no order waits for a payment forever — and none is cancelled while its
+//! `PaymentApproved` waits in a topic: payment answers whether the shopper paid (the
+//! order completes) or not (`CANCELLED`, `deadline_expired`). The sweep runs in
 //! every instance; `FOR UPDATE SKIP LOCKED` keeps two instances off the same order, and
 //! the deadline is stored with the order, so it holds across restarts.
 
@@ -28,7 +31,8 @@ pub async fn run(pool: PgPool, outbox: Outbox, every: Duration, shutdown: Cancel
     }
 }
 
-/// Cancels one batch of overdue orders in one transaction; returns how many.
+/// Asks payment to close the payments of one batch of overdue orders, in one
+/// transaction; returns how many.
 pub async fn expire_overdue(pool: &PgPool, outbox: &Outbox) -> Result<usize, saga::SagaError> {
     let writer = outbox.clone();
     let expired = run_blocking(pool, move |conn| {
@@ -52,7 +56,7 @@ pub async fn expire_overdue(pool: &PgPool, outbox: &Outbox) -> Result<usize, sag
     })
     .await?;
     if expired > 0 {
-        tracing::info!(expired, "Overdue orders cancelled.");
+        tracing::info!(expired, "Overdue orders closing their payments.");
         metrics::counter!("order_orders_expired_total").increment(expired as u64);
         outbox.notify();
     }

@@ -5,7 +5,7 @@
 
 use serde::Deserialize;
 use shared_events::http::InvalidParam;
-use shared_events::{CancelReason, LineItem};
+use shared_events::{CancelReason, LineItem, PaymentCloseOutcome};
 use std::fmt;
 use std::str::FromStr;
 
@@ -170,19 +170,26 @@ fn total(items: &[LineItem]) -> Option<i64> {
 /// Where an order is in the saga.
 ///
 /// `PENDING_PAYMENT` → `COMPLETED` when paid, or `CANCELLED` (declined, abandoned,
-/// deadline passed, cancelled by the shopper). A completed order the shopper cancels goes
-/// through `CANCELLING` while its payment is refunded, then `CANCELLED`.
+/// cancelled by the shopper). When the payment deadline passes the order does not decide
+/// by itself whether the shopper paid — payment is the authority, and a `PaymentApproved`
+/// may be on its way — so it goes `CLOSING_PAYMENT` (a semantic lock, as FTGO's
+/// `*_PENDING` states) and asks payment to close the payment: `COMPLETED` if payment
+/// answers it was approved, `CANCELLED` (`deadline_expired`) if nothing was charged. A
+/// completed order the shopper cancels goes through `CANCELLING` while its payment is
+/// refunded, then `CANCELLED`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OrderStatus {
     PendingPayment,
+    ClosingPayment,
     Completed,
     Cancelling,
     Cancelled,
 }
 
 impl OrderStatus {
-    pub const ALL: [OrderStatus; 4] = [
+    pub const ALL: [OrderStatus; 5] = [
         OrderStatus::PendingPayment,
+        OrderStatus::ClosingPayment,
         OrderStatus::Completed,
         OrderStatus::Cancelling,
         OrderStatus::Cancelled,
@@ -191,6 +198,7 @@ impl OrderStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             OrderStatus::PendingPayment => "PENDING_PAYMENT",
+            OrderStatus::ClosingPayment => "CLOSING_PAYMENT",
             OrderStatus::Completed => "COMPLETED",
             OrderStatus::Cancelling => "CANCELLING",
             OrderStatus::Cancelled => "CANCELLED",
@@ -209,6 +217,7 @@ impl OrderStatus {
     /// irrelevant trigger).
     pub fn decide(self, trigger: Trigger) -> Decision {
         use OrderStatus as S;
+        use PaymentCloseOutcome as Closed;
         use Trigger as T;
         match (self, trigger) {
             (S::PendingPayment, T::PaymentApproved) => Decision::Complete,
@@ -216,14 +225,21 @@ impl OrderStatus {
             (S::PendingPayment, T::ShopperCancels) => {
                 Decision::Cancel(CancelReason::CancelledByShopper)
             }
-            (S::PendingPayment, T::DeadlinePassed) => {
+            // Payment decides whether the shopper paid; the order waits for its answer.
+            (S::PendingPayment, T::DeadlinePassed) => Decision::ClosePayment,
+            (S::ClosingPayment, T::PaymentApproved)
+            | (S::PendingPayment | S::ClosingPayment, T::PaymentClosed(Closed::Approved)) => {
+                Decision::Complete
+            }
+            (S::ClosingPayment, T::PaymentFailed(reason)) => Decision::Cancel(reason),
+            (S::ClosingPayment, T::PaymentClosed(Closed::NotCharged)) => {
                 Decision::Cancel(CancelReason::DeadlineExpired)
             }
             (S::Completed, T::ShopperCancels) => {
                 Decision::RequestRefund(CancelReason::CancelledByShopper)
             }
             // Paid after the order was cancelled: the money goes back.
-            (S::Cancelled, T::PaymentApproved) => {
+            (S::Cancelled, T::PaymentApproved | T::PaymentClosed(Closed::Approved)) => {
                 Decision::RequestRefund(CancelReason::PaymentExpired)
             }
             (S::Cancelling | S::Cancelled, T::Refunded) => Decision::FinishRefund,
@@ -239,6 +255,8 @@ pub enum Trigger {
     PaymentFailed(CancelReason),
     ShopperCancels,
     DeadlinePassed,
+    /// Payment's answer to the order's request to close the payment.
+    PaymentClosed(PaymentCloseOutcome),
     Refunded,
 }
 
@@ -249,6 +267,8 @@ pub enum Decision {
     Complete,
     /// → `CANCELLED` + `OrderCancelled`.
     Cancel(CancelReason),
+    /// → `CLOSING_PAYMENT` + `PaymentCloseRequested`.
+    ClosePayment,
     /// → `CANCELLING` (from `COMPLETED`) + `RefundRequested`.
     RequestRefund(CancelReason),
     /// → `CANCELLED`, refunded + `OrderCancelled` with the refunded amount.
@@ -267,6 +287,7 @@ impl FromStr for OrderStatus {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "PENDING_PAYMENT" => Ok(OrderStatus::PendingPayment),
+            "CLOSING_PAYMENT" => Ok(OrderStatus::ClosingPayment),
             "COMPLETED" => Ok(OrderStatus::Completed),
             "CANCELLING" => Ok(OrderStatus::Cancelling),
             "CANCELLED" => Ok(OrderStatus::Cancelled),
@@ -372,10 +393,7 @@ mod tests {
             S::PendingPayment.decide(T::ShopperCancels),
             D::Cancel(by_shopper)
         );
-        assert_eq!(
-            S::PendingPayment.decide(T::DeadlinePassed),
-            D::Cancel(CancelReason::DeadlineExpired)
-        );
+        assert_eq!(S::PendingPayment.decide(T::DeadlinePassed), D::ClosePayment);
         assert_eq!(
             S::Completed.decide(T::ShopperCancels),
             D::RequestRefund(by_shopper)
@@ -391,5 +409,43 @@ mod tests {
             "late approval"
         );
         assert_eq!(S::Completed.decide(T::DeadlinePassed), D::Nothing);
+    }
+
+    #[test]
+    fn a_deadline_waits_for_payment_to_say_whether_the_shopper_paid() {
+        use Decision as D;
+        use OrderStatus as S;
+        use PaymentCloseOutcome as Closed;
+        use Trigger as T;
+        let closing = S::ClosingPayment;
+        assert_eq!(closing.decide(T::PaymentApproved), D::Complete, "paid");
+        assert_eq!(
+            closing.decide(T::PaymentClosed(Closed::Approved)),
+            D::Complete
+        );
+        assert_eq!(
+            closing.decide(T::PaymentClosed(Closed::NotCharged)),
+            D::Cancel(CancelReason::DeadlineExpired)
+        );
+        assert_eq!(
+            closing.decide(T::PaymentFailed(CancelReason::PaymentDeclined)),
+            D::Cancel(CancelReason::PaymentDeclined)
+        );
+        assert_eq!(closing.decide(T::DeadlinePassed), D::Nothing);
+        assert_eq!(
+            closing.decide(T::ShopperCancels),
+            D::Nothing,
+            "already closing"
+        );
+        assert!(!closing.is_settled());
+        assert_eq!(
+            S::Completed.decide(T::PaymentClosed(Closed::Approved)),
+            D::Nothing,
+            "the approval got there first"
+        );
+        assert_eq!(
+            S::Cancelled.decide(T::PaymentClosed(Closed::NotCharged)),
+            D::Nothing
+        );
     }
 }

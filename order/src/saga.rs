@@ -10,6 +10,9 @@
 //!   `RefundRequested` (the money goes back).
 //! * `PaymentFailed` → `CANCELLED` + `OrderCancelled` (the compensation).
 //! * `PaymentRefunded` → `CANCELLED` (refunded) + `OrderCancelled` with the amount.
+//! * The payment deadline → `CLOSING_PAYMENT` + `PaymentCloseRequested`; payment's
+//!   `PaymentClosed` then completes the order (it was paid) or cancels it (nothing was
+//!   charged), so a payment approved while its event waited is never cancelled away.
 //!
 //! Consumed events are claimed in the inbox in the same transaction as their effect, so a
 //! redelivered event changes nothing.
@@ -29,7 +32,8 @@ use shared_events::inbox;
 use shared_events::kafka::{EventHandler, HandlerError};
 use shared_events::outbox::Outbox;
 use shared_events::{
-    CancelReason, Event, EventBody, OrderCancelled, OrderCompleted, PaymentReady, RefundRequested,
+    CancelReason, Event, EventBody, OrderCancelled, OrderCompleted, PaymentCloseOutcome,
+    PaymentCloseRequested, PaymentReady, RefundRequested,
 };
 use uuid::Uuid;
 
@@ -162,8 +166,12 @@ fn unchanged(order: Order, trigger: Trigger) -> Applied {
 /// or `refunded`) and why orders are cancelled (`order_orders_cancelled_total{reason}`).
 fn record_settlement(order: &Order, from: OrderStatus, to: OrderStatus, decision: Decision) {
     let outcome = match (from, to) {
-        (OrderStatus::PendingPayment, OrderStatus::Completed) => "completed",
-        (OrderStatus::PendingPayment, OrderStatus::Cancelled) => "cancelled",
+        (OrderStatus::PendingPayment | OrderStatus::ClosingPayment, OrderStatus::Completed) => {
+            "completed"
+        }
+        (OrderStatus::PendingPayment | OrderStatus::ClosingPayment, OrderStatus::Cancelled) => {
+            "cancelled"
+        }
         (OrderStatus::Cancelling, OrderStatus::Cancelled) => "refunded",
         _ => return,
     };
@@ -230,6 +238,17 @@ fn carry_out(
             Change::Cancel(reason),
             new_event(cancelled(order, reason, None).into()),
         ),
+        Decision::ClosePayment => {
+            let body = PaymentCloseRequested {
+                payment_id: order.row.payment_id,
+                reason: CancelReason::DeadlineExpired,
+            };
+            (
+                OrderStatus::ClosingPayment,
+                Change::ClosePayment,
+                new_event(body.into()),
+            )
+        }
         Decision::RequestRefund(reason) => {
             let payment_id = facts.payment_id.or(order.row.payment_id)?;
             // A completed order waits in CANCELLING for its refund; a cancelled one that
@@ -354,6 +373,14 @@ pub fn react(event: &Event) -> Reaction<'_> {
             Trigger::Refunded,
             facts(Some(refunded.payment_id), Some(refunded.amount)),
             None,
+        ),
+        EventBody::PaymentClosed(closed) => (
+            Trigger::PaymentClosed(closed.outcome),
+            facts(closed.payment_id, None),
+            match closed.outcome {
+                PaymentCloseOutcome::Approved => None,
+                PaymentCloseOutcome::NotCharged => Some("FAILED"),
+            },
         ),
         _ => return Reaction::Ignore,
     };

@@ -150,6 +150,8 @@ pub enum Change {
     Complete { payment_id: Uuid },
     /// `CANCELLED` for `reason` (nothing was paid).
     Cancel(CancelReason),
+    /// `PENDING_PAYMENT` → `CLOSING_PAYMENT`: payment has been asked to close the payment.
+    ClosePayment,
     /// `COMPLETED` → `CANCELLING`: the refund has been asked for.
     StartRefund(CancelReason),
     /// `CANCELLED`, `amount` refunded.
@@ -270,6 +272,17 @@ macro_rules! queries {
                 .map(|_| ())
         }
 
+        /// `CLOSING_PAYMENT`: the deadline passed; payment is asked whether the shopper paid.
+        pub $($async)? fn close_payment(conn: &mut $conn, id: Uuid) -> QueryResult<()> {
+            $run!(diesel::update(orders::table.find(id))
+                .set((
+                    orders::status.eq(OrderStatus::ClosingPayment.as_str()),
+                    orders::updated_at.eq(diesel::dsl::now),
+                ))
+                .execute(conn))
+                .map(|_| ())
+        }
+
         pub $($async)? fn record_payment_status(
             conn: &mut $conn,
             id: Uuid,
@@ -353,6 +366,7 @@ macro_rules! queries {
             match *change {
                 Change::Complete { payment_id } => $run!(complete(conn, id, payment_id)),
                 Change::Cancel(reason) => $run!(cancel(conn, id, reason)),
+                Change::ClosePayment => $run!(close_payment(conn, id)),
                 Change::StartRefund(reason) => $run!(start_refund(conn, id, reason)),
                 Change::FinishRefund { amount } => $run!(finish_refund(conn, id, amount)),
                 Change::Nothing => Ok(()),

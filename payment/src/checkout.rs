@@ -15,11 +15,13 @@ use crate::store::{self, Payment, Transition};
 use chrono::Utc;
 use kakaopay::KakaoPayError;
 use shared_events::db::DbError;
+use shared_events::http::InvalidParam;
 use shared_events::kafka::{EventHandler, HandlerError};
 use shared_events::outbox::Outbox;
+use shared_events::retry::Backoff;
 use shared_events::{
-    Event, EventBody, OrderPlaced, PaymentApproved, PaymentFailed, PaymentFailureReason,
-    PaymentReady, PaymentRefunded, RefundRequested,
+    Event, EventBody, OrderPlaced, PaymentApproved, PaymentCloseOutcome, PaymentClosed,
+    PaymentFailed, PaymentFailureReason, PaymentReady, PaymentRefunded, RefundRequested,
 };
 use std::sync::Arc;
 use tracing::Instrument;
@@ -31,6 +33,9 @@ pub struct Checkout {
     pub outbox: Outbox,
     pub gateway: Gateway,
     pub urls: CallbackUrls,
+    /// How long the reconciler leaves a payment it could not settle before it checks it
+    /// again (grows with each check, with jitter).
+    pub recheck: Backoff,
 }
 
 impl Checkout {
@@ -123,11 +128,22 @@ impl Checkout {
             }
             Err(error) if error.code() == Some(-702) || error.outcome_unknown() => {
                 tracing::warn!(%payment_id, %error, "Approve outcome unclear; asking Kakao Pay.");
-                self.reconcile(payment).await
+                self.db.mark_approval_unclear(payment_id).await?;
+                self.settle_approval(payment, false).await
+            }
+            Err(error) if matches!(error.code(), Some(-708 | -701)) => {
+                // A wrong or early pg_token (a forged or stale link): nothing happened on
+                // Kakao Pay, and the shopper can still pay with the right one.
+                tracing::info!(%payment_id, %error, "Approve refused: not the shopper's pg_token.");
+                self.approval_not_applied(payment_id).await?;
+                Err(ApiError::Invalid(vec![InvalidParam::new(
+                    "pg_token",
+                    "is not valid for this payment; the payment can still be paid",
+                )]))
             }
             Err(error) if error.is_transient() => {
                 // Certainly not applied (e.g. connection refused): let the shopper retry.
-                self.db.abandon_approval(payment_id).await?;
+                self.approval_not_applied(payment_id).await?;
                 Err(ApiError::GatewayUnavailable)
             }
             Err(error) => {
@@ -144,6 +160,17 @@ impl Checkout {
         }
     }
 
+    /// `APPROVING` → `READY`: the approve certainly did not take effect. If the order
+    /// asked meanwhile for the payment to be closed, it is closed now.
+    async fn approval_not_applied(&self, payment_id: Uuid) -> Result<(), DbError> {
+        if let Some(ready) = self.db.abandon_approval(payment_id).await? {
+            if ready.close_requested_at.is_some() {
+                self.close(ready).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// The shopper left Kakao Pay through the cancel or the fail URL.
     pub async fn abandoned(
         &self,
@@ -155,13 +182,30 @@ impl Checkout {
         self.abandon(payment, reason).instrument(span).await
     }
 
+    /// Kakao Pay's cancel and fail URLs are plain GETs anyone can send: a `READY` payment
+    /// is failed only when Kakao Pay's record says it ended unpaid, and approved if it
+    /// says it was paid. Asked again, the answer is the same.
     async fn abandon(
         &self,
         payment: Payment,
         reason: PaymentFailureReason,
     ) -> Result<Payment, ApiError> {
         let payment_id = payment.id;
-        if payment.status() == PaymentStatus::Ready {
+        if payment.status() != PaymentStatus::Ready {
+            return Ok(payment);
+        }
+        let status = self.gateway.status(&payment).await.map_err(|error| {
+            tracing::warn!(%payment_id, %error, "Cannot ask Kakao Pay how the shopper left.");
+            ApiError::GatewayUnavailable
+        })?;
+        if status.status.is_paid() {
+            tracing::warn!(%payment_id, "Sent to the cancel/fail URL, but Kakao Pay shows it paid.");
+            let Some(approving) = self.db.begin_approval(payment_id).await? else {
+                return self.find(payment_id).await;
+            };
+            return self.settle_approval(approving, false).await;
+        }
+        if status.status.is_failed() {
             let transition = Transition::Failed {
                 from: PaymentStatus::Ready,
                 reason: reason_text(reason),
@@ -181,63 +225,152 @@ impl Checkout {
                 metrics::counter!("payment_payments_failed_total", "reason" => reason_label(reason))
                     .increment(1);
             }
+        } else {
+            tracing::info!(%payment_id, status = %status.status, "Kakao Pay shows the payment still open; nothing changed.");
         }
         self.find(payment_id).await
     }
 
-    /// The order was cancelled before it was paid: the payment can no longer be
-    /// approved, so a shopper returning late to the approval URL is not charged.
-    pub async fn order_cancelled(&self, event: &Event) -> Result<(), DbError> {
+    /// The order was cancelled: a payment that can still be paid is closed (a shopper
+    /// returning late to the approval URL is not charged), and one that was paid is given
+    /// back — whichever came first, this event or the approval (an approval that lands
+    /// later sees `order_cancelled_at` and refunds).
+    pub async fn order_cancelled(&self, event: &Event) -> Result<(), HandlerError> {
+        let transient = |error: DbError| HandlerError::Transient(error.into());
         let order_id = event.order_id;
-        let closed = self.db.close_unpaid(order_id).await?;
+        let payments = self
+            .db
+            .mark_order_cancelled(order_id)
+            .await
+            .map_err(transient)?;
+        let closed = self.db.close_unpaid(order_id).await.map_err(transient)?;
         if closed > 0 {
             metrics::counter!("payment_payments_failed_total", "reason" => "order_cancelled")
                 .increment(closed);
             tracing::info!(%order_id, "Payment closed: its order was cancelled.");
         }
+        for payment in payments {
+            if payment.status() == PaymentStatus::Approved {
+                tracing::warn!(%order_id, payment_id = %payment.id, "Order cancelled with its payment approved; refunding.");
+                self.refund_payment(payment.id, None).await?;
+            }
+        }
         Ok(())
     }
 
-    /// Gives the shopper's money back through Kakao Pay `cancel`, at most once per
-    /// payment; an unclear outcome is settled by the gateway's own record.
+    /// The order's deadline passed: makes the payment unpayable and answers whether the
+    /// shopper was charged (`PaymentClosed`). A payment mid-approve is answered by the
+    /// approve's own outcome (`PaymentApproved` / `PaymentFailed`), or closed once Kakao
+    /// Pay's record shows it was not applied.
+    pub async fn close_requested(&self, event: &Event) -> Result<(), DbError> {
+        let order_id = event.order_id;
+        let payments = self.db.mark_close_requested(order_id).await?;
+        if payments.is_empty() {
+            // Nothing was ever charged for it (its OrderPlaced never got here): the order
+            // must not wait forever. Should the checkout start later after all, the
+            // OrderCancelled that follows this answer closes it.
+            tracing::warn!(%order_id, "Asked to close a payment this service never started.");
+            let answer = event.follow_up(PaymentClosed {
+                payment_id: None,
+                tid: None,
+                outcome: PaymentCloseOutcome::NotCharged,
+            });
+            self.db.announce(&self.outbox, answer).await?;
+            self.outbox.notify();
+        }
+        for payment in payments {
+            self.close(payment).await?;
+        }
+        Ok(())
+    }
+
+    /// Closes `payment` (see [`Self::close_requested`]), retrying when it moved under us.
+    async fn close(&self, mut payment: Payment) -> Result<(), DbError> {
+        loop {
+            let from = payment.status();
+            let (transition, outcome) = match from {
+                PaymentStatus::Requested | PaymentStatus::Ready => (
+                    Transition::Failed {
+                        from,
+                        reason: reason_text(PaymentFailureReason::Expired),
+                        error_code: None,
+                    },
+                    PaymentCloseOutcome::NotCharged,
+                ),
+                PaymentStatus::Approving => return Ok(()),
+                PaymentStatus::Approved => (Transition::Unchanged, PaymentCloseOutcome::Approved),
+                PaymentStatus::Failed | PaymentStatus::Refunding | PaymentStatus::Refunded => {
+                    (Transition::Unchanged, PaymentCloseOutcome::NotCharged)
+                }
+            };
+            let announce = move |p: &Payment| {
+                Event::new(
+                    p.order_id,
+                    None,
+                    PaymentClosed {
+                        payment_id: Some(p.id),
+                        tid: p.tid.clone(),
+                        outcome,
+                    },
+                )
+            };
+            if self
+                .commit(None, payment.id, transition, announce)
+                .await?
+                .is_some()
+            {
+                tracing::info!(payment_id = %payment.id, ?outcome, "Payment closed at its order's deadline.");
+                return Ok(());
+            }
+            match self.db.find(payment.id).await? {
+                Some(now) => payment = now,
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// `RefundRequested`: gives the shopper's money back (see [`Self::refund_payment`]).
     pub async fn refund(
         &self,
         cause: &Event,
         request: &RefundRequested,
     ) -> Result<(), HandlerError> {
-        let transient = |error: DbError| HandlerError::Transient(error.into());
-        let payment_id = request.payment_id;
-        let payment = self
-            .db
-            .begin_refund(payment_id)
+        self.refund_payment(request.payment_id, Some(cause.clone()))
             .await
-            .map_err(transient)?
-            .ok_or_else(|| {
-                HandlerError::Permanent(anyhow::anyhow!("no payment {payment_id} to refund"))
-            })?;
+    }
+
+    /// Gives the money of `payment_id` back through Kakao Pay `cancel`, asked once per
+    /// payment: only the caller that moves it `APPROVED` → `REFUNDING` asks. A refund
+    /// already under way (a redelivery, the other of OrderCancelled/RefundRequested) is
+    /// left to its owner; an unclear answer to the reconciler, which settles it by Kakao
+    /// Pay's record (`order`), never by asking again blindly.
+    async fn refund_payment(
+        &self,
+        payment_id: Uuid,
+        cause: Option<Event>,
+    ) -> Result<(), HandlerError> {
+        let transient = |error: DbError| HandlerError::Transient(error.into());
+        let (moved, payment) = self.db.begin_refund(payment_id).await.map_err(transient)?;
+        let payment = payment.ok_or_else(|| {
+            HandlerError::Permanent(anyhow::anyhow!("no payment {payment_id} to refund"))
+        })?;
         match payment.status() {
-            PaymentStatus::Refunding => {}
-            PaymentStatus::Refunded => return Ok(()),
+            PaymentStatus::Refunding if moved => {}
+            PaymentStatus::Refunding | PaymentStatus::Refunded => return Ok(()),
             other => {
                 return Err(HandlerError::Permanent(anyhow::anyhow!(
                     "payment {payment_id} is {other}: nothing to refund"
                 )))
             }
         }
-        if let Err(error) = self.gateway.refund(&payment).await {
-            match self.gateway.status(&payment).await {
-                Ok(status) if status.status.as_str().ends_with("CANCEL_PAYMENT") => {
-                    tracing::warn!(%payment_id, %error, "Refund answer lost; the gateway shows it refunded.");
-                }
-                _ if error.is_transient() || error.outcome_unknown() => {
-                    return Err(HandlerError::Transient(error.into()))
-                }
-                _ => return Err(HandlerError::Permanent(error.into())),
+        match self.gateway.refund(&payment).await {
+            Ok(_) => self.finish_refund(payment, cause).await.map_err(transient),
+            Err(error) => {
+                // Left REFUNDING: the reconciler asks Kakao Pay what became of it.
+                tracing::warn!(%payment_id, %error, "Refund outcome not known; the reconciler settles it.");
+                Ok(())
             }
         }
-        self.finish_refund(payment, Some(cause.clone()))
-            .await
-            .map_err(transient)
     }
 
     /// `REFUNDING` → `REFUNDED` + `PaymentRefunded`, once the gateway has given the
@@ -262,37 +395,79 @@ impl Checkout {
         Ok(())
     }
 
-    /// Settles payments left `APPROVING` or `REFUNDING` longer than `older_than` — a call
-    /// whose answer never came (gateway outage, crash) — by Kakao Pay's own record of
-    /// the payment. `older_than` must exceed the longest a live call can take, so a
-    /// sweep never races an approve still in flight. Returns how many were settled.
+    /// Settles what no request or event will settle by itself (see `store::unsettled`):
+    /// payments left `APPROVING` or `REFUNDING` longer than `older_than` — a call whose
+    /// answer never came (gateway outage, crash) — by Kakao Pay's own record; `READY`
+    /// payments whose approval was ever unclear; closes and refunds left half done.
+    /// `older_than` must exceed the longest a live call can take, so a sweep never races
+    /// a call still in flight. A payment not settled is checked again after a backoff of
+    /// its own, and the least recently checked come first, so payments that keep failing
+    /// neither hammer Kakao Pay nor starve the others. Returns how many were settled.
     pub async fn reconcile_stuck(&self, older_than: std::time::Duration) -> Result<usize, DbError> {
         let cutoff = Utc::now() - chrono::Duration::from_std(older_than).unwrap_or_default();
-        let stuck = self.db.stuck(cutoff, 50).await?;
+        let due = self.db.unsettled(cutoff, 50).await?;
         let mut settled = 0;
-        for payment in stuck {
-            let id = payment.id;
-            let outcome = match payment.status() {
-                PaymentStatus::Approving => self
-                    .reconcile(payment)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string()),
-                PaymentStatus::Refunding => self.reconcile_refund(payment).await,
-                _ => Ok(()),
-            };
-            match outcome {
-                Ok(()) => settled += 1,
+        for payment in due {
+            let (id, checks) = (payment.id, payment.checks);
+            match self.settle(payment).await {
+                Ok(true) => settled += 1,
+                Ok(false) => self.check_later(id, checks).await?,
                 Err(error) => {
-                    tracing::warn!(payment_id = %id, %error, "Payment still unsettled; will retry.")
+                    tracing::warn!(payment_id = %id, %error, "Payment still unsettled; will retry.");
+                    self.check_later(id, checks).await?;
                 }
             }
         }
         Ok(settled)
     }
 
-    /// A refund whose answer never came: done if the gateway shows it, else tried again
-    /// (the `cancel_available_amount` guard makes a second refund impossible).
+    async fn check_later(&self, id: Uuid, checks: i32) -> Result<(), DbError> {
+        let wait = self.recheck.delay(u32::try_from(checks).unwrap_or(0) + 1);
+        let next = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+        self.db.schedule_check(id, next).await
+    }
+
+    /// One reconciler step for `payment`; true when it is settled.
+    async fn settle(&self, payment: Payment) -> Result<bool, String> {
+        let text = |e: DbError| e.to_string();
+        match payment.status() {
+            PaymentStatus::Approving => Ok(self.settle_approval(payment, true).await.is_ok()),
+            PaymentStatus::Refunding => self.reconcile_refund(payment).await.map(|()| true),
+            PaymentStatus::Ready if payment.close_requested_at.is_some() => {
+                self.close(payment).await.map_err(text).map(|()| true)
+            }
+            PaymentStatus::Ready => self.recheck_ready(payment).await,
+            PaymentStatus::Approved if payment.order_cancelled_at.is_some() => {
+                match self.refund_payment(payment.id, None).await {
+                    Ok(()) => Ok(true),
+                    Err(error) => Err(format!("{error:?}")),
+                }
+            }
+            _ => Ok(true),
+        }
+    }
+
+    /// A `READY` payment whose approval was once unclear: approved if Kakao Pay's record
+    /// shows it paid, failed if it shows it ended unpaid, else looked at again later.
+    async fn recheck_ready(&self, payment: Payment) -> Result<bool, String> {
+        let status = self
+            .gateway
+            .status(&payment)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !status.status.is_paid() && !status.status.is_failed() {
+            return Ok(false);
+        }
+        match self.db.begin_approval(payment.id).await {
+            Ok(Some(approving)) => Ok(self.settle_approval(approving, true).await.is_ok()),
+            Ok(None) => Ok(true), // moved on meanwhile (the shopper, a close)
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    /// A refund whose answer never came: done if Kakao Pay's record shows it refunded.
+    /// Only when the record shows the payment still charged — so the earlier cancel
+    /// certainly did not take effect — is the refund asked for again.
     async fn reconcile_refund(&self, payment: Payment) -> Result<(), String> {
         let status = self
             .gateway
@@ -328,8 +503,16 @@ impl Checkout {
         Ok(self.db.gateway_calls(payment_id).await?)
     }
 
-    /// Settles an unclear approve by the gateway's own record of the payment.
-    async fn reconcile(&self, payment: Payment) -> Result<Payment, ApiError> {
+    /// Settles an unclear approve by the gateway's own record of the payment: paid →
+    /// `APPROVED`, ended unpaid → `FAILED`. Otherwise it stays `APPROVING` (unknown) —
+    /// unless `may_reset`: the reconciler asks only once no call can still be in flight,
+    /// so a record still showing the payment open means the approve was not applied
+    /// (`READY` again, or closed if the order asked for that meanwhile).
+    async fn settle_approval(
+        &self,
+        payment: Payment,
+        may_reset: bool,
+    ) -> Result<Payment, ApiError> {
         let payment_id = payment.id;
         match self.gateway.status(&payment).await {
             Ok(status) if status.status.is_paid() => {
@@ -355,13 +538,18 @@ impl Checkout {
                 .await?;
                 self.find(payment_id).await
             }
-            Ok(_) => {
-                self.db.abandon_approval(payment_id).await?;
-                Err(ApiError::GatewayUnavailable)
+            Ok(status) if may_reset => {
+                tracing::info!(%payment_id, status = %status.status, "Kakao Pay shows the approve not applied.");
+                self.approval_not_applied(payment_id).await?;
+                self.find(payment_id).await
+            }
+            Ok(status) => {
+                tracing::warn!(%payment_id, status = %status.status, "Approve outcome still unknown; the reconciler settles it.");
+                Err(ApiError::OutcomePending)
             }
             Err(error) => {
                 tracing::error!(%payment_id, %error, "Cannot learn the approve outcome; payment left APPROVING.");
-                Err(ApiError::GatewayUnavailable)
+                Err(ApiError::OutcomePending)
             }
         }
     }
@@ -397,6 +585,14 @@ impl Checkout {
                 %payment_id, order_id = %approved.order_id, amount = approved.amount,
                 "Payment approved."
             );
+            if approved.order_cancelled_at.is_some() {
+                // Charged after the order was cancelled: the money goes back. If this
+                // fails, the reconciler refunds it (APPROVED + order_cancelled_at).
+                tracing::warn!(%payment_id, "Approved after its order was cancelled; refunding.");
+                if let Err(error) = self.refund_payment(payment_id, None).await {
+                    tracing::warn!(%payment_id, ?error, "Refund not started; the reconciler will.");
+                }
+            }
         }
         self.find(payment_id).await
     }
@@ -525,7 +721,10 @@ impl EventHandler for OrderEvents {
                 .start(event, placed)
                 .await
                 .map_err(|error| HandlerError::Transient(error.into())),
-            EventBody::OrderCancelled(_) => self.0.order_cancelled(event).await.map_err(transient),
+            EventBody::OrderCancelled(_) => self.0.order_cancelled(event).await,
+            EventBody::PaymentCloseRequested(_) => {
+                self.0.close_requested(event).await.map_err(transient)
+            }
             EventBody::RefundRequested(request) => self.0.refund(event, request).await,
             _ => Ok(()),
         }

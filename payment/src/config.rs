@@ -15,7 +15,8 @@
 //! | `PAYMENT_GATEWAY_MAX_ATTEMPTS` | `4` | tries of a gateway call that fails transiently |
 //! | `PAYMENT_GATEWAY_BACKOFF_MS` | `200` | first wait between tries (doubles, with jitter) |
 //! | `PAYMENT_METRICS_REFRESH_MS` | `10000` | how often the payments-by-status gauges are read from the database |
-//! | `PAYMENT_RECONCILE_MS` | `5000` | how often payments stuck `APPROVING`/`REFUNDING` are settled by Kakao Pay's record |
+//! | `PAYMENT_RECONCILE_MS` | `5000` | how often the reconciler settles payments stuck `APPROVING`/`REFUNDING` (and unclear, half-closed or to-refund ones) by Kakao Pay's record; also the first wait before a payment it could not settle is checked again |
+//! | `PAYMENT_RECONCILE_MAX_BACKOFF_MS` | `300000` | the longest a payment the reconciler could not settle waits before it is checked again (the wait doubles per check, with jitter) |
 //! | `KAKAOPAY_BASE_URL` | `http://127.0.0.1:8089` | Kakao Pay API (the simulator locally) |
 //! | `KAKAOPAY_SECRET_KEY` | — (required) | Kakao Pay secret key (secret) |
 //! | `KAKAOPAY_CID` | `TC0ONETIME` | merchant id |
@@ -71,6 +72,12 @@ pub struct Settings {
     pub metrics_refresh_ms: u64,
     #[arg(long, env = "PAYMENT_RECONCILE_MS", default_value_t = 5_000)]
     pub reconcile_ms: u64,
+    #[arg(
+        long,
+        env = "PAYMENT_RECONCILE_MAX_BACKOFF_MS",
+        default_value_t = 300_000
+    )]
+    pub reconcile_max_backoff_ms: u64,
     #[arg(
         long,
         env = "KAKAOPAY_BASE_URL",

@@ -19,6 +19,9 @@ pub enum ApiError {
     NotFound(&'static str),
     #[error("payment gateway unavailable")]
     GatewayUnavailable,
+    /// Kakao Pay may have charged the shopper but has not confirmed it yet.
+    #[error("payment outcome not known yet")]
+    OutcomePending,
     #[error("database unavailable: {0}")]
     Unavailable(#[source] DbError),
     #[error("internal error: {0}")]
@@ -52,6 +55,12 @@ impl ApiError {
                 "/problems/gateway-unavailable",
                 "Payment gateway unavailable",
                 "Kakao Pay could not be reached; nothing was charged. Try again shortly.",
+            ),
+            ApiError::OutcomePending => Problem::new(
+                S::SERVICE_UNAVAILABLE,
+                "/problems/payment-pending",
+                "Payment being confirmed",
+                "Kakao Pay has not confirmed the payment yet; it is being checked. Do not pay again: the order shows the outcome shortly.",
             ),
             ApiError::Unavailable(_) => Problem::store_unavailable("payment store"),
             ApiError::Internal(_) => Problem::internal(),

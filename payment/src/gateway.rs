@@ -4,6 +4,12 @@
 //! with exponential backoff and jitter, a bounded number of times. Permanent ones
 //! (declines, `-7xx`, bad keys) fail at once. Every attempt is written to
 //! `gateway_calls` with its latency and outcome, and counted in metrics.
+//!
+//! A call whose attempts failed is only as certain as its least certain attempt: when
+//! any attempt's outcome is unknown (a timeout: it may have been applied), the call's
+//! error is that unknown one, whatever the later attempts met — a refused connection on
+//! attempt 2 says nothing about attempt 1. A refund (`cancel`) is sent once, never
+//! retried here: an unclear refund is settled by Kakao Pay's record (`order`).
 
 use crate::persistence::PaymentDb;
 use crate::store::{NewGatewayCall, Payment};
@@ -109,7 +115,7 @@ impl Gateway {
             cancel_available_amount: Some(payment.amount),
             payload: None,
         };
-        self.call(payment, "cancel", || self.client.cancel(&request))
+        self.call_with(1, payment, "cancel", || self.client.cancel(&request))
             .await
     }
 
@@ -123,6 +129,21 @@ impl Gateway {
         &self,
         payment: &Payment,
         kind: &'static str,
+        send: F,
+    ) -> Result<T, KakaoPayError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, KakaoPayError>>,
+    {
+        self.call_with(self.retry.max_attempts, payment, kind, send)
+            .await
+    }
+
+    async fn call_with<T, F, Fut>(
+        &self,
+        max_attempts: u32,
+        payment: &Payment,
+        kind: &'static str,
         mut send: F,
     ) -> Result<T, KakaoPayError>
     where
@@ -130,19 +151,24 @@ impl Gateway {
         Fut: Future<Output = Result<T, KakaoPayError>>,
     {
         let mut attempt = 0;
+        let mut unknown = None;
         loop {
             attempt += 1;
             let started = Instant::now();
             let result = send().await;
             self.record(payment, kind, &result, started.elapsed()).await;
             match result {
-                Err(error) if error.is_transient() && attempt < self.retry.max_attempts => {
+                Err(error) if error.is_transient() && attempt < max_attempts => {
                     tracing::warn!(payment_id = %payment.id, kind, attempt, %error, "Gateway call failed; retrying.");
                     metrics::counter!("payment_gateway_retries_total", "endpoint" => kind)
                         .increment(1);
+                    if unknown.is_none() && error.outcome_unknown() {
+                        unknown = Some(error);
+                    }
                     tokio::time::sleep(self.retry.backoff(attempt)).await;
                 }
-                other => return other,
+                Err(error) => return Err(least_certain(unknown, error)),
+                Ok(value) => return Ok(value),
             }
         }
     }
@@ -183,5 +209,50 @@ impl Gateway {
         if let Err(error) = recorded {
             tracing::warn!(%error, "Could not record a gateway call.");
         }
+    }
+}
+
+/// The error of a call whose last attempt failed with `last`: the earlier attempt whose
+/// outcome was unknown, if any, unless `last` is unknown itself — a later "certainly not
+/// applied" does not undo an earlier "maybe applied".
+fn least_certain(unknown: Option<KakaoPayError>, last: KakaoPayError) -> KakaoPayError {
+    match unknown {
+        Some(earlier) if !last.outcome_unknown() => earlier,
+        _ => last,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_timeout_makes_the_whole_call_unknown() {
+        let refused = || KakaoPayError::Connect("connection refused".into());
+        let error = least_certain(Some(KakaoPayError::Timeout), refused());
+        assert!(error.outcome_unknown(), "{error}");
+        assert!(matches!(error, KakaoPayError::Timeout));
+        let declined = KakaoPayError::Api {
+            http_status: 400,
+            code: -780,
+            message: "declined".into(),
+            method_result_code: None,
+        };
+        assert!(least_certain(Some(KakaoPayError::Timeout), declined).outcome_unknown());
+        assert!(
+            !least_certain(None, refused()).outcome_unknown(),
+            "nothing was unclear"
+        );
+        let already = KakaoPayError::Api {
+            http_status: 400,
+            code: -702,
+            message: "already approved".into(),
+            method_result_code: None,
+        };
+        assert_eq!(
+            least_certain(Some(KakaoPayError::Timeout), already).code(),
+            Some(-702),
+            "an unknown last answer is kept"
+        );
     }
 }

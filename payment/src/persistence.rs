@@ -72,23 +72,57 @@ impl PaymentDb {
         on_either!(self, |conn| abandon_approval(conn, id))
     }
 
-    /// `APPROVED` → `REFUNDING` if it is `APPROVED`, then the payment as it is now.
-    pub async fn begin_refund(&self, id: Uuid) -> Result<Option<Payment>, DbError> {
+    /// `APPROVED` → `REFUNDING` if it is `APPROVED`: whether this caller moved it (and so
+    /// alone may ask Kakao Pay for the refund), and the payment as it is now.
+    pub async fn begin_refund(&self, id: Uuid) -> Result<(bool, Option<Payment>), DbError> {
         match self {
             PaymentDb::Blocking(pool) => {
                 run_blocking(pool, move |conn| {
-                    store::begin_refund(conn, id)?;
-                    Ok(store::find(conn, id)?)
+                    if let Some(moved) = store::begin_refund(conn, id)? {
+                        return Ok((true, Some(moved)));
+                    }
+                    Ok((false, store::find(conn, id)?))
                 })
                 .await
             }
             PaymentDb::Async(pool) => {
                 let mut pooled = async_db::connection(pool).await?;
                 let conn: &mut AsyncPgConnection = &mut pooled;
-                store::nonblocking::begin_refund(conn, id).await?;
-                Ok(store::nonblocking::find(conn, id).await?)
+                if let Some(moved) = store::nonblocking::begin_refund(conn, id).await? {
+                    return Ok((true, Some(moved)));
+                }
+                Ok((false, store::nonblocking::find(conn, id).await?))
             }
         }
+    }
+
+    /// Notes that the order was cancelled; the order's payments as they are now.
+    pub async fn mark_order_cancelled(&self, order_id: Uuid) -> Result<Vec<Payment>, DbError> {
+        on_either!(self, |conn| mark_order_cancelled(conn, order_id))
+    }
+
+    /// Notes that the order asked to close its payment; its payments as they are now.
+    pub async fn mark_close_requested(&self, order_id: Uuid) -> Result<Vec<Payment>, DbError> {
+        on_either!(self, |conn| mark_close_requested(conn, order_id))
+    }
+
+    /// Notes that an approve of `id` had an unclear outcome.
+    pub async fn mark_approval_unclear(&self, id: Uuid) -> Result<(), DbError> {
+        on_either!(self, |conn| mark_approval_unclear(conn, id))
+    }
+
+    /// The payments the reconciler should look at now (see `store::unsettled`).
+    pub async fn unsettled(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<Payment>, DbError> {
+        on_either!(self, |conn| unsettled(conn, cutoff, limit))
+    }
+
+    /// The reconciler checks `id` again not before `next`.
+    pub async fn schedule_check(&self, id: Uuid, next: DateTime<Utc>) -> Result<(), DbError> {
+        on_either!(self, |conn| schedule_check(conn, id, next))
     }
 
     /// Closes the order's payments that can still be paid; returns how many.
@@ -106,11 +140,6 @@ impl PaymentDb {
 
     pub async fn gateway_calls(&self, payment_id: Uuid) -> Result<Vec<GatewayCall>, DbError> {
         on_either!(self, |conn| gateway_calls_of(conn, payment_id))
-    }
-
-    /// Payments still `APPROVING` or `REFUNDING` since before `cutoff`.
-    pub async fn stuck(&self, cutoff: DateTime<Utc>, limit: i64) -> Result<Vec<Payment>, DbError> {
-        on_either!(self, |conn| stuck(conn, cutoff, limit))
     }
 
     pub async fn record_gateway_call(&self, call: NewGatewayCall) -> Result<(), DbError> {
@@ -173,6 +202,21 @@ impl PaymentDb {
                     .await
                 })
                 .await
+            }
+        }
+    }
+
+    /// Enqueues `event` alone: an answer that changes no payment (there is none).
+    pub async fn announce(&self, outbox: &Outbox, event: Event) -> Result<(), DbError> {
+        match self {
+            PaymentDb::Blocking(pool) => {
+                let outbox = outbox.clone();
+                run_blocking(pool, move |conn| Ok(outbox.enqueue(conn, &event)?)).await
+            }
+            PaymentDb::Async(pool) => {
+                let mut pooled = async_db::connection(pool).await?;
+                let conn: &mut AsyncPgConnection = &mut pooled;
+                Ok(outbox.enqueue_async(conn, &event).await?)
             }
         }
     }

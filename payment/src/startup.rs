@@ -60,6 +60,10 @@ impl Application {
                 Duration::from_millis(settings.gateway_backoff_ms),
             ),
             urls: CallbackUrls::new(settings.public_url.clone()),
+            recheck: shared_events::retry::Backoff::new(
+                Duration::from_millis(settings.reconcile_ms.max(100)),
+                Duration::from_millis(settings.reconcile_max_backoff_ms.max(100)),
+            ),
         });
         let work = Work {
             settings: settings.clone(),

@@ -34,6 +34,12 @@ diesel::table! {
         refunded_amount -> Nullable<Int8>,
         refunded_at -> Nullable<Timestamptz>,
         traceparent -> Nullable<Text>,
+        order_cancelled_at -> Nullable<Timestamptz>,
+        close_requested_at -> Nullable<Timestamptz>,
+        approval_unclear_at -> Nullable<Timestamptz>,
+        checks -> Int4,
+        last_checked_at -> Nullable<Timestamptz>,
+        next_check_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -79,6 +85,16 @@ pub struct Payment {
     /// The order's trace (W3C `traceparent`), continued by the shopper's return.
     #[serde(skip)]
     pub traceparent: Option<String>,
+    /// The order was cancelled: an approval is given back.
+    pub order_cancelled_at: Option<DateTime<Utc>>,
+    /// The order's deadline passed: the payment can no longer be paid.
+    pub close_requested_at: Option<DateTime<Utc>>,
+    /// An approve's outcome was unclear at some point.
+    pub approval_unclear_at: Option<DateTime<Utc>>,
+    /// The reconciler's schedule (see the migration `payments_settling`).
+    pub checks: i32,
+    pub last_checked_at: Option<DateTime<Utc>>,
+    pub next_check_at: Option<DateTime<Utc>>,
 }
 
 impl Payment {
@@ -143,6 +159,8 @@ pub enum Transition {
     },
     /// `REFUNDING` → `REFUNDED`.
     Refunded { amount: i64 },
+    /// No status change: only an event to announce (an answer about the payment as it is).
+    Unchanged,
 }
 
 /// The queries of the request and event paths, written once and expanded twice: as
@@ -212,6 +230,10 @@ macro_rules! queries {
             .set((
                 payments::status.eq(to.as_str()),
                 payments::updated_at.eq(diesel::dsl::now),
+                // A new status starts the reconciler's schedule afresh.
+                payments::checks.eq(0),
+                payments::last_checked_at.eq(None::<DateTime<Utc>>),
+                payments::next_check_at.eq(None::<DateTime<Utc>>),
             ))
             .returning(Payment::as_returning())
             .get_result::<Payment>(conn))
@@ -291,23 +313,87 @@ macro_rules! queries {
             .map(Some)
         }
 
-        /// Payments still `APPROVING` or `REFUNDING` since before `cutoff`.
-        pub $($async)? fn stuck(
+        /// Up to `limit` payments the reconciler must settle, due now, least recently
+        /// checked first (so payments that keep failing cannot starve the others):
+        /// `APPROVING` or `REFUNDING` since before `cutoff` (no live call can still be in
+        /// flight), `READY` after an unclear approve (since before `cutoff`) or with its
+        /// close left half done, and `APPROVED` whose order was cancelled.
+        pub $($async)? fn unsettled(
             conn: &mut $conn,
             cutoff: DateTime<Utc>,
             limit: i64,
         ) -> QueryResult<Vec<Payment>> {
-            let statuses = [
-                PaymentStatus::Approving.as_str(),
-                PaymentStatus::Refunding.as_str(),
-            ];
+            use diesel::{BoolExpressionMethods, PgSortExpressionMethods};
+            let mid_call = payments::status
+                .eq_any([PaymentStatus::Approving.as_str(), PaymentStatus::Refunding.as_str()])
+                .and(payments::updated_at.lt(cutoff));
+            let ready = payments::status.eq(PaymentStatus::Ready.as_str());
+            let unclear = ready
+                .and(payments::approval_unclear_at.is_not_null())
+                .and(payments::updated_at.lt(cutoff));
+            let closing = payments::status
+                .eq(PaymentStatus::Ready.as_str())
+                .and(payments::close_requested_at.is_not_null());
+            let to_refund = payments::status
+                .eq(PaymentStatus::Approved.as_str())
+                .and(payments::order_cancelled_at.is_not_null());
             $run!(payments::table
-                .filter(payments::status.eq_any(statuses))
-                .filter(payments::updated_at.lt(cutoff))
-                .order(payments::updated_at)
+                .filter(mid_call.or(unclear).or(closing).or(to_refund))
+                .filter(
+                    payments::next_check_at
+                        .is_null()
+                        .or(payments::next_check_at.le(diesel::dsl::now)),
+                )
+                .order((payments::last_checked_at.asc().nulls_first(), payments::updated_at))
                 .limit(limit)
                 .select(Payment::as_select())
                 .load::<Payment>(conn))
+        }
+
+        /// The reconciler checked `id` without settling it: not again before `next`.
+        pub $($async)? fn schedule_check(
+            conn: &mut $conn,
+            id: Uuid,
+            next: DateTime<Utc>,
+        ) -> QueryResult<()> {
+            $run!(diesel::update(payments::table.find(id))
+                .set((
+                    payments::checks.eq(payments::checks + 1),
+                    payments::last_checked_at.eq(diesel::dsl::now),
+                    payments::next_check_at.eq(next),
+                ))
+                .execute(conn))
+            .map(|_| ())
+        }
+
+        /// Notes that the order was cancelled; returns the order's payments as they are.
+        pub $($async)? fn mark_order_cancelled(conn: &mut $conn, order_id: Uuid) -> QueryResult<Vec<Payment>> {
+            $run!(diesel::update(payments::table.filter(payments::order_id.eq(order_id)))
+                .set(payments::order_cancelled_at.eq(diesel::dsl::sql::<
+                    diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>,
+                >("COALESCE(order_cancelled_at, now())")))
+                .returning(Payment::as_returning())
+                .get_results::<Payment>(conn))
+        }
+
+        /// Notes that the order asked to close the payment; returns its payments as they are.
+        pub $($async)? fn mark_close_requested(conn: &mut $conn, order_id: Uuid) -> QueryResult<Vec<Payment>> {
+            $run!(diesel::update(payments::table.filter(payments::order_id.eq(order_id)))
+                .set(payments::close_requested_at.eq(diesel::dsl::sql::<
+                    diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>,
+                >("COALESCE(close_requested_at, now())")))
+                .returning(Payment::as_returning())
+                .get_results::<Payment>(conn))
+        }
+
+        /// Notes that an approve of `id` had an unclear outcome.
+        pub $($async)? fn mark_approval_unclear(conn: &mut $conn, id: Uuid) -> QueryResult<()> {
+            $run!(diesel::update(payments::table.find(id))
+                .set(payments::approval_unclear_at.eq(diesel::dsl::sql::<
+                    diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>,
+                >("COALESCE(approval_unclear_at, now())")))
+                .execute(conn))
+            .map(|_| ())
         }
 
         /// `APPROVED` → `REFUNDING`: only the caller that gets `Some` may call Kakao Pay cancel.
@@ -356,6 +442,7 @@ macro_rules! queries {
                     approved_at,
                 } => $run!(mark_approved(conn, id, payment_method.as_deref(), *approved_at)),
                 Transition::Refunded { amount } => $run!(mark_refunded(conn, id, *amount)),
+                Transition::Unchanged => $run!(find(conn, id)),
             }
         }
 

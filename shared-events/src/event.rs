@@ -203,6 +203,8 @@ event_types!(
     OrderCompleted,
     OrderCancelled,
     RefundRequested,
+    PaymentCloseRequested,
+    PaymentClosed,
 );
 
 impl fmt::Display for EventType {
@@ -337,6 +339,38 @@ pub struct RefundRequested {
     pub reason: CancelReason,
 }
 
+/// The order's payment deadline passed: the order asks payment — the authority on whether
+/// the shopper paid — to close the payment, and waits (`CLOSING_PAYMENT`) for
+/// [`PaymentClosed`] (or `PaymentApproved` / `PaymentFailed`) before it completes or is
+/// cancelled. Payment makes the payment unpayable from now on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentCloseRequested {
+    /// The payment the order knows of, if it has heard of one.
+    pub payment_id: Option<Uuid>,
+    pub reason: CancelReason,
+}
+
+/// What payment found when it closed a payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentCloseOutcome {
+    /// The shopper was charged: the order completes.
+    Approved,
+    /// Nothing was charged (or it was given back), and the payment can no longer be paid:
+    /// the order is cancelled.
+    NotCharged,
+}
+
+/// Payment's answer to [`PaymentCloseRequested`]. A payment whose approval is still
+/// unclear is answered only once Kakao Pay's record settles it (then possibly by
+/// `PaymentApproved` / `PaymentFailed` instead).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentClosed {
+    pub payment_id: Option<Uuid>,
+    pub tid: Option<String>,
+    pub outcome: PaymentCloseOutcome,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderCancelled {
     pub order: OrderSnapshot,
@@ -418,6 +452,15 @@ mod tests {
                 payment_id,
                 amount: 9000,
                 reason: CancelReason::CancelledByShopper,
+            }),
+            placed.follow_up(PaymentCloseRequested {
+                payment_id: Some(payment_id),
+                reason: CancelReason::DeadlineExpired,
+            }),
+            placed.follow_up(PaymentClosed {
+                payment_id: Some(payment_id),
+                tid: Some("T1234567890123456789".into()),
+                outcome: PaymentCloseOutcome::NotCharged,
             }),
             placed,
         ]

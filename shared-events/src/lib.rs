@@ -50,7 +50,8 @@ pub mod telemetry;
 pub use case::Case;
 pub use event::{
     CancelReason, DecodeError, Event, EventBody, EventType, LineItem, OrderCancelled,
-    OrderCompleted, OrderPlaced, OrderSnapshot, PaymentApproved, PaymentFailed,
-    PaymentFailureReason, PaymentReady, PaymentRefunded, RefundRequested,
+    OrderCompleted, OrderPlaced, OrderSnapshot, PaymentApproved, PaymentCloseOutcome,
+    PaymentCloseRequested, PaymentClosed, PaymentFailed, PaymentFailureReason, PaymentReady,
+    PaymentRefunded, RefundRequested,
 };
 pub use topics::Topics;

@@ -31,11 +31,13 @@ impl Topics {
             EventType::OrderPlaced
             | EventType::OrderCompleted
             | EventType::OrderCancelled
-            | EventType::RefundRequested => &self.orders,
+            | EventType::RefundRequested
+            | EventType::PaymentCloseRequested => &self.orders,
             EventType::PaymentReady
             | EventType::PaymentApproved
             | EventType::PaymentFailed
-            | EventType::PaymentRefunded => &self.payments,
+            | EventType::PaymentRefunded
+            | EventType::PaymentClosed => &self.payments,
         }
     }
 

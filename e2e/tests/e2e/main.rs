@@ -9,6 +9,7 @@ mod engine;
 mod flow;
 mod guarantees;
 mod migrations;
+mod money;
 mod rejoin;
 mod restart;
 mod startup;

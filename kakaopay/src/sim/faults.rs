@@ -33,15 +33,71 @@ pub struct Faults {
     pub lost_response_rate: f64,
     /// While true every API call answers HTTP 503 `-9798` without effect.
     pub outage: bool,
+    /// Per endpoint, the fraction of calls whose connection is closed without an answer
+    /// and without any effect (the request is not applied).
+    pub dropped_connection: PerEndpoint,
+    /// Per endpoint, the fraction of calls that take effect but whose answer never
+    /// comes: the simulator holds the connection for [`LOST_ANSWER_HOLD`], then closes
+    /// it without an answer (the caller times out before; it cannot tell it worked).
+    pub applied_answer_lost: PerEndpoint,
+}
+
+/// How long a call whose answer is lost (`applied_answer_lost`) is held before its
+/// connection is closed: longer than any client timeout the shop uses (12 s).
+pub const LOST_ANSWER_HOLD: Duration = Duration::from_secs(15);
+
+/// A fraction (0.0–1.0) of the calls of each API endpoint; absent endpoints are 0.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PerEndpoint {
+    pub ready: f64,
+    pub approve: f64,
+    pub cancel: f64,
+    pub order: f64,
+}
+
+impl PerEndpoint {
+    /// The same fraction for every endpoint.
+    pub fn all(rate: f64) -> Self {
+        Self {
+            ready: rate,
+            approve: rate,
+            cancel: rate,
+            order: rate,
+        }
+    }
+
+    /// The fraction of `endpoint` (`ready`, `approve`, `cancel`, `order`).
+    pub fn of(&self, endpoint: &str) -> f64 {
+        match endpoint {
+            "ready" => self.ready,
+            "approve" => self.approve,
+            "cancel" => self.cancel,
+            "order" => self.order,
+            _ => 0.0,
+        }
+    }
+
+    fn rates(&self, knob: &'static str) -> [(String, f64); 4] {
+        [
+            (format!("{knob}.ready"), self.ready),
+            (format!("{knob}.approve"), self.approve),
+            (format!("{knob}.cancel"), self.cancel),
+            (format!("{knob}.order"), self.order),
+        ]
+    }
 }
 
 impl Faults {
     fn validate(&self) -> Result<(), String> {
-        for (name, rate) in [
-            ("decline_rate", self.decline_rate),
-            ("error_rate", self.error_rate),
-            ("lost_response_rate", self.lost_response_rate),
-        ] {
+        let mut rates = vec![
+            ("decline_rate".to_owned(), self.decline_rate),
+            ("error_rate".to_owned(), self.error_rate),
+            ("lost_response_rate".to_owned(), self.lost_response_rate),
+        ];
+        rates.extend(self.dropped_connection.rates("dropped_connection"));
+        rates.extend(self.applied_answer_lost.rates("applied_answer_lost"));
+        for (name, rate) in rates {
             if !(0.0..=1.0).contains(&rate) {
                 return Err(format!("{name} must be between 0.0 and 1.0"));
             }
@@ -69,6 +125,10 @@ pub struct FaultsPatch {
     pub decline_code: Option<String>,
     pub error_rate: Option<f64>,
     pub lost_response_rate: Option<f64>,
+    /// Replaces all four endpoints' rates (absent endpoints: 0).
+    pub dropped_connection: Option<PerEndpoint>,
+    /// Replaces all four endpoints' rates (absent endpoints: 0).
+    pub applied_answer_lost: Option<PerEndpoint>,
     /// Also clears a scheduled outage window: runtime control wins.
     pub outage: Option<bool>,
     pub mode: Option<SimMode>,
@@ -96,6 +156,10 @@ pub(crate) struct CallPlan {
     pub lose_response: bool,
     /// Decline this call if it is an otherwise valid approve.
     pub decline: bool,
+    /// Close the connection without an answer and do nothing else.
+    pub drop_connection: bool,
+    /// Process the call, then never answer (hold, then close the connection).
+    pub lose_answer: bool,
 }
 
 /// Runtime-adjustable settings (behind one mutex in the simulator state).
@@ -168,6 +232,12 @@ impl Knobs {
         faults.lost_response_rate = patch
             .lost_response_rate
             .unwrap_or(faults.lost_response_rate);
+        faults.dropped_connection = patch
+            .dropped_connection
+            .unwrap_or(faults.dropped_connection);
+        faults.applied_answer_lost = patch
+            .applied_answer_lost
+            .unwrap_or(faults.applied_answer_lost);
         faults.validate()?;
         if let Some(outage) = patch.outage {
             faults.outage = outage;
@@ -183,8 +253,9 @@ impl Knobs {
         Ok(())
     }
 
-    /// Draws this call's delay and fault outcome.
-    pub fn plan_call(&self) -> CallPlan {
+    /// Draws the delay and fault outcome of a call to `endpoint` (`ready`, `approve`,
+    /// `cancel`, `order`).
+    pub fn plan_call(&self, endpoint: &str) -> CallPlan {
         let mut rng = rand::rng();
         let f = &self.faults;
         let jitter = if f.jitter_ms > 0 {
@@ -204,6 +275,8 @@ impl Knobs {
             reject,
             lose_response: roll(&mut rng, f.lost_response_rate),
             decline: roll(&mut rng, f.decline_rate),
+            drop_connection: roll(&mut rng, f.dropped_connection.of(endpoint)),
+            lose_answer: roll(&mut rng, f.applied_answer_lost.of(endpoint)),
         }
     }
 }
@@ -231,9 +304,34 @@ mod tests {
             None,
         );
         for _ in 0..100 {
-            let plan = k.plan_call();
+            let plan = k.plan_call("approve");
             assert!(plan.decline && plan.reject.is_none() && !plan.lose_response);
         }
+    }
+
+    #[test]
+    fn connection_knobs_are_per_endpoint() {
+        let mut k = knobs(Faults::default(), None);
+        let patch: FaultsPatch = serde_json::from_value(serde_json::json!({
+            "dropped_connection": {"cancel": 1.0},
+            "applied_answer_lost": {"approve": 1.0},
+        }))
+        .expect("a valid patch");
+        k.apply(patch).expect("valid");
+        assert!(k.plan_call("cancel").drop_connection);
+        assert!(!k.plan_call("approve").drop_connection);
+        assert!(k.plan_call("approve").lose_answer);
+        assert!(!k.plan_call("order").lose_answer);
+        let bad: FaultsPatch = serde_json::from_value(serde_json::json!({
+            "dropped_connection": {"approve": 2.0},
+        }))
+        .expect("parses");
+        let err = k.apply(bad).expect_err("out of range");
+        assert!(err.contains("dropped_connection.approve"), "{err}");
+        let typo = serde_json::from_value::<FaultsPatch>(serde_json::json!({
+            "dropped_connection": {"aprove": 1.0},
+        }));
+        assert!(typo.is_err(), "a typo fails loudly");
     }
 
     #[test]

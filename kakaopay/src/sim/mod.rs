@@ -32,7 +32,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-pub use faults::{Faults, FaultsView, OutageWindow};
+pub use faults::{Faults, FaultsView, OutageWindow, PerEndpoint, LOST_ANSWER_HOLD};
 pub use ledger::{Ledger, LedgerEntry};
 
 use crate::client::{KakaoPayConfig, DEFAULT_TIMEOUT, TEST_CID};

@@ -67,7 +67,7 @@ async fn order(state: Data, req: HttpRequest, body: web::Bytes) -> HttpResponse 
 }
 
 async fn api_call(state: &SimState, req: &HttpRequest, body: &[u8], op: Op) -> HttpResponse {
-    let plan = state.plan_call();
+    let plan = state.plan_call(op.name());
     if !plan.delay.is_zero() {
         // Async sleep: a slow gateway must not block the worker.
         actix_web::rt::time::sleep(plan.delay).await;
@@ -76,12 +76,28 @@ async fn api_call(state: &SimState, req: &HttpRequest, body: &[u8], op: Op) -> H
         tracing::info!(op = op.name(), code = err.code, "injected fault");
         return err.response();
     }
+    if plan.drop_connection {
+        tracing::info!(
+            op = op.name(),
+            "injected fault: connection dropped, nothing done"
+        );
+        return dropped_connection();
+    }
     let result = authorize(state, req)
         .and_then(|()| Body::parse(body))
         .and_then(|body| {
             body.check_cid(&state.cid)?;
             dispatch(state, op, &body, &plan)
         });
+    if plan.lose_answer {
+        tracing::info!(
+            op = op.name(),
+            ok = result.is_ok(),
+            "processed; the answer never comes"
+        );
+        actix_web::rt::time::sleep(super::faults::LOST_ANSWER_HOLD).await;
+        return dropped_connection();
+    }
     match result {
         Ok(_) if plan.lose_response => {
             tracing::info!(
@@ -98,6 +114,31 @@ async fn api_call(state: &SimState, req: &HttpRequest, body: &[u8], op: Op) -> H
             tracing::info!(op = op.name(), code = err.code, message = %err.message, "rejected");
             err.response()
         }
+    }
+}
+
+/// A response whose body fails at once: actix-web closes the connection without
+/// completing an answer, so the caller sees the connection dropped.
+fn dropped_connection() -> HttpResponse {
+    HttpResponse::Ok().body(Dropped)
+}
+
+struct Dropped;
+
+impl actix_web::body::MessageBody for Dropped {
+    type Error = std::io::Error;
+
+    fn size(&self) -> actix_web::body::BodySize {
+        actix_web::body::BodySize::Stream
+    }
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<web::Bytes, Self::Error>>> {
+        std::task::Poll::Ready(Some(Err(std::io::Error::other(
+            "connection dropped by the simulator",
+        ))))
     }
 }
 

@@ -95,8 +95,8 @@ impl SimState {
         f(&mut lock(&self.knobs))
     }
 
-    pub fn plan_call(&self) -> CallPlan {
-        lock(&self.knobs).plan_call()
+    pub fn plan_call(&self, endpoint: &str) -> CallPlan {
+        lock(&self.knobs).plan_call(endpoint)
     }
 
     pub fn decline_code(&self) -> Option<String> {
