@@ -99,6 +99,8 @@ pub struct Stack {
     pub notifier: Service,
     pub http: reqwest::Client,
     pub notifier_token: String,
+    /// Case 1: the secret the services sign `POST /internal/events` with.
+    pub internal_secret: String,
     plan: services::Plan,
 }
 
@@ -130,6 +132,7 @@ impl Stack {
             notifier,
             http: reqwest::Client::new(),
             notifier_token: plan.notifier_token.clone(),
+            internal_secret: plan.internal_secret.clone(),
             plan,
         })
     }

@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing_actix_web::TracingLogger;
 
 /// A running notifier. `build` starts everything; cancel [`Application::shutdown_token`]
 /// to stop it and await [`Application::run_until_stopped`].
@@ -101,7 +100,7 @@ impl Application {
         });
         let server = HttpServer::new(move || {
             App::new()
-                .wrap(TracingLogger::default())
+                .wrap(shared_events::request_span::tracing_logger())
                 .wrap(HttpMetrics::new("notifier"))
                 .app_data(state.clone())
                 .configure(api::configure)

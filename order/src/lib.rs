@@ -20,6 +20,7 @@ pub mod changes;
 pub mod config;
 pub mod deadline;
 pub mod domain;
+pub mod email;
 pub mod error;
 pub mod gauges;
 pub mod orders;

@@ -26,8 +26,9 @@ use crate::routes::{self, MAX_BODY_BYTES};
 use crate::saga::PaymentEvents;
 use crate::startup::AppState;
 use actix_web::http::header;
-use actix_web::{web, HttpResponse};
-use shared_events::chain::{self, EVENTS_PATH};
+use actix_web::{web, HttpRequest, HttpResponse};
+use secrecy::ExposeSecret;
+use shared_events::chain::{self, EventSigner, EVENTS_PATH};
 use shared_events::db::PgPool;
 use shared_events::outbox::Outbox;
 use tokio_util::sync::CancellationToken;
@@ -43,12 +44,14 @@ pub fn outbox(
     let topics = settings.kafka.topics();
     let own = topics.orders.clone();
     let subscribers = vec![settings.payment_url.clone(), settings.mailer_url.clone()];
+    let secret = settings.internal_events_secret.as_ref();
+    let signer = EventSigner::required(secret.map(ExposeSecret::expose_secret))?;
     Ok(chain::http_outbox(
         "order",
         pool,
         topics,
-        own,
-        subscribers,
+        (own, subscribers),
+        signer,
         shutdown,
         tasks,
     )?)
@@ -92,15 +95,21 @@ async fn cancel_order(
     Ok(routes::order_body(HttpResponse::Accepted(), &order.into()))
 }
 
-/// A payment event, handled by the same handler as the Kafka consumer's; the events it
+/// A payment event, signed by payment-service (`401` otherwise, nothing changed), handled
+/// by the same handler as the Kafka consumer's; the events it
 /// causes are delivered before the answer. `200` handled, `400` not an event, `422`
 /// refused for good (e.g. an unknown order), `503` try again.
-async fn receive_event(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
+async fn receive_event(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
     let handler = PaymentEvents {
         db: state.db.clone(),
         outbox: state.outbox.clone(),
     };
     chain::receive_event(
+        &request,
         &body,
         &handler,
         &state.outbox,

@@ -51,13 +51,7 @@ pub fn init(service: &str) {
     let otel = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer(service.to_owned()))
         .with_tracked_inactivity(false);
-    let json_layer = json.then(|| {
-        tracing_subscriber::fmt::layer()
-            .fmt_fields(JsonFields::new())
-            .event_format(JsonLines {
-                service: service.to_owned(),
-            })
-    });
+    let json_layer = json.then(|| json_layer(service, std::io::stdout));
     let text_layer = (!json).then(|| tracing_subscriber::fmt::layer().with_target(false));
     let installed = tracing_subscriber::registry()
         .with(filter)
@@ -73,6 +67,21 @@ pub fn init(service: &str) {
             "Logging started for {service}."
         );
     }
+}
+
+/// The layer writing `LOG_FORMAT=json` lines to `writer`. [`init`] writes to stdout; a
+/// test that must read every line a flow logs installs it with a writer of its own.
+pub fn json_layer<S, W>(service: &str, writer: W) -> impl tracing_subscriber::Layer<S>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt::layer()
+        .fmt_fields(JsonFields::new())
+        .event_format(JsonLines {
+            service: service.to_owned(),
+        })
+        .with_writer(writer)
 }
 
 /// Flushes and stops span export. Call it once, when the process is about to exit.

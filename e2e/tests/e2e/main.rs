@@ -11,3 +11,4 @@ mod guarantees;
 mod migrations;
 mod rejoin;
 mod restart;
+mod strangers;

@@ -74,6 +74,10 @@ pub struct MailerSettings {
         value_parser = parse_secret
     )]
     pub api_token: SecretString,
+    /// Case 1: the secret order and payment sign `POST /internal/events` with
+    /// (HMAC-SHA256). Required in case 1, unused in case 2; no default.
+    #[arg(long, env = "INTERNAL_EVENTS_SECRET", hide_env_values = true)]
+    pub internal_events_secret: Option<SecretString>,
     #[arg(long, env = "MAILER_SMTP_POOL_SIZE", default_value_t = 8)]
     pub smtp_pool_size: u32,
     #[arg(long, env = "MAILER_SMTP_TIMEOUT_SECS", default_value_t = 10)]
