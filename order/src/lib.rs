@@ -16,6 +16,7 @@
 //! change when asked (`Prefer: wait=N`), and `GET /orders/{id}/events` streams every
 //! change; see [`watch`] and [`changes`].
 
+pub mod access;
 pub mod changes;
 pub mod config;
 pub mod deadline;

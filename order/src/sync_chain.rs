@@ -18,6 +18,7 @@
 //! A delivery that fails (a service down, a mail server refusing for now) does not fail
 //! the shopper's request: the event stays in the outbox and the HTTP relay retries it.
 
+use crate::access::{Access, Presented};
 use crate::config::Settings;
 use crate::domain::{NewOrder, PlaceOrder};
 use crate::error::ApiError;
@@ -25,6 +26,7 @@ use crate::orders;
 use crate::routes::{self, MAX_BODY_BYTES};
 use crate::saga::PaymentEvents;
 use crate::startup::AppState;
+use crate::view::Rendered;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use secrecy::ExposeSecret;
@@ -74,25 +76,33 @@ async fn place_order(
     let bytes = routes::read_limited(body, MAX_BODY_BYTES).await?;
     let request: PlaceOrder = routes::parse_json(&bytes)?;
     let order = NewOrder::try_from(request).map_err(ApiError::Invalid)?;
-    let placed = orders::place(&state.db, &state.outbox, order, state.payment_deadline).await?;
+    let (placed, token) =
+        orders::place(&state.db, &state.outbox, order, state.payment_deadline).await?;
     let id = placed.row.id;
     state.outbox.dispatch_now(id).await;
     let order = orders::get(&state.db, id).await?;
     let mut response = HttpResponse::Accepted();
     response.insert_header((header::LOCATION, format!("/orders/{id}")));
-    Ok(routes::order_body(response, &order.into()))
+    Ok(routes::order_body(
+        response,
+        &Rendered::placed(order, &token),
+    ))
 }
 
-/// The shopper cancels; a paid order is refunded within the request.
+/// The shopper cancels (only with the order's token); a paid order is refunded within
+/// the request.
 async fn cancel_order(
     state: web::Data<AppState>,
     id: web::Path<String>,
+    request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let id = routes::order_id(&id)?;
-    orders::cancel(&state.db, &state.outbox, &state.changes, id).await?;
+    let presented = Presented::from_request(&request);
+    orders::cancel(&state.db, &state.outbox, &state.changes, id, &presented).await?;
     state.outbox.dispatch_now(id).await;
     let order = orders::get(&state.db, id).await?;
-    Ok(routes::order_body(HttpResponse::Accepted(), &order.into()))
+    let view = Rendered::of(order, Access::Owner);
+    Ok(routes::order_body(HttpResponse::Accepted(), &view))
 }
 
 /// A payment event, signed by payment-service (`401` otherwise, nothing changed), handled
