@@ -272,7 +272,7 @@ async fn launch(kind: Kind, plan: &Plan) -> anyhow::Result<Launched> {
             settings.consumer_group = plan.group("mailer");
             settings.smtp_host = plan.infra.smtp_host.clone();
             settings.smtp_port = plan.infra.smtp_port;
-            settings.api_token = plan.notifier_token.clone().into();
+            settings.api_token = Some(plan.notifier_token.clone().into());
             settings.internal_events_secret = Some(plan.internal_secret.clone().into());
             settings.kafka = kafka;
             let app = notifier::blocking::MailerApp::build(settings).await?;
@@ -290,7 +290,7 @@ async fn launch(kind: Kind, plan: &Plan) -> anyhow::Result<Launched> {
             settings.mongodb_database = format!("notifier_{}", plan.id);
             settings.smtp_host = plan.infra.smtp_host.clone();
             settings.smtp_port = plan.infra.smtp_port;
-            settings.api_token = plan.notifier_token.clone().into();
+            settings.api_token = Some(plan.notifier_token.clone().into());
             settings.kafka = kafka;
             let app = notifier::Application::build(settings).await?;
             Ok((

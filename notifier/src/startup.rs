@@ -36,6 +36,7 @@ impl Application {
         // Install the process's metrics recorder before anything records.
         let _ = shared_events::telemetry::metrics();
         crate::service::describe_metrics();
+        let api_token = crate::api::auth::required_token(settings.api_token.as_ref())?;
 
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))
             .with_context(|| format!("could not bind {}:{}", settings.host, settings.port))?;
@@ -94,10 +95,7 @@ impl Application {
         )
         .context("could not create the Kafka consumer")?;
 
-        let state = web::Data::new(ApiState {
-            store,
-            api_token: settings.api_token.clone(),
-        });
+        let state = web::Data::new(ApiState { store, api_token });
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(shared_events::request_span::tracing_logger())

@@ -73,6 +73,7 @@ impl MailerApp {
                 settings.case
             );
         }
+        let api_token = crate::api::auth::required_token(settings.api_token.as_ref())?;
         // Checked before anything starts: case 1 never accepts unauthenticated events.
         let signer = if settings.case.uses_kafka() {
             None
@@ -136,7 +137,7 @@ impl MailerApp {
 
         let api_state = web::Data::new(ApiState {
             store: Arc::new(PgHistoryStore::new(pool.clone())),
-            api_token: settings.api_token.clone(),
+            api_token,
         });
         let mailer_state = web::Data::new(MailerState {
             mailer,

@@ -49,7 +49,7 @@ async fn spawn_mailer(case: Case, customize: impl FnOnce(&mut MailerSettings)) -
     settings.kafka = KafkaSettings::local(&kafka_brokers(), &format!("b{id}."));
     settings.smtp_host = smtp_host();
     settings.smtp_port = smtp_port();
-    settings.api_token = TOKEN.to_owned().into();
+    settings.api_token = Some(TOKEN.into());
     settings.internal_events_secret = Some(INTERNAL_SECRET.into());
     settings.mail_retry_initial_ms = 100;
     settings.mail_retry_max_ms = 400;
@@ -356,6 +356,7 @@ async fn case_1_without_a_secret_refuses_to_start() {
     let mut settings = MailerSettings::try_parse_from(["mailer-blocking"]).expect("defaults");
     settings.case = Case::SyncChain;
     settings.port = 0;
+    settings.api_token = Some(TOKEN.into());
     settings.internal_events_secret = None;
     let error = match MailerApp::build(settings).await {
         Ok(_) => panic!("case 1 started without INTERNAL_EVENTS_SECRET"),
