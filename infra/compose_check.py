@@ -15,12 +15,20 @@ running anything:
 * every file or folder mounted or referenced exists (Dockerfile, Prometheus config and
   rules, Grafana provisioning and dashboards, init scripts);
 * no host port is published twice; container ports match the services' *_PORT;
+* every port is published on 127.0.0.1 only (never on all interfaces, `0.0.0.0` or a
+  bare `host:container`), as the README promises;
+* no credential has a default: a password, secret, token or key is taken from the
+  environment / `infra/.env` as `${NAME:?…}` (required), never `${NAME:-weak}` or a
+  literal, and so is the password inside a connection URL;
 * Prometheus' compose config scrapes each service at the port it listens on, and the
   Grafana datasource points at the compose Prometheus.
 
 Exit status 0 when everything holds, 1 with one line per problem otherwise.
+`compose_check.py --self-test` also proves the checker refuses a copy of the file with
+a port published on all interfaces, and one with a default password.
 """
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -114,6 +122,55 @@ def env_of(service):
     return {str(k): "" if v is None else str(v) for k, v in env.items()}
 
 
+LOOPBACK = {"127.0.0.1", "::1", "[::1]", "localhost"}
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|(^|_)KEY$")
+# `${NAME:-value}` / `${NAME-value}`: a default the shop would silently run with.
+DEFAULTED = re.compile(r"\$\{([A-Z][A-Z0-9_]*):?-([^}]*)\}")
+URL_PASSWORD = re.compile(r"://[^:/@\s]+:([^@\s]*)@")
+
+
+def bind_addresses(service):
+    """(host address or None, host port, container port) of each published port."""
+    binds = []
+    for entry in service.get("ports") or []:
+        if isinstance(entry, dict):  # long syntax
+            binds.append((entry.get("host_ip"), str(entry.get("published", "")), str(entry.get("target"))))
+            continue
+        text = str(entry)
+        address = None
+        if text.startswith("["):  # [::1]:8081:8081
+            address, _, text = text[1:].partition("]:")
+            address = f"[{address}]"
+        parts = text.split(":")
+        if address is None and len(parts) == 3:
+            address = parts[0]
+        host = parts[-2] if len(parts) >= 2 else None
+        binds.append((address, host, parts[-1].split("/")[0]))
+    return binds
+
+
+def check_loopback(name, service):
+    for address, host, container in bind_addresses(service):
+        if address not in LOOPBACK:
+            where = f"on {address}" if address else "on all host interfaces"
+            problem(f"{name}: publishes {host or container}->{container} {where}; publish on 127.0.0.1 only")
+
+
+def check_credentials(name, service):
+    for var, value in env_of(service).items():
+        if SECRET_NAME.search(var) and "${" not in value:
+            problem(f"{name}: {var} is a literal; take it from infra/.env as ${{NAME:?...}}")
+        for password in URL_PASSWORD.findall(value):
+            if not password.startswith("${"):
+                problem(f"{name}: {var} has a literal password in its URL")
+
+
+def check_defaults(raw_text):
+    for var, default in DEFAULTED.findall(raw_text):
+        if SECRET_NAME.search(var):
+            problem(f"${{{var}}} has the default {default!r}; a credential must be required (${{{var}:?...}})")
+
+
 def published_ports(service):
     ports = []
     for entry in service.get("ports") or []:
@@ -126,11 +183,66 @@ def published_ports(service):
     return ports
 
 
-def main():
+def self_test():
+    """The checker passes the real file and refuses two broken copies of it."""
+    original = COMPOSE.read_text(encoding="utf-8")
+    broken = {
+        "a port on all interfaces": original.replace('"127.0.0.1:8081:8081"', '"0.0.0.0:8081:8081"', 1),
+        "a port without an address": original.replace('"127.0.0.1:5432:5432"', '"5432:5432"', 1),
+        "a default password": original.replace(
+            "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD in infra/.env}", "${POSTGRES_PASSWORD:-postgres}", 1),
+    }
+    failures = []
+    if check(COMPOSE):
+        failures.append("the real compose file is refused")
+    for what, text in broken.items():
+        if text == original:
+            failures.append(f"self-test could not make {what}")
+            continue
+        copy = INFRA / f".compose-selftest-{os.getpid()}.yml"
+        try:
+            copy.write_text(text, encoding="utf-8")
+            if not check(copy):
+                failures.append(f"a compose file with {what} passes")
+        finally:
+            copy.unlink(missing_ok=True)
+    for line in failures:
+        print(f"compose_check self-test: {line}", file=sys.stderr)
+    if not failures:
+        print("compose_check self-test: OK (refuses a 0.0.0.0 publish, a bare publish and a default password)")
+    return 1 if failures else 0
+
+
+def check(path):
+    """The problems of the compose file at `path` (nothing printed)."""
     global COMPOSE
-    if len(sys.argv) > 1:  # another compose file in infra/ (the checker's own tests)
-        COMPOSE = Path(sys.argv[1]).resolve()
-    compose = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+    COMPOSE = path
+    problems.clear()
+    run_checks()
+    return list(problems)
+
+
+def main():
+    if sys.argv[1:] == ["--self-test"]:
+        return self_test()
+    path = Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else COMPOSE
+    found = check(path)
+    services = yaml.safe_load(path.read_text(encoding="utf-8")).get("services") or {}
+    if found:
+        for line in found:
+            print(f"compose_check: {line}", file=sys.stderr)
+        return 1
+    extra = f"; not in the local scripts: {', '.join(sorted(NOT_IN_SCRIPTS))}" if NOT_IN_SCRIPTS else ""
+    print(f"compose_check: {path.name} OK ({len(services)} services{extra})")
+    return 0
+
+
+NOT_IN_SCRIPTS = set()
+
+
+def run_checks():
+    raw_text = COMPOSE.read_text(encoding="utf-8")
+    compose = yaml.safe_load(raw_text)
     services = compose.get("services") or {}
     missing = REQUIRED - set(services)
     if missing:
@@ -139,10 +251,14 @@ def main():
     shared = rust_env_vars(SHARED_SOURCES)
     telemetry = telemetry_env_vars()
     scripts = local_script_vars()
-    not_in_scripts = set()
+    not_in_scripts = NOT_IN_SCRIPTS
+    not_in_scripts.clear()
     host_ports = {}
+    check_defaults(raw_text)
 
     for name, service in services.items():
+        check_loopback(name, service)
+        check_credentials(name, service)
         # Build: our Dockerfile, a real package, binary and features.
         build = service.get("build")
         binary = None
@@ -256,13 +372,6 @@ def main():
         if home and not (host_path(dashboards) / Path(home).name).is_file():
             problem(f"grafana: home dashboard {home} does not exist")
 
-    if problems:
-        for line in problems:
-            print(f"compose_check: {line}", file=sys.stderr)
-        return 1
-    extra = f"; not in the local scripts: {', '.join(sorted(not_in_scripts))}" if not_in_scripts else ""
-    print(f"compose_check: {COMPOSE.name} OK ({len(services)} services{extra})")
-    return 0
 
 
 if __name__ == "__main__":

@@ -266,10 +266,13 @@ impl Shop {
     /// `GET /orders/{id}`: the order and its `ETag`. With `seen` (an `ETag`), the order
     /// service waits (`Prefer: wait`) until the order differs from it or the wait (at most
     /// [`LONG_POLL`], never past `deadline`) is over. A refused wait (503) is asked again
-    /// after `Retry-After` (or [`ShopConfig::poll`]) until `deadline`.
+    /// after `Retry-After` (or [`ShopConfig::poll`]) until `deadline`. `token` is the
+    /// order's (from `POST /orders`): the shopper reads its own full view, whose `ETag` is
+    /// the POST answer's.
     pub async fn get_order(
         &self,
         id: &str,
+        token: &str,
         seen: Option<&str>,
         deadline: TokioInstant,
     ) -> Result<(Value, Option<String>), String> {
@@ -280,7 +283,7 @@ impl Shop {
             .map_err(|_| "poll_bad_url".to_owned())?;
         let mut pause = self.config.poll;
         loop {
-            let mut request = self.api.get(url.clone());
+            let mut request = self.api.get(url.clone()).bearer_auth(token);
             if let Some(seen) = seen {
                 let wait = whole_seconds_until(deadline);
                 request = request
@@ -347,6 +350,10 @@ impl Shop {
             .as_str()
             .ok_or_else(|| "accept_no_id".to_owned())?
             .to_owned();
+        let token = order["access_token"]
+            .as_str()
+            .ok_or_else(|| "accept_no_token".to_owned())?
+            .to_owned();
         outcome.accept = Some(accepted - due);
         outcome.order_id = Some(id.clone());
         if self.config.accept_only {
@@ -366,7 +373,9 @@ impl Shop {
             if TokioInstant::now() >= deadline {
                 return Err("payment_ready_timeout".to_owned());
             }
-            (order, etag) = self.get_order(&id, etag.as_deref(), deadline).await?;
+            (order, etag) = self
+                .get_order(&id, &token, etag.as_deref(), deadline)
+                .await?;
         };
         let ready = TokioInstant::now();
         outcome.ready = Some(ready - accepted);
@@ -407,7 +416,9 @@ impl Shop {
         let mut etag = None;
         loop {
             let order;
-            (order, etag) = self.get_order(&id, etag.as_deref(), deadline).await?;
+            (order, etag) = self
+                .get_order(&id, &token, etag.as_deref(), deadline)
+                .await?;
             match order["status"].as_str() {
                 Some("COMPLETED") => {
                     outcome.end_to_end = Some(accepted.elapsed());

@@ -99,6 +99,10 @@ pub struct Stack {
     pub notifier: Service,
     pub http: reqwest::Client,
     pub notifier_token: String,
+    /// Case 1: the secret the services sign `POST /internal/events` with.
+    pub internal_secret: String,
+    /// The token of every order this stack placed (`POST /orders` shows it once).
+    tokens: std::sync::Mutex<std::collections::HashMap<Uuid, String>>,
     plan: services::Plan,
 }
 
@@ -130,6 +134,8 @@ impl Stack {
             notifier,
             http: reqwest::Client::new(),
             notifier_token: plan.notifier_token.clone(),
+            internal_secret: plan.internal_secret.clone(),
+            tokens: Default::default(),
             plan,
         })
     }
@@ -179,13 +185,44 @@ impl Stack {
         })
     }
 
+    /// `POST /orders`; the token of an accepted order is kept for [`Stack::token`] (read
+    /// the answer's body as usual: it is buffered here).
     pub async fn post_order(&self, body: &Value) -> reqwest::Response {
-        self.http
+        let response = self
+            .http
             .post(format!("{}/orders", self.order.url()))
             .json(body)
             .send()
             .await
-            .expect("order-service answers")
+            .expect("order-service answers");
+        if response.status() != 202 {
+            return response;
+        }
+        let (status, headers) = (response.status(), response.headers().clone());
+        let bytes = response.bytes().await.expect("order body");
+        if let Ok(order) = serde_json::from_slice::<Value>(&bytes) {
+            let id = order["id"].as_str().and_then(|id| id.parse().ok());
+            if let (Some(id), Some(token)) = (id, order["access_token"].as_str()) {
+                self.lock_tokens().insert(id, token.to_owned());
+            }
+        }
+        let mut rebuilt = http_response(status, bytes.to_vec());
+        *rebuilt.headers_mut() = headers;
+        rebuilt.into()
+    }
+
+    fn lock_tokens(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Uuid, String>> {
+        self.tokens
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The token of order `id`, placed through this stack.
+    pub fn token(&self, id: Uuid) -> String {
+        self.lock_tokens()
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no token for order {id}: not placed through this stack"))
     }
 
     /// Places a valid order for `email` and returns its id.
@@ -199,15 +236,27 @@ impl Stack {
             .expect("order id")
     }
 
+    /// The order as its shopper sees it (with its token).
     pub async fn get_order(&self, id: Uuid) -> Value {
         self.http
             .get(format!("{}/orders/{id}", self.order.url()))
+            .bearer_auth(self.token(id))
             .send()
             .await
             .expect("order-service answers")
             .json()
             .await
             .expect("order JSON")
+    }
+
+    /// `POST /orders/{id}/cancel` as the order's shopper.
+    pub async fn cancel_order(&self, id: Uuid) -> reqwest::Response {
+        self.http
+            .post(format!("{}/orders/{id}/cancel", self.order.url()))
+            .bearer_auth(self.token(id))
+            .send()
+            .await
+            .expect("order-service answers")
     }
 
     /// Waits until the order's payment is ready and returns where the shopper pays.
@@ -226,7 +275,8 @@ impl Stack {
         what: &str,
         check: impl Fn(&Value) -> Option<T>,
     ) -> T {
-        let mut watch = watch::OrderWatch::new(&self.order.url(), id);
+        let token = self.lock_tokens().get(&id).cloned();
+        let mut watch = watch::OrderWatch::new(&self.order.url(), id).with_token(token);
         let started = Instant::now();
         loop {
             match watch.next(&self.http).await {
@@ -347,4 +397,11 @@ where
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_millis(250));
     }
+}
+
+/// A `reqwest::Response` made from a status and a body already read.
+fn http_response(status: reqwest::StatusCode, body: Vec<u8>) -> ::http::Response<Vec<u8>> {
+    let mut response = ::http::Response::new(body);
+    *response.status_mut() = status;
+    response
 }

@@ -22,6 +22,8 @@ pub(crate) struct Plan {
     payment_port: u16,
     notifier_port: u16,
     pub(crate) notifier_token: String,
+    /// Case 1: the secret order, payment and the mail service sign their events with.
+    pub(crate) internal_secret: String,
     pub(crate) options: Options,
     /// Bumped by a replay: new consumer groups start from the first offset.
     generation: u32,
@@ -63,6 +65,7 @@ impl Plan {
             payment_port: free_port()?,
             notifier_port: free_port()?,
             notifier_token: format!("token-{id}"),
+            internal_secret: format!("internal-{}", uuid::Uuid::new_v4().simple()),
             options,
             generation: 0,
         })
@@ -248,6 +251,7 @@ async fn build(kind: Kind, plan: &Plan) -> anyhow::Result<Launched> {
             settings.case = plan.options.case;
             settings.payment_url = plan.url(plan.payment_port)?;
             settings.mailer_url = plan.url(plan.notifier_port)?;
+            settings.internal_events_secret = Some(plan.internal_secret.clone().into());
             if let Some(deadline) = plan.options.payment_deadline {
                 settings.payment_deadline_secs = deadline.as_secs().max(1);
                 settings.deadline_check_ms = 100;
@@ -282,6 +286,7 @@ async fn build(kind: Kind, plan: &Plan) -> anyhow::Result<Launched> {
             settings.case = plan.options.case;
             settings.order_url = plan.url(plan.order_port)?;
             settings.mailer_url = plan.url(plan.notifier_port)?;
+            settings.internal_events_secret = Some(plan.internal_secret.clone().into());
             settings.kafka = kafka;
             let app = payment::startup::Application::build(settings).await?;
             Ok((
@@ -299,7 +304,8 @@ async fn build(kind: Kind, plan: &Plan) -> anyhow::Result<Launched> {
             settings.consumer_group = plan.group("mailer");
             settings.smtp_host = plan.infra.smtp_host.clone();
             settings.smtp_port = plan.infra.smtp_port;
-            settings.api_token = plan.notifier_token.clone().into();
+            settings.api_token = Some(plan.notifier_token.clone().into());
+            settings.internal_events_secret = Some(plan.internal_secret.clone().into());
             settings.kafka = kafka;
             let app = notifier::blocking::MailerApp::build(settings).await?;
             Ok((
@@ -316,7 +322,7 @@ async fn build(kind: Kind, plan: &Plan) -> anyhow::Result<Launched> {
             settings.mongodb_database = format!("notifier_{}", plan.id);
             settings.smtp_host = plan.infra.smtp_host.clone();
             settings.smtp_port = plan.infra.smtp_port;
-            settings.api_token = plan.notifier_token.clone().into();
+            settings.api_token = Some(plan.notifier_token.clone().into());
             settings.kafka = kafka;
             let app = notifier::Application::build(settings).await?;
             Ok((

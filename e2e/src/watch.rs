@@ -16,6 +16,8 @@ pub const WAIT: Duration = Duration::from_secs(10);
 pub struct OrderWatch {
     url: String,
     etag: Option<String>,
+    /// The order's token: with it the shopper's full view, without it the public one.
+    token: Option<String>,
 }
 
 /// A long poll that did not bring the order.
@@ -34,13 +36,23 @@ impl OrderWatch {
         Self {
             url: format!("{order_url}/orders/{id}"),
             etag: None,
+            token: None,
         }
+    }
+
+    /// Watches as the shopper holding the order's `token` (the full view).
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
     }
 
     /// The order at once the first time; then once it differs from the last answer, or as
     /// it is when the server's wait is over.
     pub async fn next(&mut self, http: &reqwest::Client) -> Result<Value, WatchError> {
         let mut request = http.get(&self.url).timeout(WAIT * 2);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
         if let Some(etag) = &self.etag {
             request = request
                 .header("Prefer", format!("wait={}", WAIT.as_secs()))

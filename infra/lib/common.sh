@@ -177,7 +177,11 @@ set_defaults() {
     : "${SMTP_PORT:=2525}"
     : "${SMTP_MAILDIR:=$STATE/mail}"
     : "${MAIL_FROM:=Saga Shop <shop@example.com>}"
+    # The local stack's own credentials, set explicitly here (the services have no
+    # default): the history API's token, and case 1's event-signing secret, random per
+    # state folder (kept in $STATE/secrets so every process of the stack shares it).
     : "${NOTIFIER_API_TOKEN:=local-dev-token}"
+    : "${INTERNAL_EVENTS_SECRET:=$(local_secret internal-events-secret)}"
     # Cases 1 and 2: the blocking mail service stands where the notifier would.
     : "${MAILER_HOST:=$NOTIFIER_HOST}"
     : "${MAILER_PORT:=$NOTIFIER_PORT}"
@@ -204,8 +208,19 @@ set_defaults() {
         SMTP_HOST SMTP_PORT SMTP_MAILDIR MAIL_FROM NOTIFIER_API_TOKEN \
         PROMETHEUS_PORT RUST_LOG SAGA_CASE PAYMENT_INSTANCES NOTIFIER_INSTANCES \
         MAILER_HOST MAILER_PORT MAILER_DATABASE_URL \
-        ORDER_PAYMENT_URL ORDER_MAILER_URL PAYMENT_ORDER_URL PAYMENT_MAILER_URL
+        ORDER_PAYMENT_URL ORDER_MAILER_URL PAYMENT_ORDER_URL PAYMENT_MAILER_URL \
+        INTERNAL_EVENTS_SECRET
     select_services
+}
+
+# A random secret named $1, made once per state folder (mode 600) and printed.
+local_secret() {
+    local file="$STATE/secrets/$1"
+    if [[ ! -s "$file" ]]; then
+        mkdir -p "$STATE/secrets"
+        (umask 077 && od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$file")
+    fi
+    cat "$file"
 }
 
 ensure_state_dirs() {

@@ -35,10 +35,11 @@ PY
 # order service to wait (Prefer: wait) until the order differs from it, so each answer
 # comes as soon as the order changes; without one it reads the order at once. Leaves the
 # body in $order and its tag in $etag (callers declare both). $2 names a file for the
-# response headers.
+# response headers. The order's token ($token, from POST /orders) shows the shopper's
+# full view; without it the order service shows only the public one.
 demo_watch_order() {
-    local id="$1" headers="$2" ask=()
-    [[ -n "$etag" ]] && ask=(-H "Prefer: wait=20" -H "If-None-Match: $etag")
+    local id="$1" headers="$2" ask=(-H "Authorization: Bearer $token")
+    [[ -n "$etag" ]] && ask+=(-H "Prefer: wait=20" -H "If-None-Match: $etag")
     if ! order="$(curl -sS -m 30 -D "$headers" "${ask[@]}" "$order_url/orders/$id")"; then
         sleep 1 # order-service unreachable: do not spin
         order=""
@@ -56,7 +57,7 @@ cmd_demo() {
     else
         cmd_up "$@"
     fi
-    local order_url notifier_url email body hdr code location id
+    local order_url notifier_url email body hdr code location id token
     order_url="$(service_url order)"
     notifier_url="$(service_url "$(mail_service)")"
     email="shopper-$(date +%s)-$RANDOM@example.com"
@@ -82,6 +83,9 @@ cmd_demo() {
     id="$(jq -r '.id // empty' <<<"$resp" 2>/dev/null || true)"
     [[ -n "$id" ]] || id="${location##*/}"
     [[ -n "$id" ]] || die "no order id in the response"
+    # The shopper's capability for this order: shown once, needed to see it all or cancel.
+    token="$(jq -r '.access_token // empty' <<<"$resp" 2>/dev/null || true)"
+    [[ -n "$token" ]] || die "no access_token in the response"
 
     demo_step "2. GET /orders/$id with Prefer: wait until payment.redirect_url is present"
     local order status="" last="" redirect="" deadline=$((SECONDS + timeout)) etag

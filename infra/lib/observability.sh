@@ -18,6 +18,7 @@ check_observability() {
     }
     log "compose check: infra/docker-compose.yml"
     "$VENV/bin/python" "$INFRA_DIR/compose_check.py" >&2 || die "infra/docker-compose.yml is inconsistent (see above)"
+    "$VENV/bin/python" "$INFRA_DIR/compose_check.py" --self-test >&2 || die "the compose check does not refuse what it must (see above)"
 }
 
 cmd_check() {

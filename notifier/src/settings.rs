@@ -13,7 +13,7 @@
 //! | `SMTP_HOST` | `127.0.0.1` | SMTP relay (plain SMTP, no TLS, no auth) |
 //! | `SMTP_PORT` | `2525` | SMTP relay port |
 //! | `MAIL_FROM` | `Saga Shop <shop@example.com>` | `From` of every mail; its domain ends the Message-IDs |
-//! | `NOTIFIER_API_TOKEN` | `local-dev-token` | Bearer token of `GET /notifications…`. The default is for the local stack only: set a real secret anywhere else |
+//! | `NOTIFIER_API_TOKEN` | (none: required) | Bearer token of `GET /notifications…`. Without it the notifier refuses to start; the local stack (`infra/stack`) and the tests set their own |
 //! | `NOTIFIER_MAX_IN_FLIGHT` | `64` | messages fetched from Kafka and not yet finished; fetching pauses at this limit |
 //! | `NOTIFIER_MAX_UNCOMMITTED` | `10000` | offsets fetched but not yet stored (finished work waiting behind an unfinished one in its partition); fetching pauses at this limit |
 //! | `NOTIFIER_SMTP_POOL_SIZE` | `16` | SMTP connections: at most this many sessions at once, kept open between mails |
@@ -69,16 +69,15 @@ pub struct Settings {
         default_value = "Saga Shop <shop@example.com>"
     )]
     pub mail_from: String,
-    /// Bearer token required by `GET /notifications…`. The default is for the local
-    /// stack only: set a real secret anywhere else.
+    /// Bearer token required by `GET /notifications…`. No default: without it the
+    /// notifier refuses to start (see `api::auth::required_token`).
     #[arg(
         long,
         env = "NOTIFIER_API_TOKEN",
-        default_value = "local-dev-token",
         hide_env_values = true,
         value_parser = parse_secret
     )]
-    pub api_token: SecretString,
+    pub api_token: Option<SecretString>,
     /// Mails handled at once (messages fetched from Kafka and not yet finished); the
     /// notifier's own name for the engine's in-flight bound (KAFKA_MAX_IN_FLIGHT is not
     /// read by the notifier).
@@ -175,13 +174,21 @@ mod tests {
     use secrecy::ExposeSecret;
 
     #[test]
-    fn every_setting_has_a_default() {
-        let settings = Settings::parse_from(["notifier"]);
+    fn every_setting_but_the_api_token_has_a_default() {
+        let settings = Settings::parse_from(["notifier", "--api-token", "a-token-of-mine"]);
         assert_eq!(settings.port, 8083);
         assert_eq!(settings.consumer_group, "notifier");
         assert_eq!(settings.smtp_port, 2525);
-        assert_eq!(settings.api_token.expose_secret(), "local-dev-token");
-        assert!(!format!("{settings:?}").contains("local-dev-token"));
+        let token = settings.api_token.as_ref().expect("given");
+        assert_eq!(token.expose_secret(), "a-token-of-mine");
+        assert!(!format!("{settings:?}").contains("a-token-of-mine"));
+        // The default is the one clap would show: there is none.
+        use clap::CommandFactory;
+        let arg = Settings::command()
+            .get_arguments()
+            .find(|arg| arg.get_id() == "api_token")
+            .map(|arg| arg.get_default_values().len());
+        assert_eq!(arg, Some(0), "NOTIFIER_API_TOKEN has no default");
     }
 
     #[test]

@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing_actix_web::TracingLogger;
 
 /// A running notifier. `build` starts everything; cancel [`Application::shutdown_token`]
 /// to stop it and await [`Application::run_until_stopped`].
@@ -41,6 +40,7 @@ impl Application {
         // Install the process's metrics recorder before anything records.
         let _ = shared_events::telemetry::metrics();
         crate::service::describe_metrics();
+        let api_token = crate::api::auth::required_token(settings.api_token.as_ref())?;
 
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))
             .with_context(|| format!("could not bind {}:{}", settings.host, settings.port))?;
@@ -84,15 +84,12 @@ impl Application {
             dead_letters,
         };
 
-        let state = web::Data::new(ApiState {
-            store,
-            api_token: settings.api_token.clone(),
-        });
+        let state = web::Data::new(ApiState { store, api_token });
         let readiness = Readiness::starting();
         let ready = web::Data::new(readiness.clone());
         let server = HttpServer::new(move || {
             App::new()
-                .wrap(TracingLogger::default())
+                .wrap(shared_events::request_span::tracing_logger())
                 .wrap(HttpMetrics::new("notifier"))
                 .app_data(state.clone())
                 .app_data(ready.clone())

@@ -66,14 +66,11 @@ impl TryFrom<PlaceOrder> for NewOrder {
         let mut invalid = Vec::new();
         let customer_id = request.customer_id.trim().to_owned();
         check_text("customer_id", &customer_id, &mut invalid);
-        let customer_email = request.customer_email.trim().to_owned();
-        if !email_address::EmailAddress::is_valid(&customer_email) || !customer_email.contains('.')
-        {
-            invalid.push(InvalidParam::new(
-                "customer_email",
-                "must be a valid e-mail address",
-            ));
-        }
+        let customer_email = crate::email::parse("customer_email", &request.customer_email)
+            .unwrap_or_else(|refused| {
+                invalid.push(refused);
+                String::new()
+            });
         let locale = match request.locale.as_deref().map(str::trim) {
             None | Some("") | Some("ko") => Locale::Ko,
             Some("en") => Locale::En,

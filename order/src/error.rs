@@ -30,6 +30,12 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// The order's token is required and none was presented.
+    #[error("order token required")]
+    TokenRequired,
+    /// A token was presented, but it is not this order's.
+    #[error("wrong order token")]
+    WrongToken,
     #[error("database unavailable: {0}")]
     Unavailable(#[source] DbError),
     #[error("internal error: {0}")]
@@ -84,6 +90,18 @@ impl ApiError {
                 format!("The body must be at most {limit} bytes."),
             ),
             ApiError::NotFound(what) => Problem::not_found(what),
+            ApiError::TokenRequired => Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "/problems/token-required",
+                "Order token required",
+                "Send the order's token (returned by POST /orders) as `Authorization: Bearer <token>` or `?token=`.",
+            ),
+            ApiError::WrongToken => Problem::new(
+                StatusCode::FORBIDDEN,
+                "/problems/wrong-token",
+                "Wrong order token",
+                "The token presented is not this order's.",
+            ),
             ApiError::Unavailable(_) => Problem::store_unavailable("order store"),
             ApiError::Internal(_) => Problem::internal(),
         }
@@ -100,6 +118,12 @@ impl ResponseError for ApiError {
             tracing::error!(error.message = %self, error.cause = ?cause, "Request failed.");
         }
         let mut response = self.problem().response();
+        if let ApiError::TokenRequired = self {
+            response.headers_mut().insert(
+                actix_web::http::header::WWW_AUTHENTICATE,
+                actix_web::http::header::HeaderValue::from_static("Bearer realm=\"order\""),
+            );
+        }
         if let ApiError::TooManyWaits = self {
             response.headers_mut().insert(
                 actix_web::http::header::RETRY_AFTER,

@@ -16,10 +16,12 @@
 //! change when asked (`Prefer: wait=N`), and `GET /orders/{id}/events` streams every
 //! change; see [`watch`] and [`changes`].
 
+pub mod access;
 pub mod changes;
 pub mod config;
 pub mod deadline;
 pub mod domain;
+pub mod email;
 pub mod error;
 pub mod gauges;
 pub mod orders;

@@ -1,5 +1,6 @@
 //! Placing and reading orders: the use cases behind the REST API.
 
+use crate::access::{self, OrderToken, Presented};
 use crate::changes::Changes;
 use crate::domain::{NewOrder, Trigger};
 use crate::error::ApiError;
@@ -12,14 +13,15 @@ use std::time::Duration;
 use tracing::Instrument;
 use uuid::Uuid;
 
-/// Stores the order `PENDING_PAYMENT` and its `OrderPlaced` event in one transaction.
+/// Stores the order `PENDING_PAYMENT` (with its token's hash) and its `OrderPlaced`
+/// event in one transaction. The token is returned, to be shown once.
 #[tracing::instrument(name = "Placing an order", skip_all, fields(order_id, trace_id))]
 pub async fn place(
     db: &OrderDb,
     outbox: &Outbox,
     order: NewOrder,
     deadline: Duration,
-) -> Result<Order, ApiError> {
+) -> Result<(Order, OrderToken), ApiError> {
     let id = Uuid::now_v7();
     let span = tracing::Span::current();
     span.record("order_id", tracing::field::display(id));
@@ -28,7 +30,10 @@ pub async fn place(
     }
     let payment_deadline =
         Utc::now() + chrono::Duration::from_std(deadline).unwrap_or(chrono::Duration::minutes(15));
-    let placed = db.place(outbox, id, order, payment_deadline).await?;
+    let token = OrderToken::generate();
+    let placed = db
+        .place(outbox, id, order, token.hash(), payment_deadline)
+        .await?;
     outbox.notify();
     metrics::counter!("order_orders_placed_total").increment(1);
     tracing::info!(
@@ -36,7 +41,7 @@ pub async fn place(
         total_amount = placed.row.total_amount,
         "Order placed; waiting for its payment."
     );
-    Ok(placed)
+    Ok((placed, token))
 }
 
 pub async fn get(db: &OrderDb, id: Uuid) -> Result<Order, ApiError> {
@@ -47,12 +52,16 @@ pub async fn get(db: &OrderDb, id: Uuid) -> Result<Order, ApiError> {
 /// first (`CANCELLING` until the refund is confirmed). Asking again changes nothing. The
 /// work continues the order's own trace (see [`order_span`]). This process's waiters
 /// for the order are woken at once, without the round trip through `NOTIFY`.
+/// Only the shopper may: `presented` must be the order's token (`401`/`403` otherwise,
+/// nothing changed).
 pub async fn cancel(
     db: &OrderDb,
     outbox: &Outbox,
     changes: &Changes,
     id: Uuid,
+    presented: &Presented,
 ) -> Result<Order, ApiError> {
+    access::require_owner(&get(db, id).await?, presented)?;
     let traceparent = db.traceparent(id).await?;
     let span = order_span("shopper cancels", id, traceparent.as_deref());
     let order = saga::run(db, outbox, id, Trigger::ShopperCancels, Facts::default())
@@ -81,7 +90,13 @@ pub fn order_span(work: &'static str, id: Uuid, traceparent: Option<&str>) -> tr
     span
 }
 
-/// Every step of the order's saga, oldest first.
-pub async fn timeline(db: &OrderDb, id: Uuid) -> Result<(Order, Vec<store::SagaStep>), ApiError> {
-    db.timeline(id).await?.ok_or(ApiError::NotFound("order"))
+/// Every step of the order's saga, oldest first; the shopper's only (`presented`).
+pub async fn timeline(
+    db: &OrderDb,
+    id: Uuid,
+    presented: &Presented,
+) -> Result<(Order, Vec<store::SagaStep>), ApiError> {
+    let (order, steps) = db.timeline(id).await?.ok_or(ApiError::NotFound("order"))?;
+    access::require_owner(&order, presented)?;
+    Ok((order, steps))
 }

@@ -47,13 +47,14 @@ fn placed_event(stored: &Order, payment_deadline: DateTime<Utc>) -> Event {
 }
 
 impl OrderDb {
-    /// Stores the order, its lines, its `OrderPlaced` event (outbox) and the first
-    /// timeline step in one transaction; returns the order as stored.
+    /// Stores the order (with its token's hash), its lines, its `OrderPlaced` event
+    /// (outbox) and the first timeline step in one transaction; returns the order as stored.
     pub async fn place(
         &self,
         outbox: &Outbox,
         id: Uuid,
         order: NewOrder,
+        token_hash: Vec<u8>,
         payment_deadline: DateTime<Utc>,
     ) -> Result<Order, DbError> {
         match self {
@@ -61,7 +62,7 @@ impl OrderDb {
                 let outbox = outbox.clone();
                 run_blocking(pool, move |conn| {
                     conn.transaction::<_, DbError, _>(|conn| {
-                        store::insert(conn, id, &order, payment_deadline)?;
+                        store::insert(conn, id, &order, &token_hash, payment_deadline)?;
                         let stored =
                             store::find(conn, id, false)?.ok_or(diesel::result::Error::NotFound)?;
                         let event = placed_event(&stored, payment_deadline);
@@ -79,7 +80,7 @@ impl OrderDb {
                     let conn: &mut AsyncPgConnection = &mut pooled;
                     conn.transaction::<_, DbError, _>(async |conn| {
                         use store::nonblocking as q;
-                        q::insert(conn, id, &order, payment_deadline).await?;
+                        q::insert(conn, id, &order, &token_hash, payment_deadline).await?;
                         let stored = q::find(conn, id, false)
                             .await?
                             .ok_or(diesel::result::Error::NotFound)?;

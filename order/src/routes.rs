@@ -1,6 +1,7 @@
 //! The HTTP routes. Handlers parse input into domain types and call the use cases in
 //! `orders` (and the waits in `watch`); no SQL here.
 
+use crate::access::{Access, Presented};
 use crate::domain::{NewOrder, PlaceOrder};
 use crate::error::ApiError;
 use crate::startup::AppState;
@@ -34,10 +35,11 @@ async fn place_order(
     let bytes = read_limited(body, MAX_BODY_BYTES).await?;
     let request: PlaceOrder = parse_json(&bytes)?;
     let order = NewOrder::try_from(request).map_err(ApiError::Invalid)?;
-    let placed = orders::place(&state.db, &state.outbox, order, state.payment_deadline).await?;
+    let (placed, token) =
+        orders::place(&state.db, &state.outbox, order, state.payment_deadline).await?;
     let mut response = HttpResponse::Accepted();
     response.insert_header((header::LOCATION, format!("/orders/{}", placed.row.id)));
-    Ok(order_body(response, &placed.into()))
+    Ok(order_body(response, &Rendered::placed(placed, &token)))
 }
 
 /// The order; with a wait (`Prefer: wait=N` or `?wait=N`), once it differs from the
@@ -48,13 +50,15 @@ async fn get_order(
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let id = order_id(&id)?;
+    let presented = Presented::from_request(&request);
     let wait = requested_wait(&request, state.waits.max_wait)?;
     let view = match wait {
         Some(wait) if !wait.duration.is_zero() => {
             let seen = if_none_match(&request);
-            watch::until_changed(&state.db, &state.changes, id, seen, wait.duration).await?
+            let changes = &state.changes;
+            watch::until_changed(&state.db, changes, id, &presented, seen, wait.duration).await?
         }
-        _ => orders::get(&state.db, id).await?.into(),
+        _ => watch::read(&state.db, id, &presented).await?,
     };
     let mut response = HttpResponse::Ok();
     if let Some(Wait {
@@ -71,34 +75,43 @@ async fn get_order(
 async fn order_events(
     state: web::Data<AppState>,
     id: web::Path<String>,
+    request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let id = order_id(&id)?;
     let db = state.db.clone();
-    let stream = watch::events(db, &state.changes, id, state.waits).await?;
+    let presented = Presented::from_request(&request);
+    let stream = watch::events(db, &state.changes, id, presented, state.waits).await?;
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .streaming(stream))
 }
 
-/// The shopper cancels the order (refunded if it was paid).
+/// The shopper cancels the order (refunded if it was paid); only with its token.
 async fn cancel_order(
     state: web::Data<AppState>,
     id: web::Path<String>,
+    request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let id = order_id(&id)?;
-    let order = orders::cancel(&state.db, &state.outbox, &state.changes, id).await?;
-    Ok(order_body(HttpResponse::Accepted(), &order.into()))
+    let presented = Presented::from_request(&request);
+    let order = orders::cancel(&state.db, &state.outbox, &state.changes, id, &presented).await?;
+    Ok(order_body(
+        HttpResponse::Accepted(),
+        &Rendered::of(order, Access::Owner),
+    ))
 }
 
 /// Every step of the order's saga: which event, from which service, when, and what the
-/// order service did with it.
+/// order service did with it. The shopper's only (the order's token).
 async fn get_timeline(
     state: web::Data<AppState>,
     id: web::Path<String>,
+    request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let id = order_id(&id)?;
-    let (order, steps) = orders::timeline(&state.db, id).await?;
+    let presented = Presented::from_request(&request);
+    let (order, steps) = orders::timeline(&state.db, id, &presented).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "order_id": id,
         "status": order.row.status,

@@ -29,6 +29,7 @@ diesel::table! {
         completed_at -> Nullable<Timestamptz>,
         cancelled_at -> Nullable<Timestamptz>,
         traceparent -> Nullable<Text>,
+        access_token_hash -> Nullable<Binary>,
     }
 }
 
@@ -90,6 +91,8 @@ pub struct OrderRow {
     pub cancelled_at: Option<DateTime<Utc>>,
     /// The trace the order was placed in (W3C `traceparent`).
     pub traceparent: Option<String>,
+    /// SHA-256 of the shopper's order token (`crate::access`); never shown.
+    pub access_token_hash: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Serialize)]
@@ -178,6 +181,7 @@ macro_rules! queries {
             conn: &mut $conn,
             id: Uuid,
             order: &NewOrder,
+            token_hash: &[u8],
             deadline: DateTime<Utc>,
         ) -> QueryResult<()> {
             $run!(diesel::insert_into(orders::table)
@@ -190,6 +194,7 @@ macro_rules! queries {
                     orders::total_amount.eq(order.total_amount),
                     orders::payment_deadline.eq(deadline),
                     orders::traceparent.eq(shared_events::telemetry::current_traceparent()),
+                    orders::access_token_hash.eq(token_hash),
                 ))
                 .execute(conn))?;
             let lines: Vec<_> = order

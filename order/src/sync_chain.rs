@@ -18,6 +18,7 @@
 //! A delivery that fails (a service down, a mail server refusing for now) does not fail
 //! the shopper's request: the event stays in the outbox and the HTTP relay retries it.
 
+use crate::access::{Access, Presented};
 use crate::config::Settings;
 use crate::domain::{NewOrder, PlaceOrder};
 use crate::error::ApiError;
@@ -25,9 +26,11 @@ use crate::orders;
 use crate::routes::{self, MAX_BODY_BYTES};
 use crate::saga::PaymentEvents;
 use crate::startup::AppState;
+use crate::view::Rendered;
 use actix_web::http::header;
-use actix_web::{web, HttpResponse};
-use shared_events::chain::{self, EVENTS_PATH};
+use actix_web::{web, HttpRequest, HttpResponse};
+use secrecy::ExposeSecret;
+use shared_events::chain::{self, EventSigner, EVENTS_PATH};
 use shared_events::db::PgPool;
 use shared_events::outbox::Outbox;
 use tokio_util::sync::CancellationToken;
@@ -43,12 +46,14 @@ pub fn outbox(
     let topics = settings.kafka.topics();
     let own = topics.orders.clone();
     let subscribers = vec![settings.payment_url.clone(), settings.mailer_url.clone()];
+    let secret = settings.internal_events_secret.as_ref();
+    let signer = EventSigner::required(secret.map(ExposeSecret::expose_secret))?;
     Ok(chain::http_outbox(
         "order",
         pool,
         topics,
-        own,
-        subscribers,
+        (own, subscribers),
+        signer,
         shutdown,
         tasks,
     )?)
@@ -71,36 +76,50 @@ async fn place_order(
     let bytes = routes::read_limited(body, MAX_BODY_BYTES).await?;
     let request: PlaceOrder = routes::parse_json(&bytes)?;
     let order = NewOrder::try_from(request).map_err(ApiError::Invalid)?;
-    let placed = orders::place(&state.db, &state.outbox, order, state.payment_deadline).await?;
+    let (placed, token) =
+        orders::place(&state.db, &state.outbox, order, state.payment_deadline).await?;
     let id = placed.row.id;
     state.outbox.dispatch_now(id).await;
     let order = orders::get(&state.db, id).await?;
     let mut response = HttpResponse::Accepted();
     response.insert_header((header::LOCATION, format!("/orders/{id}")));
-    Ok(routes::order_body(response, &order.into()))
+    Ok(routes::order_body(
+        response,
+        &Rendered::placed(order, &token),
+    ))
 }
 
-/// The shopper cancels; a paid order is refunded within the request.
+/// The shopper cancels (only with the order's token); a paid order is refunded within
+/// the request.
 async fn cancel_order(
     state: web::Data<AppState>,
     id: web::Path<String>,
+    request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let id = routes::order_id(&id)?;
-    orders::cancel(&state.db, &state.outbox, &state.changes, id).await?;
+    let presented = Presented::from_request(&request);
+    orders::cancel(&state.db, &state.outbox, &state.changes, id, &presented).await?;
     state.outbox.dispatch_now(id).await;
     let order = orders::get(&state.db, id).await?;
-    Ok(routes::order_body(HttpResponse::Accepted(), &order.into()))
+    let view = Rendered::of(order, Access::Owner);
+    Ok(routes::order_body(HttpResponse::Accepted(), &view))
 }
 
-/// A payment event, handled by the same handler as the Kafka consumer's; the events it
+/// A payment event, signed by payment-service (`401` otherwise, nothing changed), handled
+/// by the same handler as the Kafka consumer's; the events it
 /// causes are delivered before the answer. `200` handled, `400` not an event, `422`
 /// refused for good (e.g. an unknown order), `503` try again.
-async fn receive_event(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
+async fn receive_event(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
     let handler = PaymentEvents {
         db: state.db.clone(),
         outbox: state.outbox.clone(),
     };
     chain::receive_event(
+        &request,
         &body,
         &handler,
         &state.outbox,

@@ -1,8 +1,13 @@
 //! What the API shows of an order (`GET /orders/{id}` and friends), and its entity tag.
 //!
+//! Two views: the shopper's ([`Access::Owner`], with the order's token) shows everything;
+//! the public one ([`Access::Public`], anyone with the id) only what the minimal contract
+//! promises and nothing personal — no e-mail, customer id, items, locale or payment ids.
+//!
 //! The ETag is a hash of the JSON body itself, so it changes exactly when what a client
 //! sees changes, and every instance computes the same tag for the same row.
 
+use crate::access::{Access, OrderToken};
 use crate::domain::OrderStatus;
 use crate::store::Order;
 use chrono::{DateTime, Utc};
@@ -36,6 +41,55 @@ struct PaymentView {
     tid: Option<String>,
     status: Option<String>,
     redirect_url: Option<String>,
+}
+
+/// What anyone holding only the order's id sees.
+#[derive(Serialize)]
+struct PublicView {
+    id: Uuid,
+    status: String,
+    total_amount: i64,
+    currency: &'static str,
+    cancel_reason: Option<String>,
+    refunded_amount: Option<i64>,
+    payment_deadline: DateTime<Utc>,
+    payment: Option<PublicPaymentView>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    completed_at: Option<DateTime<Utc>>,
+    cancelled_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize)]
+struct PublicPaymentView {
+    status: Option<String>,
+    redirect_url: Option<String>,
+}
+
+impl From<Order> for PublicView {
+    fn from(order: Order) -> Self {
+        let row = order.row;
+        let payment = (row.payment_id.is_some() || row.payment_status.is_some()).then_some(
+            PublicPaymentView {
+                status: row.payment_status,
+                redirect_url: row.payment_redirect_url,
+            },
+        );
+        Self {
+            id: row.id,
+            status: row.status,
+            total_amount: row.total_amount,
+            currency: "KRW",
+            cancel_reason: row.cancel_reason,
+            refunded_amount: row.refunded_amount,
+            payment_deadline: row.payment_deadline,
+            payment,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            completed_at: row.completed_at,
+            cancelled_at: row.cancelled_at,
+        }
+    }
 }
 
 impl From<Order> for OrderView {
@@ -78,15 +132,34 @@ pub struct Rendered {
     pub status: OrderStatus,
 }
 
-impl From<Order> for Rendered {
-    fn from(order: Order) -> Self {
+impl Rendered {
+    /// The view `access` allows.
+    pub fn of(order: Order, access: Access) -> Self {
         let status = order.status();
-        let body = serde_json::to_vec(&OrderView::from(order))
-            .expect("an order view always serializes (plain fields, string keys)");
+        let body = match access {
+            Access::Owner => serde_json::to_vec(&OrderView::from(order)),
+            Access::Public => serde_json::to_vec(&PublicView::from(order)),
+        }
+        .expect("an order view always serializes (plain fields, string keys)");
         Self {
             etag: ETag::of(&body),
             body: body.into(),
             status,
+        }
+    }
+
+    /// The answer to `POST /orders`: the shopper's view with `access_token`, the one time
+    /// it is shown. The tag is the shopper's view's, so a later `GET` with the token and
+    /// `If-None-Match` waits for a real change.
+    pub fn placed(order: Order, token: &OrderToken) -> Self {
+        let owner = Self::of(order, Access::Owner);
+        let mut json: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&owner.body).expect("the view is a JSON object");
+        json.insert("access_token".into(), token.expose().into());
+        let body = serde_json::to_vec(&json).expect("a JSON object serializes");
+        Self {
+            body: body.into(),
+            ..owner
         }
     }
 }

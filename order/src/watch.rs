@@ -6,6 +6,7 @@
 //! connection back at once), and after each wake-up read it again and compare tags. While
 //! waiting they hold no connection and no thread.
 
+use crate::access::{self, Presented};
 use crate::changes::{Changes, Subscription};
 use crate::error::ApiError;
 use crate::orders;
@@ -41,25 +42,31 @@ impl From<&crate::config::Settings> for WaitLimits {
 
 /// Order `id` once its tag is none of `seen` (`None`: the tag it has now), or as it is
 /// when `wait` is over or the service stops.
+/// What `presented` may see of it, as every read below.
 pub async fn until_changed(
     db: &OrderDb,
     changes: &Changes,
     id: Uuid,
+    presented: &Presented,
     seen: Option<Vec<ETag>>,
     wait: Duration,
 ) -> Result<Rendered, ApiError> {
     let mut subscription = changes.subscribe(id).map_err(|_| ApiError::TooManyWaits)?;
     let deadline = Instant::now() + wait;
-    let mut current = read(db, id).await?;
+    let mut current = read(db, id, presented).await?;
     let seen = seen.unwrap_or_else(|| vec![current.etag.clone()]);
     while seen.contains(&current.etag) && subscription.changed_before(deadline).await {
-        current = read(db, id).await?;
+        current = read(db, id, presented).await?;
     }
     Ok(current)
 }
 
-async fn read(db: &OrderDb, id: Uuid) -> Result<Rendered, ApiError> {
-    orders::get(db, id).await.map(Rendered::from)
+/// Order `id` as `presented` may see it: the shopper's view with its token, the public
+/// one without (`403` with a wrong token).
+pub async fn read(db: &OrderDb, id: Uuid, presented: &Presented) -> Result<Rendered, ApiError> {
+    let order = orders::get(db, id).await?;
+    let access = access::view_access(&order, presented)?;
+    Ok(Rendered::of(order, access))
 }
 
 /// The `text/event-stream` body of order `id`'s changes: its view at once, then each new
@@ -73,13 +80,15 @@ pub async fn events(
     db: OrderDb,
     changes: &Changes,
     id: Uuid,
+    presented: Presented,
     limits: WaitLimits,
 ) -> Result<impl futures::Stream<Item = Result<Bytes, Infallible>>, ApiError> {
     let subscription = changes.subscribe(id).map_err(|_| ApiError::TooManyWaits)?;
-    let first = read(&db, id).await?;
+    let first = read(&db, id, &presented).await?;
     let stream = Stream {
         db,
         id,
+        presented,
         subscription,
         deadline: Instant::now() + limits.max_stream,
         every: limits.keep_alive,
@@ -98,6 +107,7 @@ pub async fn events(
 struct Stream {
     db: OrderDb,
     id: Uuid,
+    presented: Presented,
     subscription: Subscription,
     deadline: Instant,
     every: Duration,
@@ -137,7 +147,7 @@ impl Stream {
 
     /// Reads the order again after a wake-up.
     async fn look_again(&mut self) -> Look {
-        let view = match read(&self.db, self.id).await {
+        let view = match read(&self.db, self.id, &self.presented).await {
             Ok(view) => view,
             Err(error) => {
                 // The client reconnects and gets the current view first.

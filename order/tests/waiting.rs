@@ -21,6 +21,8 @@ struct App {
     database: String,
     shutdown: tokio_util::sync::CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// The token of each order placed (needed to cancel it).
+    tokens: std::sync::Mutex<std::collections::HashMap<Uuid, String>>,
 }
 
 impl App {
@@ -44,6 +46,7 @@ impl App {
             &format!("--max-open-waits={max_open_waits}"),
             &format!("--payment-url={nowhere}"),
             &format!("--mailer-url={nowhere}"),
+            "--internal-events-secret=waiting-tests-internal-secret",
         ])
         .expect("settings");
         settings.database_url = format!("{server_url}/{database}").into();
@@ -57,6 +60,7 @@ impl App {
             database,
             shutdown: app.shutdown_token(),
             task: tokio::spawn(app.run_until_stopped()),
+            tokens: Default::default(),
         };
         app.until_ready().await;
         app
@@ -96,7 +100,13 @@ impl App {
             .expect("order-service answers");
         assert_eq!(response.status(), 202);
         let order: Value = response.json().await.expect("order JSON");
-        order["id"].as_str().expect("id").parse().expect("uuid")
+        let id = order["id"].as_str().expect("id").parse().expect("uuid");
+        let token = order["access_token"].as_str().expect("access_token");
+        self.tokens
+            .lock()
+            .expect("tokens")
+            .insert(id, token.to_owned());
+        id
     }
 
     fn get(&self, id: Uuid) -> reqwest::RequestBuilder {
@@ -114,9 +124,11 @@ impl App {
     }
 
     async fn cancel(&self, id: Uuid) {
+        let token = self.tokens.lock().expect("tokens")[&id].clone();
         let response = self
             .http
             .post(format!("{}/orders/{id}/cancel", self.url))
+            .bearer_auth(token)
             .send()
             .await
             .expect("answers");

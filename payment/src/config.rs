@@ -106,6 +106,11 @@ pub struct Settings {
         default_value = "http://127.0.0.1:8083"
     )]
     pub mailer_url: Url,
+    /// Case 1: the secret the services share to sign and check `POST /internal/events`
+    /// (HMAC-SHA256, at least 16 characters). Required in case 1, unused otherwise; no
+    /// default, so a case-1 service without it refuses to start.
+    #[arg(long, env = "INTERNAL_EVENTS_SECRET", hide_env_values = true)]
+    pub internal_events_secret: Option<SecretString>,
 }
 
 impl Settings {

@@ -18,8 +18,9 @@ use crate::checkout::{Checkout, OrderEvents};
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::routes::{self, parse_id, ApprovalQuery, PaymentView};
-use actix_web::{web, HttpResponse};
-use shared_events::chain::{self, EVENTS_PATH};
+use actix_web::{web, HttpRequest, HttpResponse};
+use secrecy::ExposeSecret;
+use shared_events::chain::{self, EventSigner, EVENTS_PATH};
 use shared_events::db::PgPool;
 use shared_events::http::InvalidParam;
 use shared_events::outbox::Outbox;
@@ -37,12 +38,14 @@ pub fn outbox(
     let topics = settings.kafka.topics();
     let own = topics.payments.clone();
     let subscribers = vec![settings.order_url.clone(), settings.mailer_url.clone()];
+    let secret = settings.internal_events_secret.as_ref();
+    let signer = EventSigner::required(secret.map(ExposeSecret::expose_secret))?;
     Ok(chain::http_outbox(
         "payment",
         pool,
         topics,
-        own,
-        subscribers,
+        (own, subscribers),
+        signer,
         shutdown,
         tasks,
     )?)
@@ -99,12 +102,18 @@ async fn abandoned(
     Ok(HttpResponse::Ok().json(PaymentView::new(checkout.find(id).await?, None)))
 }
 
-/// An order event, handled by the same handler as the Kafka consumer's; the events it
+/// An order event, signed by order-service (`401` otherwise, nothing changed), handled
+/// by the same handler as the Kafka consumer's; the events it
 /// causes are delivered before the answer. `200` handled, `400` not an event, `422`
 /// refused for good, `503` try again.
-async fn receive_event(checkout: web::Data<Checkout>, body: web::Bytes) -> HttpResponse {
+async fn receive_event(
+    checkout: web::Data<Checkout>,
+    request: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
     let handler = OrderEvents(checkout.clone().into_inner());
     chain::receive_event(
+        &request,
         &body,
         &handler,
         &checkout.outbox,

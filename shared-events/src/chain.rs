@@ -20,6 +20,14 @@
 //!   again (consumers are idempotent). This is how a mail whose service was down is
 //!   still sent, and why a mail failure never fails the order.
 //!
+//! **Only the shop's own services may deliver.** Every delivery carries
+//! `X-Saga-Signature: sha256=<hex>`, the HMAC-SHA256 of the body under the secret the
+//! services share (`INTERNAL_EVENTS_SECRET`, [`EventSigner`]); a receiver checks it in
+//! constant time before it parses anything and answers `401` problem+json, changing
+//! nothing, when it is missing or wrong. A forged `PaymentApproved`, `RefundRequested`
+//! or `OrderCompleted` therefore completes, refunds and mails nothing. A replayed
+//! delivery is accepted, but changes nothing: every handler is idempotent by event id.
+//!
 //! One order's events are delivered in order: in one process only one flush per order
 //! runs at a time. A flush asked for while another runs for the same order (the nested
 //! call of a chain: payment calls back order-service while order-service is still waiting
@@ -37,6 +45,85 @@ use tokio_util::sync::CancellationToken;
 
 /// The path every service of case 1 receives events on.
 pub const EVENTS_PATH: &str = "/internal/events";
+/// The header with the HMAC-SHA256 of a delivery's body: `sha256=<64 hex digits>`.
+pub const SIGNATURE_HEADER: &str = "x-saga-signature";
+/// The environment variable holding the secret case 1's services share.
+pub const SECRET_ENV: &str = "INTERNAL_EVENTS_SECRET";
+/// Shorter secrets are refused: an HMAC key is only as strong as its guessability.
+pub const MIN_SECRET_LEN: usize = 16;
+
+/// Signs and checks case 1's deliveries with the services' shared secret. The key is
+/// never shown (`Debug` redacts it) and never sent: only the signature travels.
+#[derive(Clone)]
+pub struct EventSigner {
+    key: Arc<[u8]>,
+}
+
+impl std::fmt::Debug for EventSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventSigner([REDACTED])")
+    }
+}
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+impl EventSigner {
+    /// A signer for `secret`; refuses one shorter than [`MIN_SECRET_LEN`] bytes.
+    pub fn new(secret: &str) -> Result<Self, SignerError> {
+        let secret = secret.trim();
+        if secret.len() < MIN_SECRET_LEN {
+            return Err(SignerError::TooShort);
+        }
+        Ok(Self {
+            key: secret.as_bytes().into(),
+        })
+    }
+
+    /// Case 1 needs a secret: `None` is refused with a message naming the variable, so a
+    /// service never starts accepting unauthenticated events.
+    pub fn required(secret: Option<&str>) -> Result<Self, SignerError> {
+        Self::new(secret.ok_or(SignerError::Missing)?)
+    }
+
+    fn mac(&self) -> HmacSha256 {
+        use hmac::KeyInit;
+        HmacSha256::new_from_slice(&self.key).expect("HMAC takes a key of any length")
+    }
+
+    /// The [`SIGNATURE_HEADER`] value for `body`.
+    pub fn sign(&self, body: &[u8]) -> String {
+        use hmac::Mac;
+        let mut mac = self.mac();
+        mac.update(body);
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    }
+
+    /// True when `signature` is `body`'s, compared in constant time.
+    pub fn verify(&self, body: &[u8], signature: Option<&str>) -> bool {
+        use hmac::Mac;
+        let Some(digest) = signature
+            .and_then(|s| s.trim().strip_prefix("sha256="))
+            .and_then(|hex_digits| hex::decode(hex_digits).ok())
+        else {
+            return false;
+        };
+        let mut mac = self.mac();
+        mac.update(body);
+        mac.verify_slice(&digest).is_ok()
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SignerError {
+    #[error(
+        "case 1 delivers events over HTTP and needs {SECRET_ENV}, the secret its services \
+         share to authenticate them (at least {MIN_SECRET_LEN} characters, the same for \
+         order, payment and mailer-blocking); it is not set"
+    )]
+    Missing,
+    #[error("{SECRET_ENV} must be at least {MIN_SECRET_LEN} characters long")]
+    TooShort,
+}
 
 /// How long one delivery may take. A delivery runs the subscriber's whole part of the
 /// chain (a gateway call, the mails and their retries), so this is generous.
@@ -61,30 +148,67 @@ pub enum ChainError {
 /// How often a service's HTTP relay looks for events a request could not deliver.
 pub const RETRY_EVERY: Duration = Duration::from_millis(500);
 
-/// A service's case-1 outbox: `own_topic`'s events delivered over HTTP to `subscribers`,
-/// and the relay for failed deliveries (added to `tasks`, stopped by `shutdown`).
+/// A service's case-1 outbox: the events of `route`'s topic delivered over HTTP to its
+/// subscribers, signed by `signer`, and the relay for failed deliveries (added to
+/// `tasks`, stopped by `shutdown`).
 pub fn http_outbox(
     service: &'static str,
     pool: &PgPool,
     topics: crate::Topics,
-    own_topic: String,
-    subscribers: Vec<url::Url>,
+    route: (String, Vec<url::Url>),
+    signer: EventSigner,
     shutdown: &CancellationToken,
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
 ) -> reqwest::Result<crate::outbox::Outbox> {
-    let chain = HttpChain::new(service, pool.clone(), vec![(own_topic, subscribers)])?;
+    let chain = HttpChain::new(service, pool.clone(), vec![route], signer)?;
     tasks.push(tokio::spawn(
         chain.clone().run_retries(RETRY_EVERY, shutdown.clone()),
     ));
     Ok(crate::outbox::Outbox::new(topics).with_http_chain(chain))
 }
 
-/// `POST /internal/events`: handles one delivered event with the service's Kafka
-/// handler, then delivers what that produced before answering — 200 handled, 400 an
-/// envelope that does not parse, 422 an event the handler refuses for good (the sender
-/// dead-letters it), 503 a transient failure (`unavailable` says what; the sender retries).
+/// `401` problem+json unless `request` carries `body`'s signature under `signer`'s
+/// secret. Call it before anything else looks at the body.
+#[cfg(feature = "http")]
+pub fn refuse_unsigned(
+    signer: Option<&EventSigner>,
+    request: &actix_web::HttpRequest,
+    body: &[u8],
+) -> Option<actix_web::HttpResponse> {
+    let signature = request
+        .headers()
+        .get(SIGNATURE_HEADER)
+        .and_then(|value| value.to_str().ok());
+    // Without a signer (a case-1 route mounted without a chain) nothing is authentic.
+    if signer.is_some_and(|signer| signer.verify(body, signature)) {
+        return None;
+    }
+    metrics::counter!("saga_internal_events_refused_total").increment(1);
+    tracing::warn!(
+        signed = signature.is_some(),
+        "Refused an internal event that is not signed with the services' secret."
+    );
+    Some(
+        crate::http::Problem::new(
+            actix_web::http::StatusCode::UNAUTHORIZED,
+            "/problems/unauthenticated",
+            "Unauthenticated",
+            format!(
+                "Internal events must carry {SIGNATURE_HEADER}, the HMAC-SHA256 of the body under the services' shared secret."
+            ),
+        )
+        .response(),
+    )
+}
+
+/// `POST /internal/events`: checks the delivery's signature ([`refuse_unsigned`]: `401`,
+/// nothing changed), handles the event with the service's Kafka handler, then delivers
+/// what that produced before answering — 200 handled, 400 an envelope that does not
+/// parse, 422 an event the handler refuses for good (the sender dead-letters it), 503 a
+/// transient failure (`unavailable` says what; the sender retries).
 #[cfg(feature = "http")]
 pub async fn receive_event(
+    request: &actix_web::HttpRequest,
     body: &[u8],
     handler: &impl crate::kafka::EventHandler,
     outbox: &crate::outbox::Outbox,
@@ -93,6 +217,10 @@ pub async fn receive_event(
     use crate::http::Problem;
     use crate::kafka::HandlerError;
     use actix_web::http::StatusCode;
+    let signer = outbox.http_chain().map(HttpChain::signer);
+    if let Some(refused) = refuse_unsigned(signer, request, body) {
+        return refused;
+    }
     let event = match crate::Event::from_json(body) {
         Ok(event) => event,
         Err(error) => return Problem::invalid_event(error.to_string()).response(),
@@ -145,6 +273,7 @@ struct Inner {
     service: &'static str,
     pool: PgPool,
     client: reqwest::Client,
+    signer: EventSigner,
     /// topic → base URLs of its subscribers.
     subscribers: HashMap<String, Vec<String>>,
     /// Orders being flushed in this process → whether more was committed meanwhile.
@@ -170,6 +299,7 @@ impl HttpChain {
         service: &'static str,
         pool: PgPool,
         subscribers: Vec<(String, Vec<url::Url>)>,
+        signer: EventSigner,
     ) -> reqwest::Result<Self> {
         let client = reqwest::Client::builder()
             .timeout(DELIVERY_TIMEOUT)
@@ -192,11 +322,17 @@ impl HttpChain {
                 service,
                 pool,
                 client,
+                signer,
                 subscribers,
                 busy: Mutex::default(),
                 backoff: Mutex::default(),
             }),
         })
+    }
+
+    /// The secret deliveries are signed with (and received ones checked against).
+    pub fn signer(&self) -> &EventSigner {
+        &self.inner.signer
     }
 
     /// Delivers order `key`'s unpublished events now, in order, and waits for every
@@ -363,6 +499,10 @@ impl HttpChain {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .header("event_type", &row.event_type)
                 .header("event_id", row.event_id.to_string())
+                .header(
+                    SIGNATURE_HEADER,
+                    self.inner.signer.sign(row.payload.as_bytes()),
+                )
                 .body(row.payload.clone());
             if let Some(traceparent) = &row.traceparent {
                 request = request.header(crate::telemetry::TRACEPARENT, traceparent);
@@ -381,6 +521,15 @@ impl HttpChain {
                 continue;
             }
             let body = response.text().await.unwrap_or_default();
+            if status == reqwest::StatusCode::UNAUTHORIZED {
+                // The services disagree on the secret: an operator's mistake to fix, not a
+                // bad event, so the event waits in the outbox instead of being dropped.
+                tracing::error!(
+                    subscriber = %base, event_id = %row.event_id,
+                    "Subscriber refused the event's signature: {SECRET_ENV} differs between the services; will retry."
+                );
+                return Err(undelivered(format!("{status}: {body}")));
+            }
             if status.is_client_error() {
                 metrics::counter!("saga_dead_letters_total", "consumer" => self.inner.service)
                     .increment(1);
@@ -446,6 +595,34 @@ fn wait(failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_signature_is_accepted_only_for_its_body_and_secret() {
+        let signer = EventSigner::new("a-secret-of-16-chars").expect("long enough");
+        let body = br#"{"event_type":"PaymentApproved"}"#;
+        let signature = signer.sign(body);
+        assert!(signer.verify(body, Some(&signature)));
+        assert!(!signer.verify(b"{}", Some(&signature)), "another body");
+        let other = EventSigner::new("another-secret-16-chars").expect("long enough");
+        assert!(!other.verify(body, Some(&signature)), "another secret");
+        assert!(!signer.verify(body, None));
+        assert!(!signer.verify(body, Some("sha256=zz")));
+        assert!(!signer.verify(body, Some(signature.trim_start_matches("sha256="))));
+        assert_eq!(format!("{signer:?}"), "EventSigner([REDACTED])");
+    }
+
+    #[test]
+    fn case_1_refuses_a_missing_or_short_secret() {
+        assert_eq!(
+            EventSigner::required(None).unwrap_err(),
+            SignerError::Missing
+        );
+        assert_eq!(
+            EventSigner::new("short").unwrap_err(),
+            SignerError::TooShort
+        );
+        assert!(SignerError::Missing.to_string().contains(SECRET_ENV));
+    }
 
     #[test]
     fn retries_back_off_to_thirty_seconds() {

@@ -316,7 +316,7 @@ fn status_class(status: StatusCode) -> &'static str {
 }
 
 /// What a service's HTTP API is made of. Every API gets request tracing
-/// (`TracingLogger`) and [`HttpMetrics`] around the routes `configure` mounts.
+/// (`TracingLogger` with credentials redacted, [`crate::request_span`]) and [`HttpMetrics`] around the routes `configure` mounts.
 pub struct HttpApi<T: ?Sized> {
     /// Labels the metrics and logs (`order`, `payment`).
     pub service: &'static str,
@@ -355,7 +355,7 @@ impl RunningService {
         let readiness = web::Data::new(api.readiness);
         let server = actix_web::HttpServer::new(move || {
             actix_web::App::new()
-                .wrap(tracing_actix_web::TracingLogger::default())
+                .wrap(crate::request_span::tracing_logger())
                 .wrap(HttpMetrics::new(service))
                 .app_data(state.clone())
                 .app_data(readiness.clone())

@@ -44,6 +44,8 @@ pub mod inbox;
 pub mod kafka;
 #[cfg(feature = "outbox")]
 pub mod outbox;
+#[cfg(feature = "http")]
+pub mod request_span;
 #[cfg(feature = "telemetry")]
 pub mod telemetry;
 

@@ -5,10 +5,15 @@
 //!   line carries `timestamp`, `level`, `service`, `target`, the event's fields (with
 //!   `message`), `trace_id` and `span_id` of the trace it belongs to, and the spans it
 //!   happened in (`spans`, outermost first, with their fields).
+//! * **Credentials never reach a line**: the request span records its target with
+//!   `pg_token`, `token` and every other credential-like query parameter redacted
+//!   (`crate::request_span`), and tokens and keys are held in types whose `Debug`
+//!   redacts them. `e2e`'s `logs` test searches every JSON line of the shop's flows.
 //! * **Traces**: every span is an OpenTelemetry span (`tracing-opentelemetry`), so each
 //!   request and each consumed event belongs to a trace. The W3C `traceparent` travels
-//!   in HTTP headers (read by `tracing-actix-web`), in the outbox row and the Kafka
-//!   headers of every event ([`current_traceparent`], [`continue_trace`]); one order
+//!   in HTTP headers (read by the request span, `crate::request_span`), in the outbox
+//!   row and the Kafka headers of every event ([`current_traceparent`],
+//!   [`continue_trace`]); one order
 //!   keeps one trace id through all services. Spans are exported over OTLP/HTTP only
 //!   when the binary is built with the `otlp` feature *and* `OTEL_EXPORTER_OTLP_ENDPOINT`
 //!   is set (the exporter reads the standard `OTEL_EXPORTER_OTLP_*` variables);
@@ -51,13 +56,7 @@ pub fn init(service: &str) {
     let otel = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer(service.to_owned()))
         .with_tracked_inactivity(false);
-    let json_layer = json.then(|| {
-        tracing_subscriber::fmt::layer()
-            .fmt_fields(JsonFields::new())
-            .event_format(JsonLines {
-                service: service.to_owned(),
-            })
-    });
+    let json_layer = json.then(|| json_layer(service, std::io::stdout));
     let text_layer = (!json).then(|| tracing_subscriber::fmt::layer().with_target(false));
     let installed = tracing_subscriber::registry()
         .with(filter)
@@ -73,6 +72,21 @@ pub fn init(service: &str) {
             "Logging started for {service}."
         );
     }
+}
+
+/// The layer writing `LOG_FORMAT=json` lines to `writer`. [`init`] writes to stdout; a
+/// test that must read every line a flow logs installs it with a writer of its own.
+pub fn json_layer<S, W>(service: &str, writer: W) -> impl tracing_subscriber::Layer<S>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt::layer()
+        .fmt_fields(JsonFields::new())
+        .event_format(JsonLines {
+            service: service.to_owned(),
+        })
+        .with_writer(writer)
 }
 
 /// Flushes and stops span export. Call it once, when the process is about to exit.

@@ -147,6 +147,11 @@ impl Stack {
             ("KAKAOPAY_SIM_HOST", "127.0.0.1".to_owned()),
             ("KAKAOPAY_SIM_MODE", "auto".to_owned()),
             ("NOTIFIER_API_TOKEN", API_TOKEN.to_owned()),
+            // Case 1: the secret the services sign their HTTP events with, new per run.
+            (
+                "INTERNAL_EVENTS_SECRET",
+                format!("exp-{}", uuid::Uuid::new_v4().simple()),
+            ),
             // SQLite, as `infra/stack test` uses, not the memory engine: tansu 0.6's
             // memory engine answers a fetch from an offset inside a stored batch with
             // the next batch, so a consumer that resumes mid-batch (a rebalance, a

@@ -633,6 +633,7 @@ mod tests {
             approved: true,
             cancel_requested: false,
             note: None,
+            token: String::new(),
         }
     }
 

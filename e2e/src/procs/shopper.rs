@@ -105,6 +105,10 @@ pub struct Placed {
     pub cancel_requested: bool,
     /// Why the driver stopped short of its intent, if it did.
     pub note: Option<String>,
+    /// The order's token (`POST /orders` shows it once); needed to cancel. Never written
+    /// to a result file.
+    #[serde(skip)]
+    pub token: String,
 }
 
 /// What a load did.
@@ -248,7 +252,7 @@ impl Shopper {
         deadline: Instant,
     ) -> Result<Placed, String> {
         let email = format!("f{n}-{}@example.com", self.tag);
-        let (id, total) = self.place(n, &email, progress, deadline).await?;
+        let (id, total, token) = self.place(n, &email, progress, deadline).await?;
         progress.accepted.fetch_add(1, Ordering::SeqCst);
         let mut order = Placed {
             n,
@@ -259,6 +263,7 @@ impl Shopper {
             approved: false,
             cancel_requested: false,
             note: None,
+            token,
         };
         if let Err(note) = self.act(&mut order, progress, deadline).await {
             order.note = Some(note);
@@ -266,14 +271,14 @@ impl Shopper {
         Ok(order)
     }
 
-    /// `POST /orders` until it is accepted; returns the order id and total.
+    /// `POST /orders` until it is accepted; returns the order id, total and token.
     async fn place(
         &self,
         n: usize,
         email: &str,
         progress: &Progress,
         deadline: Instant,
-    ) -> Result<(Uuid, i64), String> {
+    ) -> Result<(Uuid, i64, String), String> {
         let body = json!({
             "customer_id": format!("shopper-{}-{n}", self.tag),
             "customer_email": email,
@@ -296,7 +301,10 @@ impl Shopper {
                         .and_then(|id| id.parse().ok())
                         .ok_or_else(|| format!("order {n}: no id in {order}"))?;
                     let total = order["total_amount"].as_i64().unwrap_or_default();
-                    return Ok((id, total));
+                    let token = order["access_token"]
+                        .as_str()
+                        .ok_or_else(|| format!("order {n}: no access_token"))?;
+                    return Ok((id, total, token.to_owned()));
                 }
                 Ok(response) if response.status().is_client_error() => {
                     let status = response.status();
@@ -343,7 +351,8 @@ impl Shopper {
                     .await?;
                 if order.intent == Intent::Refund && order.approved {
                     self.until_status(order.id, "COMPLETED", deadline).await?;
-                    self.cancel_order(order.id, progress, deadline).await?;
+                    self.cancel_order(order.id, &order.token, progress, deadline)
+                        .await?;
                     order.cancel_requested = true;
                 }
                 Ok(())
@@ -499,13 +508,14 @@ impl Shopper {
     async fn cancel_order(
         &self,
         id: Uuid,
+        token: &str,
         progress: &Progress,
         deadline: Instant,
     ) -> Result<(), String> {
         let url = format!("{}/orders/{id}/cancel", self.order_url);
         let mut backoff = Backoff::new(deadline);
         loop {
-            let last = match self.http.post(&url).send().await {
+            let last = match self.http.post(&url).bearer_auth(token).send().await {
                 Ok(response) if response.status().is_success() => return Ok(()),
                 Ok(response) => {
                     let status = response.status();

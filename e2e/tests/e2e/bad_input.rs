@@ -116,6 +116,40 @@ async fn bad_orders_are_refused_naming_the_field_and_change_nothing() {
             "customer_email",
         ),
         (
+            "header injection in the email",
+            with(
+                "/customer_email",
+                json!(format!("{email}\r\nBcc: everyone@example.com")),
+            ),
+            "customer_email",
+        ),
+        (
+            "a 60 KB display name with CR/LF",
+            with(
+                "/customer_email",
+                json!(format!("{}\r\n <{email}>", "A".repeat(60_000))),
+            ),
+            "customer_email",
+        ),
+        (
+            "a control character in the email",
+            with("/customer_email", json!(format!("\u{0}{email}"))),
+            "customer_email",
+        ),
+        (
+            "a dotless domain",
+            with("/customer_email", json!("a.b@localhost")),
+            "customer_email",
+        ),
+        (
+            "a local part over 64 characters",
+            with(
+                "/customer_email",
+                json!(format!("{}@example.com", "a".repeat(65))),
+            ),
+            "customer_email",
+        ),
+        (
             "empty customer",
             with("/customer_id", json!("  ")),
             "customer_id",

@@ -51,6 +51,20 @@ fn ledger_entry(stack: &Stack, id: Uuid) -> kakaopay::sim::LedgerEntry {
         .expect("a tid for the order")
 }
 
+/// The order's timeline, as its shopper (with the order's token).
+async fn timeline(stack: &Stack, id: Uuid) -> Value {
+    stack
+        .http
+        .get(format!("{}/orders/{id}/timeline", stack.order.url()))
+        .bearer_auth(stack.token(id))
+        .send()
+        .await
+        .expect("the service answers")
+        .json()
+        .await
+        .expect("JSON")
+}
+
 async fn get_json(stack: &Stack, url: String) -> Value {
     stack
         .http
@@ -98,11 +112,7 @@ async fn case4_a_paid_order_completes_with_both_mails_and_its_history() {
         "the history in MongoDB"
     );
 
-    let timeline = get_json(
-        &stack,
-        format!("{}/orders/{id}/timeline", stack.order.url()),
-    )
-    .await;
+    let timeline = timeline(&stack, id).await;
     let events: Vec<&str> = timeline["steps"]
         .as_array()
         .expect("steps")
@@ -203,7 +213,7 @@ fn published_events(database_url: &str) -> Vec<Published> {
 
 /// What a redelivery must not change, as the shopper and the operator see it.
 async fn observable(stack: &Stack, id: Uuid, email: &str) -> Value {
-    let timeline = get_json(stack, format!("{}/orders/{id}/timeline", stack.order.url())).await;
+    let timeline = timeline(stack, id).await;
     let payments = get_json(
         stack,
         format!("{}/payments?order_id={id}", stack.payment.url()),
@@ -238,7 +248,13 @@ async fn case4_a_refunded_order_stays_refunded_once_when_every_event_is_redelive
 
     // The shopper cancels the paid order: refunded through the async adapters.
     let cancel = format!("{}/orders/{id}/cancel", stack.order.url());
-    let response = stack.http.post(&cancel).send().await.expect("cancel");
+    let response = stack
+        .http
+        .post(&cancel)
+        .bearer_auth(stack.token(id))
+        .send()
+        .await
+        .expect("cancel");
     assert_eq!(response.status(), 202);
     let order = eventually("the refund to complete", || async {
         let order = stack.get_order(id).await;
@@ -349,7 +365,13 @@ async fn case4_an_unpaid_order_cancelled_by_the_shopper_cannot_be_paid_afterward
     let redirect = stack.redirect_url(id).await;
 
     let cancel = format!("{}/orders/{id}/cancel", stack.order.url());
-    let response = stack.http.post(&cancel).send().await.expect("cancel");
+    let response = stack
+        .http
+        .post(&cancel)
+        .bearer_auth(stack.token(id))
+        .send()
+        .await
+        .expect("cancel");
     assert_eq!(response.status(), 202);
     let order: Value = response.json().await.expect("order JSON");
     assert_eq!(order["status"], "CANCELLED");

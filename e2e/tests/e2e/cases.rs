@@ -236,6 +236,7 @@ async fn case_1_a_shopper_cancelling_a_paid_order_is_refunded_within_the_request
     let response = stack
         .http
         .post(format!("{}/orders/{id}/cancel", stack.order.url()))
+        .bearer_auth(stack.token(id))
         .send()
         .await
         .expect("order-service answers");

@@ -11,6 +11,7 @@ async fn cancel(stack: &Stack, id: Uuid) -> reqwest::Response {
     stack
         .http
         .post(format!("{}/orders/{id}/cancel", stack.order.url()))
+        .bearer_auth(stack.token(id))
         .send()
         .await
         .expect("order-service answers")
@@ -84,6 +85,7 @@ async fn a_shopper_cancelling_a_paid_order_is_refunded_once_and_mailed() {
     let timeline: Value = stack
         .http
         .get(format!("{}/orders/{id}/timeline", stack.order.url()))
+        .bearer_auth(stack.token(id))
         .send()
         .await
         .expect("timeline")

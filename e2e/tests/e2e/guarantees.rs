@@ -128,6 +128,7 @@ async fn replaying_every_topic_from_the_start_changes_nothing() {
                 stack
                     .http
                     .post(cancel)
+                    .bearer_auth(stack.token(id))
                     .send()
                     .await
                     .expect("cancel")

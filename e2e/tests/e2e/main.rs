@@ -13,3 +13,4 @@ mod money;
 mod rejoin;
 mod restart;
 mod startup;
+mod strangers;

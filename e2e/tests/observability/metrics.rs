@@ -292,6 +292,7 @@ async fn drive_traffic(stack: &Stack) {
     let cancel = stack
         .http
         .post(format!("{}/orders/{refunded}/cancel", stack.order.url()))
+        .bearer_auth(stack.token(refunded))
         .send()
         .await
         .expect("cancel answers");

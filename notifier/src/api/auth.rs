@@ -10,6 +10,18 @@ use secrecy::{ExposeSecret, SecretString};
 use std::future::{ready, Ready};
 use subtle::ConstantTimeEq;
 
+/// The history API's token, or why the service must not start: a shop that silently fell
+/// back to a well-known token would serve every shopper's mail history to anyone.
+pub fn required_token(token: Option<&SecretString>) -> anyhow::Result<SecretString> {
+    match token {
+        Some(token) if !token.expose_secret().trim().is_empty() => Ok(token.clone()),
+        _ => anyhow::bail!(
+            "NOTIFIER_API_TOKEN is not set: the mail history API (GET /notifications) needs \
+             a bearer token and has no default. Set it (infra/stack sets one for the local stack)."
+        ),
+    }
+}
+
 /// Extractor: present in a handler's arguments, the request is authenticated.
 #[derive(Debug)]
 pub struct Authorized;
@@ -84,5 +96,17 @@ mod tests {
             let problem = check(header).expect_err("rejected");
             assert_eq!(problem.status(), status, "{header:?}");
         }
+    }
+
+    #[test]
+    fn without_a_token_the_service_does_not_start() {
+        let error = required_token(None).expect_err("no token").to_string();
+        assert!(error.contains("NOTIFIER_API_TOKEN"), "{error}");
+        assert!(required_token(Some(&SecretString::from("  "))).is_err());
+        let token = SecretString::from("given");
+        assert_eq!(
+            required_token(Some(&token)).expect("given").expose_secret(),
+            "given"
+        );
     }
 }

@@ -12,7 +12,7 @@
 //! | `KAFKA_BROKERS`, `KAFKA_TOPIC_PREFIX`, `KAFKA_PARTITIONS` | | see `shared_events::kafka` (case 2) |
 //! | `SMTP_HOST` / `SMTP_PORT` | `127.0.0.1` / `2525` | SMTP relay (plain SMTP) |
 //! | `MAIL_FROM` | `Saga Shop <shop@example.com>` | `From` of every mail; its domain ends the Message-IDs |
-//! | `NOTIFIER_API_TOKEN` | `local-dev-token` | bearer token of `GET /notifications…` (the notifier's; local stack default only) |
+//! | `NOTIFIER_API_TOKEN` | (none: required) | bearer token of `GET /notifications…` (the notifier's); without it the service refuses to start |
 //! | `MAILER_SMTP_POOL_SIZE` | `8` | lettre's pool of blocking SMTP connections |
 //! | `MAILER_SMTP_TIMEOUT_SECS` | `10` | timeout of one SMTP connection and dialogue step |
 //! | `MAILER_MAIL_MAX_ATTEMPTS` | `0` | delivery attempts before a transient failure is recorded `FAILED`; 0: never (only a 5xx fails a mail) |
@@ -65,15 +65,19 @@ pub struct MailerSettings {
         default_value = "Saga Shop <shop@example.com>"
     )]
     pub mail_from: String,
-    /// Bearer token of `GET /notifications…`. The default is for the local stack only.
+    /// Bearer token of `GET /notifications…`. No default: without it the service
+    /// refuses to start.
     #[arg(
         long,
         env = "NOTIFIER_API_TOKEN",
-        default_value = "local-dev-token",
         hide_env_values = true,
         value_parser = parse_secret
     )]
-    pub api_token: SecretString,
+    pub api_token: Option<SecretString>,
+    /// Case 1: the secret order and payment sign `POST /internal/events` with
+    /// (HMAC-SHA256). Required in case 1, unused in case 2; no default.
+    #[arg(long, env = "INTERNAL_EVENTS_SECRET", hide_env_values = true)]
+    pub internal_events_secret: Option<SecretString>,
     #[arg(long, env = "MAILER_SMTP_POOL_SIZE", default_value_t = 8)]
     pub smtp_pool_size: u32,
     #[arg(long, env = "MAILER_SMTP_TIMEOUT_SECS", default_value_t = 10)]

@@ -8,9 +8,10 @@ use super::store::PgHistoryStore;
 use crate::api::{self, ApiState};
 use crate::render::Renderer;
 use actix_web::http::StatusCode;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use anyhow::Context;
 use secrecy::ExposeSecret;
+use shared_events::chain::{self, EventSigner};
 use shared_events::db::{self, run_blocking, DbError, PgPool};
 use shared_events::http::{HttpMetrics, Problem};
 use shared_events::kafka::{ConsumerLoop, DeadLetterPublisher, EngineConfig};
@@ -19,7 +20,6 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing_actix_web::TracingLogger;
 
 /// The mail history's migrations (`diesel-migrations/mail`).
 pub const MIGRATIONS: diesel_migrations::EmbeddedMigrations =
@@ -29,6 +29,8 @@ pub const MIGRATIONS: diesel_migrations::EmbeddedMigrations =
 pub struct MailerState {
     pub mailer: Arc<BlockingMailer>,
     pub pool: PgPool,
+    /// Case 1: checks that `POST /internal/events` comes from order or payment.
+    pub signer: Option<EventSigner>,
 }
 
 /// The blocking mail service, running.
@@ -71,6 +73,16 @@ impl MailerApp {
                 settings.case
             );
         }
+        let api_token = crate::api::auth::required_token(settings.api_token.as_ref())?;
+        // Checked before anything starts: case 1 never accepts unauthenticated events.
+        let signer = if settings.case.uses_kafka() {
+            None
+        } else {
+            let secret = settings.internal_events_secret.as_ref();
+            Some(EventSigner::required(
+                secret.map(ExposeSecret::expose_secret),
+            )?)
+        };
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))
             .with_context(|| format!("could not bind {}:{}", settings.host, settings.port))?;
         let port = listener.local_addr()?.port();
@@ -125,13 +137,17 @@ impl MailerApp {
 
         let api_state = web::Data::new(ApiState {
             store: Arc::new(PgHistoryStore::new(pool.clone())),
-            api_token: settings.api_token.clone(),
+            api_token,
         });
-        let mailer_state = web::Data::new(MailerState { mailer, pool });
+        let mailer_state = web::Data::new(MailerState {
+            mailer,
+            pool,
+            signer,
+        });
         let case = settings.case;
         let server = HttpServer::new(move || {
             App::new()
-                .wrap(TracingLogger::default())
+                .wrap(shared_events::request_span::tracing_logger())
                 .wrap(HttpMetrics::new("mailer"))
                 .app_data(api_state.clone())
                 .app_data(mailer_state.clone())
@@ -204,11 +220,19 @@ async fn readyz(state: web::Data<MailerState>) -> HttpResponse {
     }
 }
 
-/// Case 1's input: one event (the envelope JSON), handled by the same [`BlockingMailer`]
+/// Case 1's input: one event (the envelope JSON), signed by order or payment (`401`
+/// otherwise, nothing mailed), handled by the same [`BlockingMailer`]
 /// the Kafka consumer uses, before the answer: `200` once the mail is sent or recorded
 /// `FAILED` (or needs none), `400`/`422` for an event that cannot be mailed (the sender
 /// should not retry), `503` when the history is unavailable (retry later).
-async fn receive_event(state: web::Data<MailerState>, body: web::Bytes) -> HttpResponse {
+async fn receive_event(
+    state: web::Data<MailerState>,
+    request: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    if let Some(refused) = chain::refuse_unsigned(state.signer.as_ref(), &request, &body) {
+        return refused;
+    }
     let event = match Event::from_json(&body) {
         Ok(event) => event,
         Err(error) => return Problem::invalid_event(error.to_string()).response(),

@@ -8,12 +8,16 @@ use crate::helpers::*;
 use clap::Parser;
 use notifier::blocking::{MailerApp, MailerSettings};
 use serde_json::Value;
+use shared_events::chain::{EventSigner, SIGNATURE_HEADER};
 use shared_events::kafka::{DeadLetter, KafkaSettings};
 use shared_events::{Case, Event};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+/// Case 1: the secret order and payment would sign their events with.
+const INTERNAL_SECRET: &str = "mailer-test-internal-secret";
 
 fn postgres_url() -> String {
     std::env::var("POSTGRES_URL")
@@ -45,7 +49,8 @@ async fn spawn_mailer(case: Case, customize: impl FnOnce(&mut MailerSettings)) -
     settings.kafka = KafkaSettings::local(&kafka_brokers(), &format!("b{id}."));
     settings.smtp_host = smtp_host();
     settings.smtp_port = smtp_port();
-    settings.api_token = TOKEN.to_owned().into();
+    settings.api_token = Some(TOKEN.into());
+    settings.internal_events_secret = Some(INTERNAL_SECRET.into());
     settings.mail_retry_initial_ms = 100;
     settings.mail_retry_max_ms = 400;
     customize(&mut settings);
@@ -73,15 +78,23 @@ impl Mailer {
             .expect("published");
     }
 
-    /// Case 1's input.
+    /// Case 1's input, signed as order and payment sign it.
     async fn post_event(&self, body: &[u8]) -> reqwest::Response {
-        self.http
+        let signer = EventSigner::new(INTERNAL_SECRET).expect("a long secret");
+        self.post_signed(body, Some(&signer.sign(body))).await
+    }
+
+    /// Case 1's input with `signature` (or none) as `X-Saga-Signature`.
+    async fn post_signed(&self, body: &[u8], signature: Option<&str>) -> reqwest::Response {
+        let mut request = self
+            .http
             .post(format!("{}/internal/events", self.url))
             .header("content-type", "application/json")
-            .body(body.to_vec())
-            .send()
-            .await
-            .expect("the mail service answers")
+            .body(body.to_vec());
+        if let Some(signature) = signature {
+            request = request.header(SIGNATURE_HEADER, signature);
+        }
+        request.send().await.expect("the mail service answers")
     }
 
     async fn history(&self, order_id: Uuid) -> Vec<Value> {
@@ -304,4 +317,50 @@ async fn case_1_takes_events_over_http_once_each_and_refuses_garbage() {
         .expect("answers");
     assert_eq!(unauthorized.status(), 401);
     mailer.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn case_1_refuses_events_not_signed_with_the_services_secret_and_mails_nothing() {
+    let mailer = spawn_mailer(Case::SyncChain, |_| {}).await;
+    let email = unique_recipient("forged");
+    let order_id = Uuid::now_v7();
+    let body = order_completed(order_id, &snapshot(&email, "en", "Pie")).to_json();
+    let stranger = EventSigner::new("not-the-services-secret").expect("a long secret");
+    let forged = [
+        None,
+        Some("sha256=00".to_owned()),
+        Some(stranger.sign(body.as_bytes())),
+    ];
+    for signature in forged {
+        let response = mailer
+            .post_signed(body.as_bytes(), signature.as_deref())
+            .await;
+        assert_eq!(response.status(), 401, "signature {signature:?}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+    }
+    // The same event, signed with the services' secret, is the first one mailed.
+    let genuine = mailer.post_event(body.as_bytes()).await;
+    assert_eq!(genuine.status(), 200);
+    let history = mailer.history(order_id).await;
+    assert_eq!(history.len(), 1, "only the signed delivery was recorded");
+    assert_eq!(mails_to(&email), 1, "only the signed delivery was mailed");
+    mailer.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn case_1_without_a_secret_refuses_to_start() {
+    require_servers();
+    let mut settings = MailerSettings::try_parse_from(["mailer-blocking"]).expect("defaults");
+    settings.case = Case::SyncChain;
+    settings.port = 0;
+    settings.api_token = Some(TOKEN.into());
+    settings.internal_events_secret = None;
+    let error = match MailerApp::build(settings).await {
+        Ok(_) => panic!("case 1 started without INTERNAL_EVENTS_SECRET"),
+        Err(error) => format!("{error:#}"),
+    };
+    assert!(error.contains("INTERNAL_EVENTS_SECRET"), "{error}");
 }

@@ -109,7 +109,7 @@ pub fn test_settings() -> Settings {
     settings.mongodb_database = format!("notifier_test_{}", &id[..16]);
     settings.smtp_host = smtp_host();
     settings.smtp_port = smtp_port();
-    settings.api_token = TOKEN.into();
+    settings.api_token = Some(TOKEN.into());
     settings.mail_retry_initial_ms = 100;
     settings.mail_retry_max_ms = 400;
     settings.shutdown_timeout_secs = 10;
