@@ -812,13 +812,18 @@ impl ProcStack {
     }
 
     /// Every history record of an order (all pages of `GET /notifications?order_id=`).
+    /// Asked of a running notifier instance (a scenario may have stopped the first).
     pub async fn notifications(&self, order_id: Uuid) -> anyhow::Result<Vec<Value>> {
+        let notifier = [Part::Notifier, Part::Notifier2, Part::Notifier3]
+            .into_iter()
+            .find(|&part| self.pid(part).is_some())
+            .unwrap_or(Part::Notifier);
         let mut items = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
             let mut url = format!(
                 "{}/notifications?order_id={order_id}&limit=200",
-                self.url(Part::Notifier)
+                self.url(notifier)
             );
             if let Some(cursor) = &cursor {
                 url.push_str(&format!("&cursor={cursor}"));
