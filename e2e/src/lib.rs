@@ -9,6 +9,7 @@
 //! Logs are shown when `TEST_LOG` is set. The servers are found through the environment `infra/stack test` sets: `POSTGRES_URL`,
 //! `KAFKA_BROKERS`, `MONGODB_URI`, `SMTP_HOST`, `SMTP_PORT`, `SMTP_MAILDIR`.
 
+pub mod audit;
 pub mod mail;
 pub mod procs;
 mod services;

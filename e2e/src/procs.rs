@@ -27,16 +27,20 @@
 //! `FAULT_TANSU_STORAGE` and `FAULT_TANSU_LOG` (tansu's storage engine and `RUST_LOG`),
 //! `FAULT_KAFKA_DEBUG` (the services' `KAFKA_DEBUG`).
 
+mod audit;
 mod build;
 mod child;
 mod invariants;
 mod mailbox;
+mod postgres;
 mod report;
 mod shopper;
 
+pub use audit::{audit_args, saga_audit};
 pub use build::binaries;
 pub use invariants::{verify, Check, Expect, Verdict};
 pub use mailbox::MailIndex;
+pub use postgres::PrivatePostgres;
 pub use report::record;
 pub use shopper::{Intent, Load, LoadOutcome, LoadPlan, Mix, Placed, Shopper};
 
@@ -74,10 +78,13 @@ pub enum Part {
     Payment,
     Order,
     Notifier,
+    /// More notifier instances in the same consumer group (not started by default).
+    Notifier2,
+    Notifier3,
 }
 
 impl Part {
-    pub const ALL: [Part; 7] = [
+    pub const ALL: [Part; 9] = [
         Part::Kafka,
         Part::Mongo,
         Part::Smtp,
@@ -85,6 +92,8 @@ impl Part {
         Part::Payment,
         Part::Order,
         Part::Notifier,
+        Part::Notifier2,
+        Part::Notifier3,
     ];
     pub const SERVICES: [Part; 3] = [Part::Payment, Part::Order, Part::Notifier];
 
@@ -97,6 +106,8 @@ impl Part {
             Part::Payment => "payment",
             Part::Order => "order",
             Part::Notifier => "notifier",
+            Part::Notifier2 => "notifier-2",
+            Part::Notifier3 => "notifier-3",
         }
     }
 
@@ -104,7 +115,12 @@ impl Part {
     fn is_http(self) -> bool {
         matches!(
             self,
-            Part::KakaoPay | Part::Payment | Part::Order | Part::Notifier
+            Part::KakaoPay
+                | Part::Payment
+                | Part::Order
+                | Part::Notifier
+                | Part::Notifier2
+                | Part::Notifier3
         )
     }
 }
@@ -119,12 +135,17 @@ pub struct Ports {
     pub payment: u16,
     pub order: u16,
     pub notifier: u16,
+    pub notifier2: u16,
+    pub notifier3: u16,
+    /// The private PostgreSQL servers' ([`Options::private_postgres`]).
+    pub postgres_orders: u16,
+    pub postgres_payments: u16,
 }
 
 impl Ports {
     fn pick() -> anyhow::Result<Self> {
         // Hold every listener until all are chosen, so no two parts get the same port.
-        let listeners: Vec<TcpListener> = (0..7)
+        let listeners: Vec<TcpListener> = (0..11)
             .map(|_| TcpListener::bind("127.0.0.1:0"))
             .collect::<Result<_, _>>()?;
         let port = |n: usize| -> anyhow::Result<u16> { Ok(listeners[n].local_addr()?.port()) };
@@ -136,6 +157,10 @@ impl Ports {
             payment: port(4)?,
             order: port(5)?,
             notifier: port(6)?,
+            postgres_orders: port(7)?,
+            postgres_payments: port(8)?,
+            notifier2: port(9)?,
+            notifier3: port(10)?,
         })
     }
 
@@ -148,6 +173,26 @@ impl Ports {
             Part::Payment => self.payment,
             Part::Order => self.order,
             Part::Notifier => self.notifier,
+            Part::Notifier2 => self.notifier2,
+            Part::Notifier3 => self.notifier3,
+        }
+    }
+}
+
+/// The services' two databases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Db {
+    Orders,
+    Payments,
+}
+
+impl Db {
+    pub const ALL: [Db; 2] = [Db::Orders, Db::Payments];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Db::Orders => "orders",
+            Db::Payments => "payments",
         }
     }
 }
@@ -169,6 +214,10 @@ pub struct ProcStack {
     extra_env: BTreeMap<Part, Vec<(String, String)>>,
     kafka_storage: String,
     children: BTreeMap<Part, Child>,
+    /// The stack's own PostgreSQL servers, one per database
+    /// ([`Options::private_postgres`]); empty: both on the shared server at
+    /// `POSTGRES_URL`.
+    postgres: BTreeMap<Db, PrivatePostgres>,
     started_at: Instant,
 }
 
@@ -181,6 +230,10 @@ pub struct Options {
     /// folder; the default, as `infra/stack`) or `memory://tansu/`.
     /// `FAULT_TANSU_STORAGE` overrides the default.
     pub kafka_storage: String,
+    /// Run a PostgreSQL server of the stack's own per database (see
+    /// [`PrivatePostgres`]) instead of using the shared one, so the scenario can take
+    /// either database away and bring it back.
+    pub private_postgres: bool,
 }
 
 impl Default for Options {
@@ -189,6 +242,7 @@ impl Default for Options {
             extra_env: BTreeMap::new(),
             kafka_storage: std::env::var("FAULT_TANSU_STORAGE")
                 .unwrap_or_else(|_| "sqlite://tansu.db".to_owned()),
+            private_postgres: false,
         }
     }
 }
@@ -204,6 +258,7 @@ impl ProcStack {
         let Options {
             extra_env,
             kafka_storage,
+            private_postgres,
         } = options;
         let bins = tokio::task::spawn_blocking(|| binaries().to_path_buf()).await?;
         let id = Uuid::new_v4().simple().to_string()[..12].to_owned();
@@ -211,6 +266,24 @@ impl ProcStack {
         for sub in ["logs", "tansu", "mongodb", "mail"] {
             std::fs::create_dir_all(dir.join(sub))
                 .with_context(|| format!("creating {}", dir.join(sub).display()))?;
+        }
+        let ports = Ports::pick()?;
+        let mut postgres = BTreeMap::new();
+        if private_postgres {
+            for (db, port) in [
+                (Db::Orders, ports.postgres_orders),
+                (Db::Payments, ports.postgres_payments),
+            ] {
+                let data = dir.join(format!("pg-{}", db.name()));
+                let log = dir.join("logs").join(format!("postgres-{}.log", db.name()));
+                let pg = tokio::task::spawn_blocking(move || {
+                    let mut pg = PrivatePostgres::init(data, log, port)?;
+                    pg.start()?;
+                    anyhow::Ok(pg)
+                })
+                .await??;
+                postgres.insert(db, pg);
+            }
         }
         let postgres_url = std::env::var("POSTGRES_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
@@ -220,7 +293,7 @@ impl ProcStack {
             .build()?;
         let mut stack = Self {
             notifier_token: format!("token-{id}"),
-            ports: Ports::pick()?,
+            ports,
             id,
             dir,
             http,
@@ -230,12 +303,16 @@ impl ProcStack {
             extra_env,
             kafka_storage,
             children: BTreeMap::new(),
+            postgres,
             started_at: Instant::now(),
         };
-        for database in ["orders", "payments"] {
-            let name = format!("{database}_{}", stack.id);
-            shared_events::db::create_database(&format!("{}/postgres", stack.postgres_url), &name)
-                .with_context(|| format!("creating database {name}"))?;
+        for db in Db::ALL {
+            let name = format!("{}_{}", db.name(), stack.id);
+            shared_events::db::create_database(
+                &format!("{}/postgres", stack.server_url(db)),
+                &name,
+            )
+            .with_context(|| format!("creating database {name}"))?;
         }
         // The servers first, then the simulator, then the services (in parallel).
         for part in [Part::Kafka, Part::Mongo, Part::Smtp, Part::KakaoPay] {
@@ -276,6 +353,24 @@ impl ProcStack {
     /// Consumer group of a service in the current generation.
     pub fn group(&self, part: Part) -> String {
         format!("{}-{}-g{}", part.name(), self.id, self.generation)
+    }
+
+    /// The URL of the stack's database `name` (`orders` or `payments`).
+    pub fn database_url(&self, name: &str) -> String {
+        let db = if name == "orders" {
+            Db::Orders
+        } else {
+            Db::Payments
+        };
+        format!("{}/{name}_{}", self.server_url(db), self.id)
+    }
+
+    /// The PostgreSQL server holding `db`.
+    fn server_url(&self, db: Db) -> String {
+        match self.postgres.get(&db) {
+            Some(pg) => pg.url(),
+            None => self.postgres_url.clone(),
+        }
     }
 
     /// The SMTP sink's Maildir.
@@ -346,6 +441,34 @@ impl ProcStack {
         if let Some(child) = self.children.get_mut(&part) {
             child.kill9();
         }
+    }
+
+    /// Stops the private PostgreSQL holding `db` (a fast shutdown, by its PID): that
+    /// database is unreachable until [`ProcStack::start_postgres`].
+    pub async fn stop_postgres(&mut self, db: Db) -> anyhow::Result<()> {
+        match self.postgres.get_mut(&db) {
+            Some(pg) => pg.stop().await,
+            None => bail!("this stack uses the shared PostgreSQL, which is never stopped"),
+        }
+    }
+
+    /// Starts the private PostgreSQL holding `db` again, on its port with its data.
+    pub async fn start_postgres(&mut self, db: Db) -> anyhow::Result<()> {
+        let Some(mut pg) = self.postgres.remove(&db) else {
+            bail!("this stack has no private PostgreSQL");
+        };
+        let (pg, started) = tokio::task::spawn_blocking(move || {
+            let started = pg.start();
+            (pg, started)
+        })
+        .await?;
+        self.postgres.insert(db, pg);
+        started
+    }
+
+    /// The postmaster PID of the private PostgreSQL holding `db`, while it runs.
+    pub fn postgres_pid(&self, db: Db) -> Option<u32> {
+        self.postgres.get(&db).and_then(PrivatePostgres::pid)
     }
 
     /// Graceful stop, then start on the same port with the same data.
@@ -447,7 +570,7 @@ impl ProcStack {
                 set("KAFKA_DEBUG", debug);
             }
         };
-        let database = |name: &str| format!("{}/{name}_{}", self.postgres_url, self.id);
+        let database = |name: &str| self.database_url(name);
         let (program, args, cwd): (PathBuf, Vec<String>, PathBuf) = match part {
             Part::Kafka => {
                 // As infra/lib/deps.sh: the sqlite path is relative to the working folder.
@@ -538,10 +661,11 @@ impl ProcStack {
                 set("ORDER_CONSUMER_GROUP", self.group(Part::Order));
                 (self.bins.join("order"), vec![], self.dir.clone())
             }
-            Part::Notifier => {
+            Part::Notifier | Part::Notifier2 | Part::Notifier3 => {
                 services(&mut set);
                 set("NOTIFIER_HOST", "127.0.0.1".into());
-                set("NOTIFIER_PORT", self.ports.notifier.to_string());
+                set("NOTIFIER_PORT", self.ports.of(part).to_string());
+                // One group: the instances share the partitions.
                 set("NOTIFIER_CONSUMER_GROUP", self.group(Part::Notifier));
                 set(
                     "MONGODB_URI",
@@ -574,13 +698,19 @@ impl ProcStack {
     /// pooled connections); returns how many were terminated.
     pub fn terminate_db_sessions(&self) -> anyhow::Result<usize> {
         use diesel::{Connection, RunQueryDsl};
-        let mut conn = diesel::PgConnection::establish(&format!("{}/postgres", self.postgres_url))?;
-        let sql = format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname IN ('orders_{id}', 'payments_{id}') AND pid <> pg_backend_pid()",
-            id = self.id
-        );
-        Ok(diesel::sql_query(sql).execute(&mut conn)?)
+        let mut servers: Vec<String> = Db::ALL.iter().map(|&db| self.server_url(db)).collect();
+        servers.dedup();
+        let mut terminated = 0;
+        for server in servers {
+            let mut conn = diesel::PgConnection::establish(&format!("{server}/postgres"))?;
+            let sql = format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname IN ('orders_{id}', 'payments_{id}') AND pid <> pg_backend_pid()",
+                id = self.id
+            );
+            terminated += diesel::sql_query(sql).execute(&mut conn)?;
+        }
+        Ok(terminated)
     }
 
     /// `PUT /__sim/faults` with `patch` (only the fields present change).
@@ -692,13 +822,18 @@ impl ProcStack {
     }
 
     /// Every history record of an order (all pages of `GET /notifications?order_id=`).
+    /// Asked of a running notifier instance (a scenario may have stopped the first).
     pub async fn notifications(&self, order_id: Uuid) -> anyhow::Result<Vec<Value>> {
+        let notifier = [Part::Notifier, Part::Notifier2, Part::Notifier3]
+            .into_iter()
+            .find(|&part| self.pid(part).is_some())
+            .unwrap_or(Part::Notifier);
         let mut items = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
             let mut url = format!(
                 "{}/notifications?order_id={order_id}&limit=200",
-                self.url(Part::Notifier)
+                self.url(notifier)
             );
             if let Some(cursor) = &cursor {
                 url.push_str(&format!("&cursor={cursor}"));
@@ -810,6 +945,18 @@ impl ProcStack {
             self.dir.display(),
             self.dir.join("logs").display()
         );
+        for db in self.postgres.keys() {
+            let log = self
+                .dir
+                .join("logs")
+                .join(format!("postgres-{}.log", db.name()));
+            out.push_str(&format!(
+                "----- private postgres of {} ({}) -----\n{}\n",
+                db.name(),
+                log.display(),
+                child::tail(&log, 15)
+            ));
+        }
         for part in Part::ALL {
             out.push_str(&format!(
                 "----- {} ({}) -----\n{}\n",
@@ -830,7 +977,13 @@ impl Drop for ProcStack {
                 child.kill9();
             }
         }
-        drop_databases(&self.postgres_url, &self.id);
+        if self.postgres.is_empty() {
+            drop_databases(&self.postgres_url, &self.id);
+        }
+        // Private servers: their data folders go with the stack's.
+        for pg in self.postgres.values_mut() {
+            pg.kill();
+        }
         if std::thread::panicking() || std::env::var_os("FAULT_KEEP").is_some() {
             eprintln!(
                 "fault stack {}: processes killed; folder kept for inspection: {} (logs: {})",

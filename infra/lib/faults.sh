@@ -5,8 +5,12 @@
 # Every scenario starts private servers of its own — tansu, nx-27017, the SMTP sink and
 # the four binaries, on free loopback ports, data in a temp folder — so this neither
 # needs nor touches what `infra/stack deps`/`up` started; only PostgreSQL ($POSTGRES_URL)
-# is shared (each scenario creates and drops databases of its own). The suite builds the
-# binaries itself (cargo build --bins). `infra/stack test` runs the same suite with the
+# is shared (each scenario creates and drops databases of its own) — except by the
+# database-outage scenarios, which run a private server per database (initdb + pg_ctl from
+# /usr/lib/postgresql/*/bin or $FAULT_PG_BIN, as the postgres user when run as root,
+# stopped by PID; the shared server is never stopped). Every scenario ends by running
+# saga-audit (e2e/src/bin/saga-audit.rs) on its stack. The suite builds the binaries
+# itself (cargo build --bins). `infra/stack test` runs the same suite with the
 # CI load (STACK_FAULT_ORDERS, default 60 orders per scenario), its result under target/.
 #
 # Result (unless --results): benchmarks/results/faults/latest.json — per scenario: orders, completed,

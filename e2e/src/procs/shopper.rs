@@ -73,6 +73,9 @@ pub struct LoadPlan {
     /// Shoppers active at once.
     pub concurrency: usize,
     pub mix: Mix,
+    /// Added to each shopper's time at an order: a shopper who keeps retrying through
+    /// an outage longer than the usual budget (the services' settings are untouched).
+    pub patience: Duration,
 }
 
 impl LoadPlan {
@@ -82,7 +85,13 @@ impl LoadPlan {
             spread,
             concurrency: 64,
             mix: Mix::STANDARD,
+            patience: Duration::ZERO,
         }
+    }
+
+    pub fn patience(mut self, extra: Duration) -> Self {
+        self.patience = extra;
+        self
     }
 
     pub fn mix(mut self, mix: Mix) -> Self {
@@ -209,7 +218,7 @@ impl Shopper {
         let started = Instant::now();
         let gate = Arc::new(Semaphore::new(plan.concurrency.max(1)));
         let mut tasks = JoinSet::new();
-        let budget = order_deadline(plan.orders);
+        let budget = order_deadline(plan.orders) + plan.patience;
         for n in 0..plan.orders {
             let at = plan.spread.mul_f64(n as f64 / plan.orders.max(1) as f64);
             let shopper = self.clone();

@@ -3,7 +3,9 @@
 //! database sessions terminated, MongoDB or SMTP down, Kakao Pay down or slow, a full
 //! replay of every topic, poison messages — injected while orders are being placed and
 //! paid. After recovery every scenario checks the same invariants (`e2e::procs::verify`):
-//! nothing accepted is lost, nothing is charged, refunded or mailed twice.
+//! nothing accepted is lost, nothing is charged, refunded or mailed twice — and then
+//! runs `saga-audit` on the stack's databases, mail history and ledger, which must find
+//! no violated invariant and every order terminal.
 //!
 //! Each scenario starts private servers of its own (it needs only PostgreSQL at
 //! `POSTGRES_URL`, tansu and the Python venv installed), so it does not depend on, or
@@ -14,13 +16,20 @@
 
 mod gateway;
 mod guarantees;
+mod outages;
 mod processes;
 mod servers;
 
-use e2e::procs::{record, verify, Expect, Load, LoadOutcome, LoadPlan, ProcStack, Verdict};
+use e2e::procs::{
+    record, saga_audit, verify, Expect, Load, LoadOutcome, LoadPlan, Options, ProcStack, Verdict,
+};
 use serde_json::Value;
+use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, MutexGuard};
+
+/// The operator's check every scenario ends with (`e2e/src/bin/saga-audit.rs`).
+const SAGA_AUDIT: &str = env!("CARGO_BIN_EXE_saga-audit");
 
 /// Scenarios run one at a time: each starts a dozen processes on a 2-core machine.
 static SERIAL: Mutex<()> = Mutex::const_new(());
@@ -47,9 +56,17 @@ pub struct Scenario {
 impl Scenario {
     /// Waits for the scenarios before it, then starts a fresh stack.
     pub async fn begin(name: &'static str) -> Self {
+        Self::begin_with(name, Options::default()).await
+    }
+
+    /// [`Scenario::begin`] with other stack options (a private PostgreSQL, more
+    /// notifier instances' settings, …).
+    pub async fn begin_with(name: &'static str, options: Options) -> Self {
         let serial = SERIAL.lock().await;
         let started = Instant::now();
-        let stack = ProcStack::start().await.expect("the process stack starts");
+        let stack = ProcStack::start_with(options)
+            .await
+            .expect("the process stack starts");
         eprintln!(
             "[{name}] stack {} up in {:.1}s (folder {})",
             stack.id,
@@ -137,7 +154,16 @@ impl Scenario {
             load.duration.as_secs_f64(),
             load.retries
         ));
-        verify(&self.stack, load, expect).await
+        let mut verdict = verify(&self.stack, load, expect).await;
+        let (checks, report) = saga_audit(&self.stack, Path::new(SAGA_AUDIT)).await;
+        self.note(&format!(
+            "saga-audit: {} violation(s), {} not terminal, orders {}",
+            report["violations"].as_array().map_or(0, Vec::len),
+            report["not_terminal"],
+            report["orders"]
+        ));
+        verdict.checks.extend(checks);
+        verdict
     }
 
     /// Records the result and fails the test when a check did not hold.

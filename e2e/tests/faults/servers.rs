@@ -119,36 +119,3 @@ async fn mail_history_survives_mongodb_being_down_for_30_seconds() {
         json!({"fault": "nx-27017 stopped (SIGTERM) for 30 s", "accepted_when_back": accepted_during}),
     );
 }
-
-/// With the shipped defaults a transiently failing mail is never given up: it waits in
-/// its order's lane (retried every ≤ 5 s) until the server is back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn mails_wait_out_a_60_second_smtp_outage_and_are_sent_once() {
-    let mut scenario = Scenario::begin("smtp_down_60s").await;
-    let load = scenario.start(scenario.load(Duration::from_secs(40)));
-    load.until_accepted(scenario.orders / 3).await;
-    scenario.stack.stop(Part::Smtp).await;
-    scenario.note(&format!(
-        "SMTP sink stopped after {} accepted orders",
-        load.accepted()
-    ));
-    tokio::time::sleep(Duration::from_secs(60)).await;
-    scenario
-        .stack
-        .start_part(Part::Smtp)
-        .await
-        .expect("the SMTP sink restarts");
-    scenario.recovered();
-    let outcome = load.finish().await;
-    let mut verdict = scenario.verify(&outcome, scenario.expect()).await;
-    verdict.checks.push(
-        scenario
-            .fault_seen(Part::Notifier, "notifier_mail_retries_total", 1.0)
-            .await,
-    );
-    scenario.finish(
-        &outcome,
-        verdict,
-        json!({"fault": "SMTP sink stopped (SIGTERM) for 60 s"}),
-    );
-}
