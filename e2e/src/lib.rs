@@ -260,6 +260,19 @@ impl Stack {
             .expect("order-service answers")
     }
 
+    /// The order's timeline as its shopper sees it (with its token).
+    pub async fn timeline(&self, id: Uuid) -> Value {
+        self.http
+            .get(format!("{}/orders/{id}/timeline", self.order.url()))
+            .bearer_auth(self.token(id))
+            .send()
+            .await
+            .expect("order-service answers")
+            .json()
+            .await
+            .expect("timeline JSON")
+    }
+
     /// Waits until the order's payment is ready and returns where the shopper pays.
     pub async fn redirect_url(&self, id: Uuid) -> String {
         self.watch_order(id, "the payment redirect URL", |order| {

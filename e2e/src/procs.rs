@@ -742,7 +742,8 @@ impl ProcStack {
     // ----- reading the services -----
 
     /// The sum of every series of Prometheus metric `name` at `part`'s `/metrics` (0 when
-    /// absent): proof that a fault reached the service (retries, errors).
+    /// absent): proof that a fault reached the service (retries, errors). `name` may name
+    /// labels the series must carry: `payment_gateway_requests_total{outcome="unknown"}`.
     pub async fn metric(&self, part: Part, name: &str) -> anyhow::Result<f64> {
         let text = self
             .http
@@ -752,14 +753,7 @@ impl ProcStack {
             .error_for_status()?
             .text()
             .await?;
-        Ok(text
-            .lines()
-            .filter(|line| {
-                line.strip_prefix(name)
-                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-            })
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum())
+        Ok(metric_sum(&text, name))
     }
 
     /// `GET {url}` as JSON, retried for a few seconds through connection errors and 5xx.
@@ -1070,4 +1064,55 @@ fn venv(home: &str) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(home).join(".cache/saga-shop"))
         .join("venv")
+}
+
+/// The sum of the series of `selector` (`name` or `name{label="value",…}`) in a
+/// Prometheus text exposition.
+fn metric_sum(exposition: &str, selector: &str) -> f64 {
+    let (name, labels) = match selector.split_once('{') {
+        Some((name, labels)) => (name, labels.trim_end_matches('}')),
+        None => (selector, ""),
+    };
+    let wanted: Vec<&str> = labels.split(',').filter(|l| !l.is_empty()).collect();
+    exposition
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let (series, value) = rest.rsplit_once(' ')?;
+            let series = series.trim();
+            let carries = |label: &&str| {
+                series
+                    .trim_start_matches('{')
+                    .trim_end_matches('}')
+                    .split(',')
+                    .any(|l| l == *label)
+            };
+            let named = series.is_empty() || series.starts_with('{');
+            (named && wanted.iter().all(carries)).then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod metric_tests {
+    use super::metric_sum;
+
+    const TEXT: &str = "# TYPE t counter\n\
+        t{endpoint=\"approve\",outcome=\"unknown\"} 2\n\
+        t{endpoint=\"cancel\",outcome=\"unknown\"} 3\n\
+        t{endpoint=\"approve\",outcome=\"ok\"} 5\n\
+        t_other 7\n\
+        u 11\n";
+
+    #[test]
+    fn a_selector_sums_the_series_carrying_its_labels() {
+        assert_eq!(metric_sum(TEXT, "t"), 10.0);
+        assert_eq!(metric_sum(TEXT, "t{outcome=\"unknown\"}"), 5.0);
+        assert_eq!(
+            metric_sum(TEXT, "t{endpoint=\"approve\",outcome=\"ok\"}"),
+            5.0
+        );
+        assert_eq!(metric_sum(TEXT, "u"), 11.0);
+        assert_eq!(metric_sum(TEXT, "absent"), 0.0);
+    }
 }

@@ -51,20 +51,6 @@ fn ledger_entry(stack: &Stack, id: Uuid) -> kakaopay::sim::LedgerEntry {
         .expect("a tid for the order")
 }
 
-/// The order's timeline, as its shopper (with the order's token).
-async fn timeline(stack: &Stack, id: Uuid) -> Value {
-    stack
-        .http
-        .get(format!("{}/orders/{id}/timeline", stack.order.url()))
-        .bearer_auth(stack.token(id))
-        .send()
-        .await
-        .expect("the service answers")
-        .json()
-        .await
-        .expect("JSON")
-}
-
 async fn get_json(stack: &Stack, url: String) -> Value {
     stack
         .http
@@ -112,7 +98,7 @@ async fn case4_a_paid_order_completes_with_both_mails_and_its_history() {
         "the history in MongoDB"
     );
 
-    let timeline = timeline(&stack, id).await;
+    let timeline = stack.timeline(id).await;
     let events: Vec<&str> = timeline["steps"]
         .as_array()
         .expect("steps")
@@ -213,7 +199,7 @@ fn published_events(database_url: &str) -> Vec<Published> {
 
 /// What a redelivery must not change, as the shopper and the operator see it.
 async fn observable(stack: &Stack, id: Uuid, email: &str) -> Value {
-    let timeline = timeline(stack, id).await;
+    let timeline = stack.timeline(id).await;
     let payments = get_json(
         stack,
         format!("{}/payments?order_id={id}", stack.payment.url()),

@@ -8,13 +8,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 async fn cancel(stack: &Stack, id: Uuid) -> reqwest::Response {
-    stack
-        .http
-        .post(format!("{}/orders/{id}/cancel", stack.order.url()))
-        .bearer_auth(stack.token(id))
-        .send()
-        .await
-        .expect("order-service answers")
+    stack.cancel_order(id).await
 }
 
 async fn history_types(stack: &Stack, id: Uuid, count: usize) -> Vec<String> {
@@ -82,16 +76,7 @@ async fn a_shopper_cancelling_a_paid_order_is_refunded_once_and_mailed() {
         "refunded with exactly one cancel call"
     );
     assert_eq!(entry.canceled_amount, 12_000);
-    let timeline: Value = stack
-        .http
-        .get(format!("{}/orders/{id}/timeline", stack.order.url()))
-        .bearer_auth(stack.token(id))
-        .send()
-        .await
-        .expect("timeline")
-        .json()
-        .await
-        .expect("timeline JSON");
+    let timeline = stack.timeline(id).await;
     let steps: Vec<&str> = timeline["steps"]
         .as_array()
         .expect("steps")
@@ -225,15 +210,7 @@ async fn a_payment_approved_as_the_deadline_passes_completes_the_order() {
     assert_eq!(entry.cancel_calls, 0, "a paid order is kept, not refunded");
     let types = history_types(&stack, id, 2).await;
     assert_eq!(types, ["order_completed", "payment_completed"]);
-    let timeline: Value = stack
-        .http
-        .get(format!("{}/orders/{id}/timeline", stack.order.url()))
-        .send()
-        .await
-        .expect("timeline")
-        .json()
-        .await
-        .expect("timeline JSON");
+    let timeline = stack.timeline(id).await;
     let steps: Vec<&str> = timeline["steps"]
         .as_array()
         .expect("steps")

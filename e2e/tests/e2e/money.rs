@@ -22,12 +22,7 @@ fn ledger_entry(stack: &Stack, id: Uuid) -> LedgerEntry {
 }
 
 async fn cancel(stack: &Stack, id: Uuid) -> reqwest::Response {
-    stack
-        .http
-        .post(format!("{}/orders/{id}/cancel", stack.order.url()))
-        .send()
-        .await
-        .expect("order-service answers")
+    stack.cancel_order(id).await
 }
 
 /// The kinds of the mails sent for the order, sorted, once `count` have been sent.

@@ -98,3 +98,54 @@ async fn two_seconds_of_kakao_pay_latency_slow_payments_but_lose_nothing() {
         json!({"fault": "PUT /__sim/faults {\"latency_ms\": 2000} for 15 s"}),
     );
 }
+
+/// For 20 s a fifth of Kakao Pay calls of every endpoint lose their connection before
+/// the call is applied (a connection error), and a tenth are applied but their answer
+/// never comes (the client times out: the outcome is unknown). Nothing may be charged
+/// twice, refunded twice or given up: an unknown approve or refund stays unknown until
+/// Kakao Pay `order` settles it, and every shopper who paid gets the order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kakao_pay_timeouts_and_dropped_connections_mixed_lose_and_double_nothing() {
+    let scenario = Scenario::begin("kakaopay_timeouts_and_drops_20s").await;
+    let load = scenario.start(scenario.load(Duration::from_secs(30)));
+    load.until_accepted(scenario.orders / 3).await;
+    let every = |rate: f64| json!({"ready": rate, "approve": rate, "cancel": rate, "order": rate});
+    let faults = json!({"dropped_connection": every(0.2), "applied_answer_lost": every(0.1)});
+    scenario
+        .stack
+        .sim_faults(faults.clone())
+        .await
+        .expect("faults on");
+    scenario.note(&format!(
+        "Kakao Pay dropping and timing out calls after {} accepted orders",
+        load.accepted()
+    ));
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    scenario
+        .stack
+        .sim_faults(json!({"dropped_connection": {}, "applied_answer_lost": {}}))
+        .await
+        .expect("faults off");
+    scenario.recovered();
+    let outcome = load.finish().await;
+    let mut verdict = scenario.verify(&outcome, scenario.expect()).await;
+    verdict.checks.push(
+        scenario
+            .fault_seen(Part::Payment, "payment_gateway_retries_total", 1.0)
+            .await,
+    );
+    verdict.checks.push(
+        scenario
+            .fault_seen(
+                Part::Payment,
+                r#"payment_gateway_requests_total{outcome="unknown"}"#,
+                1.0,
+            )
+            .await,
+    );
+    scenario.finish(
+        &outcome,
+        verdict,
+        json!({"fault": format!("PUT /__sim/faults {faults} for 20 s")}),
+    );
+}
