@@ -42,7 +42,7 @@ use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -133,6 +133,8 @@ struct Shared {
     lanes: Mutex<HashMap<LaneKey, VecDeque<Work>>>,
     root: Assignment,
     next_work: AtomicU64,
+    /// Between a revoke and the assignment that follows it: a rebalance is under way.
+    rebalancing: AtomicBool,
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -286,19 +288,64 @@ impl<H: EventHandler> ConsumerLoop<H> {
             shared.root.hard.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(5), self.inner.tasks.wait()).await;
         }
-        let (consumer, name) = (self.consumer, shared.name.clone());
+        let (consumer, shared, name) = (self.consumer, shared.clone(), shared.name.clone());
         drop(self.inner);
+        leave_group(consumer, shared, name).await;
+    }
+}
+
+/// How long a stopping consumer waits for a rebalance under way to end, and then for its
+/// partitions to be revoked, before it closes.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Commits, then leaves the group so its partitions move on at once. librdkafka sends no
+/// LeaveGroup when a static member (KIP-345) closes, only when it unsubscribes, and only
+/// once the revoke that starts has been served: so the consumer's queue is served until
+/// nothing is assigned (events it still hands out are dropped unstored: they come again
+/// to the next owner). Closing then waits for the broker's answer to the leave. Why it
+/// matters: tansu 0.6 re-forms a group after a missed heartbeat only for dynamic
+/// members, and forgets a leave that arrives while the group is forming (the generation
+/// then completes with the leaver's share assigned to it): a member that stopped without
+/// leaving a formed group kept its partitions for good, and their events waited (the
+/// fault suite's notifier scale-down). So a stop during a rebalance first waits for the
+/// rebalance to end.
+async fn leave_group(
+    consumer: Arc<StreamConsumer<EngineContext>>,
+    shared: Arc<Shared>,
+    name: String,
+) {
+    let deadline = Instant::now() + LEAVE_TIMEOUT;
+    let serve = || tokio::time::timeout(Duration::from_millis(100), consumer.recv());
+    while shared.rebalancing.load(Ordering::SeqCst) && Instant::now() < deadline {
+        let _ = serve().await;
+    }
+    let unsubscribed = {
+        let (consumer, name) = (consumer.clone(), name.clone());
         // Both block on the broker: off the async threads.
-        let left = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             commit(consumer.as_ref(), &name, "shutdown");
             consumer.unsubscribe();
         })
-        .await;
-        if let Err(error) = left {
-            if !error.is_cancelled() {
-                tracing::warn!(%error, "Closing the consumer failed.");
-            }
+        .await
+    };
+    if let Err(error) = unsubscribed {
+        if !error.is_cancelled() {
+            tracing::warn!(%error, "Leaving the group failed.");
         }
+        return;
+    }
+    let deadline = Instant::now() + LEAVE_TIMEOUT;
+    loop {
+        let assigned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+        if assigned == 0 {
+            tracing::info!(consumer = %name, "Left the group.");
+            return;
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(consumer = %name, assigned, "Partitions still assigned after {LEAVE_TIMEOUT:?}; closing without leaving (they wait for the session timeout).");
+            return;
+        }
+        let _ = serve().await;
     }
 }
 
@@ -322,6 +369,7 @@ impl Shared {
                 hard,
             },
             next_work: AtomicU64::new(0),
+            rebalancing: AtomicBool::new(false),
         }
     }
 
@@ -836,12 +884,14 @@ impl ConsumerContext for EngineContext {
         let name = &self.shared.name;
         match rebalance {
             Rebalance::Assign(partitions) => {
+                self.shared.rebalancing.store(false, Ordering::SeqCst);
                 self.shared.assigned(consumer, partitions);
                 tracing::info!(consumer = %name, partitions = %super::partition_list(partitions), "Partitions assigned.");
             }
-            Rebalance::Revoke(partitions) => tracing::info!(
-                consumer = %name, partitions = %super::partition_list(partitions), "Partitions revoked."
-            ),
+            Rebalance::Revoke(partitions) => {
+                self.shared.rebalancing.store(true, Ordering::SeqCst);
+                tracing::info!(consumer = %name, partitions = %super::partition_list(partitions), "Partitions revoked.")
+            }
             Rebalance::Error(error) => {
                 tracing::warn!(consumer = %name, %error, "Rebalance failed.")
             }

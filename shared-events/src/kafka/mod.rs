@@ -29,7 +29,8 @@ pub use watchdog::{lagging_partitions, watch_assignment};
 /// progress" until the broker restarts. With 10 s this happened after a 3 s broker
 /// outage; a longer timeout keeps the gap inside it. It costs nothing for static members
 /// (a restarted instance takes back its own place) and makes a crashed dynamic member's
-/// partitions wait up to 45 s; a graceful stop leaves the group at once either way.
+/// partitions wait up to 45 s; a graceful stop leaves the group at once either way (see
+/// `engine::leave_group`).
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// See [`KafkaSettings::fetch_wait_max_ms`].
@@ -132,8 +133,10 @@ pub struct KafkaSettings {
     /// rebalance that follows can answer the new leader's SyncGroup with an empty
     /// assignment, and the partitions stay unowned for minutes (seen in the kill -9 fault
     /// scenarios: the new leader assigned itself all three partitions, tansu returned
-    /// none). Two running instances must never share a name; a static member that stops
-    /// for good keeps its partitions until its session times out.
+    /// none). Two running instances must never share a name. A graceful stop leaves the
+    /// group (the engine unsubscribes before closing), so its partitions move on at once;
+    /// a crashed static member keeps them until it restarts under its name (tansu 0.6 does
+    /// not re-form a group when a static member's session times out).
     #[arg(long = "kafka-group-instance-id", env = "KAFKA_GROUP_INSTANCE_ID")]
     pub group_instance_id: Option<String>,
     /// librdkafka debug contexts (its `debug` setting, e.g. `cgrp` for the consumer
