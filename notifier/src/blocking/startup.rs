@@ -1,5 +1,8 @@
 //! [`MailerApp`]: the blocking mail service's HTTP API and its event input (Kafka
-//! consumers in case 2, `POST /internal/events` in case 1).
+//! consumers in case 2, `POST /internal/events` in case 1). It binds its port and
+//! answers `/healthz` at once; the history's migrations and (case 2) the Kafka topics
+//! are retried until their servers answer, and `/readyz` says what it waits for
+//! ([`shared_events::readiness`]).
 
 use super::service::{outcome_label, BlockingMailer, MailEvents, MailerError};
 use super::settings::MailerSettings;
@@ -14,7 +17,8 @@ use secrecy::ExposeSecret;
 use shared_events::chain::{self, EventSigner};
 use shared_events::db::{self, run_blocking, DbError, PgPool};
 use shared_events::http::{HttpMetrics, Problem};
-use shared_events::kafka::{ConsumerLoop, DeadLetterPublisher, EngineConfig};
+use shared_events::kafka::{ConsumerLoop, DeadLetterPublisher, EngineConfig, KafkaSettings};
+use shared_events::readiness::{retry_until_done, Readiness};
 use shared_events::{Case, Event};
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -31,6 +35,7 @@ pub struct MailerState {
     pub pool: PgPool,
     /// Case 1: checks that `POST /internal/events` comes from order or payment.
     pub signer: Option<EventSigner>,
+    pub readiness: Readiness,
 }
 
 /// The blocking mail service, running.
@@ -87,11 +92,11 @@ impl MailerApp {
             .with_context(|| format!("could not bind {}:{}", settings.host, settings.port))?;
         let port = listener.local_addr()?.port();
 
+        // The pool connects lazily: PostgreSQL may still be down.
         let pool = db::build_pool(
             settings.database_url.expose_secret(),
             settings.db_pool_size.max(2),
         );
-        migrate(&pool).await?;
         let smtp = BlockingSmtp::new(&settings.smtp())?;
         let renderer = Renderer::new(&smtp.from_domain()).context("mail templates")?;
         let mailer = Arc::new(BlockingMailer::new(
@@ -101,39 +106,17 @@ impl MailerApp {
             settings.delivery_policy(),
         ));
         let shutdown = CancellationToken::new();
-
-        let mut tasks = Vec::new();
-        if settings.case.uses_kafka() {
-            settings.kafka.ensure_topics().await.with_context(|| {
-                format!(
-                    "could not create the Kafka topics on {}",
-                    settings.kafka.brokers
-                )
-            })?;
-            let topics = settings.kafka.topics();
-            let producer = settings.kafka.producer()?;
-            // Each mail holds a blocking thread, an SMTP connection and a database
-            // connection from claim to commit: more in flight than SMTP connections
-            // would only queue on the pools.
-            let engine = EngineConfig {
-                max_in_flight: settings.smtp_pool_size.max(1) as usize,
-                backoff: settings.delivery_policy().backoff(),
-                ..settings.kafka.engine_config()
-            };
-            for n in 0..settings.consumers.max(1) {
-                let consumer = ConsumerLoop::with_config(
-                    &format!("mailer-blocking-{n}"),
-                    &settings.kafka,
-                    &settings.consumer_group,
-                    &[&topics.orders, &topics.payments],
-                    MailEvents(mailer.clone()),
-                    DeadLetterPublisher::new(producer.clone(), &topics.dead_letter),
-                    engine,
-                )
-                .context("could not create the Kafka consumer")?;
-                tasks.push(tokio::spawn(consumer.run(shutdown.clone())));
-            }
-        }
+        let readiness = Readiness::starting();
+        let consumers = settings
+            .case
+            .uses_kafka()
+            .then(|| Consumers::from_settings(&settings, mailer.clone()));
+        let tasks = vec![tokio::spawn(start_then_consume(
+            pool.clone(),
+            consumers,
+            readiness.clone(),
+            shutdown.clone(),
+        ))];
 
         let api_state = web::Data::new(ApiState {
             store: Arc::new(PgHistoryStore::new(pool.clone())),
@@ -143,6 +126,7 @@ impl MailerApp {
             mailer,
             pool,
             signer,
+            readiness,
         });
         let case = settings.case;
         let server = HttpServer::new(move || {
@@ -182,6 +166,99 @@ impl MailerApp {
     }
 }
 
+/// Case 2's Kafka input: one consumer loop per `MAILER_CONSUMERS`, made once the topics
+/// exist.
+struct Consumers {
+    kafka: KafkaSettings,
+    group: String,
+    count: usize,
+    engine: EngineConfig,
+    mailer: Arc<BlockingMailer>,
+}
+
+impl Consumers {
+    fn from_settings(settings: &MailerSettings, mailer: Arc<BlockingMailer>) -> Self {
+        // Each mail holds a blocking thread, an SMTP connection and a database
+        // connection from claim to commit: more in flight than SMTP connections would
+        // only queue on the pools.
+        let engine = EngineConfig {
+            max_in_flight: settings.smtp_pool_size.max(1) as usize,
+            backoff: settings.delivery_policy().backoff(),
+            ..settings.kafka.engine_config()
+        };
+        Self {
+            kafka: settings.kafka.clone(),
+            group: settings.consumer_group.clone(),
+            count: settings.consumers.max(1),
+            engine,
+            mailer,
+        }
+    }
+
+    /// Runs every consumer until the shutdown; an error if one cannot be made.
+    async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let topics = self.kafka.topics();
+        let producer = self.kafka.producer()?;
+        let mut running = tokio::task::JoinSet::new();
+        for n in 0..self.count {
+            let consumer = ConsumerLoop::with_config(
+                &format!("mailer-blocking-{n}"),
+                &self.kafka,
+                &self.group,
+                &[&topics.orders, &topics.payments],
+                MailEvents(self.mailer.clone()),
+                DeadLetterPublisher::new(producer.clone(), &topics.dead_letter),
+                self.engine,
+            )
+            .context("could not create the Kafka consumer")?;
+            running.spawn(consumer.run(shutdown.clone()));
+        }
+        while running.join_next().await.is_some() {}
+        Ok(())
+    }
+}
+
+/// The start-up steps, each retried until its server answers, then (case 2) the
+/// consumers until the shutdown. Ending early is a failure the runner stops on.
+async fn start_then_consume(
+    pool: PgPool,
+    consumers: Option<Consumers>,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+) {
+    let steps = async {
+        retry_until_done(
+            &readiness,
+            "the mail database (migrations)",
+            &shutdown,
+            || migrate(&pool),
+        )
+        .await?;
+        if let Some(consumers) = &consumers {
+            retry_until_done(&readiness, "Kafka (topics)", &shutdown, || {
+                consumers.kafka.ensure_topics()
+            })
+            .await?;
+        }
+        Some(())
+    };
+    if steps.await.is_none() {
+        return;
+    }
+    readiness.mark_started();
+    let Some(consumers) = consumers else {
+        shutdown.cancelled().await;
+        return;
+    };
+    tracing::info!("Blocking mail service started its consumers.");
+    if let Err(error) = consumers.run(shutdown).await {
+        tracing::error!(
+            error = format!("{error:#}"),
+            "The Kafka input could not start."
+        );
+    }
+}
+
 /// `/healthz`, `/readyz`, `/metrics`, the notifier's history routes (same JSON, filters
 /// and token) and, in case 1, the event input.
 pub fn configure(cfg: &mut web::ServiceConfig, case: Case) {
@@ -201,8 +278,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, case: Case) {
     }
 }
 
-/// Ready when PostgreSQL answers.
+/// Ready when started and PostgreSQL answers.
 async fn readyz(state: web::Data<MailerState>) -> HttpResponse {
+    if let Some(waiting_for) = state.readiness.waiting_for() {
+        return shared_events::http::starting(&waiting_for);
+    }
     let ping = run_blocking(&state.pool, |conn| {
         use diesel::RunQueryDsl;
         diesel::sql_query("SELECT 1")
@@ -232,6 +312,10 @@ async fn receive_event(
 ) -> HttpResponse {
     if let Some(refused) = chain::refuse_unsigned(state.signer.as_ref(), &request, &body) {
         return refused;
+    }
+    // Until the history is migrated nothing can be recorded: the sender retries.
+    if let Some(waiting_for) = state.readiness.waiting_for() {
+        return shared_events::http::starting(&waiting_for);
     }
     let event = match Event::from_json(&body) {
         Ok(event) => event,

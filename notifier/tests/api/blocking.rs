@@ -28,6 +28,7 @@ fn postgres_url() -> String {
 
 struct Mailer {
     url: String,
+    port: u16,
     settings: MailerSettings,
     database: String,
     shutdown: CancellationToken,
@@ -35,7 +36,15 @@ struct Mailer {
     http: reqwest::Client,
 }
 
+/// [`start_mailer`], once `/readyz` answers 200.
 async fn spawn_mailer(case: Case, customize: impl FnOnce(&mut MailerSettings)) -> Mailer {
+    let mailer = start_mailer(case, customize).await;
+    until_ready(&mailer.http, mailer.port).await;
+    mailer
+}
+
+/// The service as `main` starts it: bound and answering `/healthz`, maybe not ready yet.
+async fn start_mailer(case: Case, customize: impl FnOnce(&mut MailerSettings)) -> Mailer {
     require_servers();
     let id = Uuid::new_v4().simple().to_string()[..12].to_owned();
     let database = format!("mail_test_{id}");
@@ -57,11 +66,13 @@ async fn spawn_mailer(case: Case, customize: impl FnOnce(&mut MailerSettings)) -
     let app = MailerApp::build(settings.clone())
         .await
         .expect("the mail service starts");
-    let url = format!("http://127.0.0.1:{}", app.port());
+    let port = app.port();
+    let url = format!("http://127.0.0.1:{port}");
     let shutdown = app.shutdown_token();
     let task = tokio::spawn(app.run_until_stopped());
     Mailer {
         url,
+        port,
         settings,
         database,
         shutdown,
@@ -129,16 +140,15 @@ impl Mailer {
     async fn finish(self) {
         self.shutdown.cancel();
         let _ = self.task.await;
-        use diesel::{Connection, RunQueryDsl};
-        if let Ok(mut conn) =
-            diesel::PgConnection::establish(&format!("{}/postgres", postgres_url()))
-        {
-            let _ = diesel::sql_query(format!(
-                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-                self.database
-            ))
+        drop_database(&self.database);
+    }
+}
+
+fn drop_database(name: &str) {
+    use diesel::{Connection, RunQueryDsl};
+    if let Ok(mut conn) = diesel::PgConnection::establish(&format!("{}/postgres", postgres_url())) {
+        let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
             .execute(&mut conn);
-        }
     }
 }
 
@@ -363,4 +373,36 @@ async fn case_1_without_a_secret_refuses_to_start() {
         Err(error) => format!("{error:#}"),
     };
     assert!(error.contains("INTERNAL_EVENTS_SECRET"), "{error}");
+}
+
+/// Started while its database cannot be reached (here: not created yet), the service
+/// answers `/healthz`, says in `/readyz` what it waits for, refuses case 1's events with
+/// 503 (the sender retries) and, once the database is there, migrates it and mails.
+#[tokio::test(flavor = "multi_thread")]
+async fn started_before_its_database_exists_it_waits_then_mails() {
+    let late = format!("mail_late_{}", &Uuid::new_v4().simple().to_string()[..12]);
+    let late_url = format!("{}/{late}", postgres_url());
+    let mailer = start_mailer(Case::SyncChain, |s| s.database_url = late_url.into()).await;
+    let get = |path: &str| mailer.http.get(format!("{}{path}", mailer.url)).send();
+    assert_eq!(get("/healthz").await.expect("answers").status(), 200);
+    let readyz = get("/readyz").await.expect("answers");
+    assert_eq!(readyz.status(), 503);
+    let body: Value = readyz.json().await.expect("JSON");
+    assert_eq!(body["waiting_for"], "the mail database (migrations)");
+
+    let email = unique_recipient("late-db");
+    let order_id = Uuid::now_v7();
+    let body = order_completed(order_id, &snapshot(&email, "en", "Pie")).to_json();
+    assert_eq!(mailer.post_event(body.as_bytes()).await.status(), 503);
+    assert_eq!(mails_to(&email), 0, "nothing mailed while it cannot record");
+
+    shared_events::db::create_database(&format!("{}/postgres", postgres_url()), &late)
+        .expect("creating the database");
+    until_ready(&mailer.http, mailer.port).await;
+    let sent = mailer.post_event(body.as_bytes()).await;
+    assert_eq!(sent.status(), 200);
+    assert_eq!(mails_to(&email), 1);
+    assert_eq!(mailer.history(order_id).await[0]["status"], "SENT");
+    mailer.finish().await;
+    drop_database(&late);
 }

@@ -588,7 +588,7 @@ pub fn order_cancelled(order_id: Uuid, order: &OrderSnapshot, refunded: Option<i
 
 /// Polls `/readyz` until it answers 200: `build` returns once the port is bound, while
 /// the MongoDB indexes and Kafka topics are still being made.
-async fn until_ready(http: &reqwest::Client, port: u16) {
+pub async fn until_ready(http: &reqwest::Client, port: u16) {
     let url = format!("http://127.0.0.1:{port}/readyz");
     let started = Instant::now();
     loop {
