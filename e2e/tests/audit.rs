@@ -15,12 +15,14 @@ use uuid::Uuid;
 
 const TOTAL: i64 = 1000;
 
-/// Fresh order and payment databases (migrated), a MongoDB database and a simulator.
+/// Fresh order, payment and (cases 1–2) mail databases (migrated), a MongoDB database
+/// and a simulator.
 struct Fixture {
     id: String,
     server: String,
     orders: PgConnection,
     payments: PgConnection,
+    mail: PgConnection,
     mongo: mongodb::Database,
     sim: SimHandle,
     kakao: KakaoPayClient,
@@ -42,6 +44,7 @@ impl Fixture {
         };
         let orders = connect("orders", order::MIGRATIONS);
         let payments = connect("payments", payment::MIGRATIONS);
+        let mail = connect("mail", notifier::blocking::startup::MIGRATIONS);
         let uri =
             std::env::var("MONGODB_URI").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".to_owned());
         let mongo = mongodb::Client::with_uri_str(&uri)
@@ -59,6 +62,7 @@ impl Fixture {
             server,
             orders,
             payments,
+            mail,
             mongo,
             sim,
             kakao,
@@ -153,6 +157,23 @@ impl Fixture {
             .insert_many(docs)
             .await
             .expect("insert history");
+    }
+
+    /// History rows in mailer-blocking's table (cases 1–2), one per `(kind, status)`.
+    fn mails_in_postgres(&mut self, order: Uuid, mails: &[(&str, &str)]) {
+        for (kind, status) in mails {
+            let event_id = Uuid::new_v4();
+            diesel::sql_query(format!(
+                "INSERT INTO mail_history (id, event_id, event_type, order_id, recipient, kind, \
+                 locale, status, attempts, subject, smtp_message_id, created_at, updated_at, \
+                 event_occurred_at) VALUES ('{}', '{event_id}', 'test', '{order}', \
+                 'shopper-{order}@example.com', '{kind}', 'en', '{status}', 1, 's', \
+                 '<{event_id}@example.com>', now(), now(), now())",
+                Uuid::now_v7()
+            ))
+            .execute(&mut self.mail)
+            .expect("insert history row");
+        }
     }
 
     /// `ready` at the gateway for `order`; returns the tid (not approved).
@@ -275,7 +296,7 @@ impl Fixture {
         let _ = self.mongo.drop().await;
         let mut conn =
             PgConnection::establish(&format!("{}/postgres", self.server)).expect("connect");
-        for db in ["orders", "payments"] {
+        for db in ["orders", "payments", "mail"] {
             diesel::sql_query(format!(
                 "DROP DATABASE IF EXISTS {db}_audit_{} WITH (FORCE)",
                 self.id
@@ -520,4 +541,44 @@ async fn an_unreadable_source_exits_2_without_printing_its_url() {
     assert!(!stderr.is_empty());
     assert!(!stderr.contains("s3cret"), "{stderr}");
     assert!(output.stdout.is_empty());
+}
+
+/// Cases 1–2 keep the mail history in PostgreSQL: with `--mail-database-url` it is read
+/// from there, and MongoDB is not consulted.
+#[tokio::test]
+async fn the_blocking_mail_services_history_is_read_from_postgresql() {
+    let mut f = Fixture::new().await;
+    let clean = f.order("COMPLETED", None, true, 3600);
+    let lacking = f.order("COMPLETED", None, true, 3600);
+    for order in [clean, lacking] {
+        let tid = f.charge(order).await;
+        f.payment(
+            order,
+            "APPROVED",
+            &tid,
+            &[("ready", "ok"), ("approve", "ok")],
+        );
+    }
+    f.mails_in_postgres(
+        clean,
+        &[("payment_completed", "SENT"), ("order_completed", "SENT")],
+    );
+    f.mails_in_postgres(lacking, &[("payment_completed", "SENT")]);
+    let mail_db = format!("{}/mail_audit_{}", f.server, f.id);
+
+    let (code, report) = f
+        .json(&["--quiet-for", "0", "--mail-database-url", &mail_db])
+        .await;
+    assert_eq!(
+        found(&report),
+        BTreeSet::from([(lacking.to_string(), "mail_missing".to_owned())]),
+        "{report:#}"
+    );
+    assert_eq!(code, 1);
+    assert_eq!(report["mails"], 3);
+
+    // Read from MongoDB (empty here) both orders lack their mails: the flag chose the source.
+    let (_, from_mongo) = f.json(&["--quiet-for", "0"]).await;
+    assert!(found(&from_mongo).contains(&(clean.to_string(), "mail_missing".to_owned())));
+    f.drop_all().await;
 }

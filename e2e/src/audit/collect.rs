@@ -1,5 +1,6 @@
 //! Reading the sources into a [`Snapshot`]: plain SQL on the two PostgreSQL databases
-//! (read-only statements), a find on the notifier's collection, one GET of the ledger.
+//! (read-only statements), a find on the notifier's collection (or, cases 1–2, a select
+//! on mailer-blocking's `mail_history` table), one GET of the ledger.
 //! Errors name the source, never its URL (it can hold a password).
 
 use super::rules::{MailRecord, OrderRow, PaymentRow, Snapshot};
@@ -29,6 +30,9 @@ pub struct Sources {
     /// The notifier's MongoDB (`MONGODB_URI`) and database (`NOTIFIER_MONGODB_DATABASE`).
     pub mongodb_uri: String,
     pub mongodb_database: String,
+    /// Cases 1–2: mailer-blocking's database (`MAILER_DATABASE_URL`), read instead of
+    /// MongoDB.
+    pub mail_database_url: Option<String>,
     /// The Kakao Pay simulator's ledger (`GET /__sim/ledger`), local stacks only.
     pub kakaopay_ledger: Option<Url>,
 }
@@ -37,6 +41,10 @@ impl std::fmt::Debug for Sources {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sources")
             .field("mongodb_database", &self.mongodb_database)
+            .field(
+                "mail_history_in_postgres",
+                &self.mail_database_url.is_some(),
+            )
             .field(
                 "kakaopay_ledger",
                 &self.kakaopay_ledger.as_ref().map(Url::as_str),
@@ -54,7 +62,12 @@ pub async fn collect(sources: &Sources) -> anyhow::Result<Snapshot> {
     );
     let orders = tokio::task::spawn_blocking(move || read_orders(&order_url));
     let payments = tokio::task::spawn_blocking(move || read_payments(&payment_url));
-    let mails = read_mails(&sources.mongodb_uri, &sources.mongodb_database);
+    let mails = async {
+        match sources.mail_database_url.clone() {
+            Some(url) => tokio::task::spawn_blocking(move || read_mail_table(&url)).await?,
+            None => read_mails(&sources.mongodb_uri, &sources.mongodb_database).await,
+        }
+    };
     let ledger = async {
         match &sources.kakaopay_ledger {
             Some(url) => read_ledger(url).await.map(Some),
@@ -207,6 +220,45 @@ async fn read_mails(uri: &str, database: &str) -> anyhow::Result<BTreeMap<Uuid, 
             status: doc.status,
             attempts: doc.attempts,
             last_error: doc.last_error,
+        });
+    }
+    Ok(mails)
+}
+
+#[derive(QueryableByName)]
+struct MailSql {
+    #[diesel(sql_type = Text)]
+    event_id: String,
+    #[diesel(sql_type = SqlUuid)]
+    order_id: Uuid,
+    #[diesel(sql_type = Text)]
+    kind: String,
+    #[diesel(sql_type = Text)]
+    status: String,
+    #[diesel(sql_type = BigInt)]
+    attempts: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    last_error: Option<String>,
+}
+
+/// mailer-blocking's history (`diesel-migrations/mail`): the same records as the
+/// notifier's documents.
+fn read_mail_table(url: &str) -> anyhow::Result<BTreeMap<Uuid, Vec<MailRecord>>> {
+    let mut conn = PgConnection::establish(url).context("connecting to the mail database")?;
+    let rows: Vec<MailSql> = diesel::sql_query(
+        "SELECT event_id::text AS event_id, order_id, kind, status, attempts::bigint AS attempts, \
+         last_error FROM mail_history ORDER BY created_at, id",
+    )
+    .load(&mut conn)
+    .context("reading the mail history")?;
+    let mut mails: BTreeMap<Uuid, Vec<MailRecord>> = BTreeMap::new();
+    for r in rows {
+        mails.entry(r.order_id).or_default().push(MailRecord {
+            event_id: r.event_id,
+            kind: r.kind,
+            status: r.status,
+            attempts: r.attempts,
+            last_error: r.last_error,
         });
     }
     Ok(mails)

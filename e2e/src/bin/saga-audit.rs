@@ -43,6 +43,10 @@ struct Args {
     /// The MongoDB database holding the notifier's `notifications` collection.
     #[arg(long, env = "NOTIFIER_MONGODB_DATABASE", default_value = "notifier")]
     mongodb_database: String,
+    /// Cases 1–2: mailer-blocking's PostgreSQL database (its `MAILER_DATABASE_URL`); the
+    /// mail history is then read from its `mail_history` table instead of MongoDB.
+    #[arg(long, value_name = "URL", hide_env_values = true)]
+    mail_database_url: Option<String>,
     /// The Kakao Pay simulator's ledger, e.g. http://127.0.0.1:8090/__sim/ledger (a bare
     /// base URL gets `/__sim/ledger` added). Local stacks only; without it money is judged
     /// from payment-service's records alone.
@@ -77,6 +81,7 @@ async fn main() -> ExitCode {
         payment_database_url: args.payment_database_url,
         mongodb_uri: args.mongodb_uri,
         mongodb_database: args.mongodb_database,
+        mail_database_url: args.mail_database_url,
         kakaopay_ledger: args.kakaopay_ledger.map(ledger_url),
     };
     let seconds = |s: u64| chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX));
