@@ -18,7 +18,7 @@
 //! | `NOTIFIER_MAX_UNCOMMITTED` | `10000` | offsets fetched but not yet stored (finished work waiting behind an unfinished one in its partition); fetching pauses at this limit |
 //! | `NOTIFIER_SMTP_POOL_SIZE` | `16` | SMTP connections: at most this many sessions at once, kept open between mails |
 //! | `NOTIFIER_SMTP_TIMEOUT_SECS` | `10` | bound of one delivery attempt (connecting and the whole SMTP dialogue) |
-//! | `NOTIFIER_MAIL_MAX_ATTEMPTS` | `5` | delivery attempts of one mail before it is recorded `FAILED` |
+//! | `NOTIFIER_MAIL_MAX_ATTEMPTS` | `0` | delivery attempts of one mail before a transient failure records it `FAILED`; 0: never (only a 5xx fails a mail) |
 //! | `NOTIFIER_MAIL_RETRY_INITIAL_MS` | `500` | wait before the 2nd attempt; doubles each attempt (with jitter) |
 //! | `NOTIFIER_MAIL_RETRY_MAX_MS` | `5000` | cap of the wait between attempts (how soon after an SMTP outage every waiting mail is tried again) |
 //! | `NOTIFIER_SHUTDOWN_TIMEOUT_SECS` | `20` | how long shutdown waits for in-flight mails before abandoning them (their offsets are then not committed and they come again) |
