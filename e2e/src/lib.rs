@@ -239,15 +239,20 @@ impl Stack {
 
     /// The order as its shopper sees it (with its token).
     pub async fn get_order(&self, id: Uuid) -> Value {
+        self.get_as_shopper(id, "").await
+    }
+
+    /// `GET /orders/{id}{rest}` with the order's token, as JSON.
+    async fn get_as_shopper(&self, id: Uuid, rest: &str) -> Value {
         self.http
-            .get(format!("{}/orders/{id}", self.order.url()))
+            .get(format!("{}/orders/{id}{rest}", self.order.url()))
             .bearer_auth(self.token(id))
             .send()
             .await
             .expect("order-service answers")
             .json()
             .await
-            .expect("order JSON")
+            .expect("order-service answers JSON")
     }
 
     /// `POST /orders/{id}/cancel` as the order's shopper.
@@ -262,15 +267,7 @@ impl Stack {
 
     /// The order's timeline as its shopper sees it (with its token).
     pub async fn timeline(&self, id: Uuid) -> Value {
-        self.http
-            .get(format!("{}/orders/{id}/timeline", self.order.url()))
-            .bearer_auth(self.token(id))
-            .send()
-            .await
-            .expect("order-service answers")
-            .json()
-            .await
-            .expect("timeline JSON")
+        self.get_as_shopper(id, "/timeline").await
     }
 
     /// Waits until the order's payment is ready and returns where the shopper pays.
