@@ -766,6 +766,12 @@ impl ProcStack {
             .await
     }
 
+    /// The order's saga timeline, as its shopper sees it (with the order's token).
+    pub async fn timeline(&self, order: &Placed) -> anyhow::Result<Value> {
+        let url = format!("{}/orders/{}/timeline", self.url(Part::Order), order.id);
+        get_json(&self.http, &url, Some(&order.token)).await
+    }
+
     /// Long-polls order `id` (see [`crate::watch::OrderWatch`]) until `check` finds what
     /// it looks for; an error after [`crate::DEADLINE`] or when order-service refuses.
     pub async fn watch_order<T>(

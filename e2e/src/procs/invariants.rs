@@ -224,6 +224,7 @@ pub async fn verify(stack: &ProcStack, load: &LoadOutcome, expect: Expect) -> Ve
         let outcome_ok = match p.intent {
             Intent::Approve => status == "COMPLETED",
             Intent::Cancel => unpaid_cancel,
+            Intent::Abandon => unpaid_cancel && order["cancel_reason"] == "deadline_expired",
             Intent::Refund => status == "CANCELLED" && refund.is_some(),
         };
         let gateway_excuse = expect.gateway_failures_allowed
@@ -251,7 +252,7 @@ pub async fn verify(stack: &ProcStack, load: &LoadOutcome, expect: Expect) -> Ve
         }
     }
     checks.push(Check::new(
-        "every shopper action took effect (approve → COMPLETED, cancel → CANCELLED, refund → CANCELLED refunded)",
+        "every shopper action took effect (approve → COMPLETED, cancel → CANCELLED, refund → CANCELLED refunded, abandon → CANCELLED by the deadline)",
         intent_problems,
     ));
     checks.push(Check::new(

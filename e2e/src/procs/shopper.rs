@@ -3,6 +3,11 @@
 //! the order (a refund). Every request is retried with bounded backoff through outages:
 //! the point of a scenario is that nothing *accepted* is lost, so the driver keeps
 //! trying to get its orders accepted and its actions through.
+//!
+//! A load can also hold every shopper at the payment page ([`LoadPlan::hold_at_page`])
+//! until the scenario lets them pay ([`Load::pay`]): a fault can then start after every
+//! page is shown and before anyone pays, as when a shop's database goes down while its
+//! shoppers are on Kakao Pay's page.
 
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -30,6 +35,9 @@ pub enum Intent {
     Cancel,
     /// Approve, wait for `COMPLETED`, then `POST /orders/{id}/cancel`: refunded.
     Refund,
+    /// Take the payment page and never pay: the payment deadline cancels the order
+    /// unpaid.
+    Abandon,
 }
 
 /// Shares of the shopper actions, in percent (the rest approve).
@@ -37,6 +45,7 @@ pub enum Intent {
 pub struct Mix {
     pub cancel_percent: u32,
     pub refund_percent: u32,
+    pub abandon_percent: u32,
 }
 
 impl Mix {
@@ -44,20 +53,26 @@ impl Mix {
     pub const STANDARD: Mix = Mix {
         cancel_percent: 15,
         refund_percent: 15,
+        abandon_percent: 0,
     };
     pub const APPROVE_ONLY: Mix = Mix {
         cancel_percent: 0,
         refund_percent: 0,
+        abandon_percent: 0,
     };
 
     /// The intent of the `n`-th order: deterministic, and spread evenly over the load
     /// (37 is prime to 100, so every 100 consecutive orders use every bucket once).
     pub fn intent(&self, n: usize) -> Intent {
         let bucket = (n * 37 % 100) as u32;
-        if bucket < self.cancel_percent {
+        let refunds_from = self.cancel_percent;
+        let abandons_from = refunds_from + self.refund_percent;
+        if bucket < refunds_from {
             Intent::Cancel
-        } else if bucket < self.cancel_percent + self.refund_percent {
+        } else if bucket < abandons_from {
             Intent::Refund
+        } else if bucket < abandons_from + self.abandon_percent {
+            Intent::Abandon
         } else {
             Intent::Approve
         }
@@ -76,6 +91,8 @@ pub struct LoadPlan {
     /// Added to each shopper's time at an order: a shopper who keeps retrying through
     /// an outage longer than the usual budget (the services' settings are untouched).
     pub patience: Duration,
+    /// Every shopper waits at the payment page until [`Load::pay`].
+    pub hold_at_page: bool,
 }
 
 impl LoadPlan {
@@ -86,7 +103,14 @@ impl LoadPlan {
             concurrency: 64,
             mix: Mix::STANDARD,
             patience: Duration::ZERO,
+            hold_at_page: false,
         }
+    }
+
+    /// Shoppers wait at the payment page until [`Load::pay`].
+    pub fn hold_at_page(mut self) -> Self {
+        self.hold_at_page = true;
+        self
     }
 
     pub fn patience(mut self, extra: Duration) -> Self {
@@ -134,6 +158,8 @@ pub struct LoadOutcome {
 #[derive(Default)]
 struct Progress {
     accepted: AtomicUsize,
+    /// Shoppers who have seen their payment page (or learnt it failed).
+    at_page: AtomicUsize,
     finished: AtomicUsize,
     retries: AtomicUsize,
 }
@@ -142,6 +168,8 @@ struct Progress {
 pub struct Load {
     progress: Arc<Progress>,
     orders: usize,
+    /// Opens the payment pages' gate (`true`) for a load held there.
+    pay: tokio::sync::watch::Sender<bool>,
     task: JoinHandle<LoadOutcome>,
 }
 
@@ -168,6 +196,31 @@ impl Load {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Shoppers who have seen their payment page (or learnt the payment failed).
+    pub fn at_payment_page(&self) -> usize {
+        self.progress.at_page.load(Ordering::SeqCst)
+    }
+
+    /// Waits until every accepted order's shopper is at the payment page, `n` at least,
+    /// or the load ended.
+    pub async fn until_at_payment_page(&self, n: usize) {
+        let n = n.min(self.orders);
+        let started = Instant::now();
+        while self.at_payment_page() < n && !self.task.is_finished() {
+            assert!(
+                started.elapsed() < Duration::from_secs(600),
+                "gave up waiting for {n} shoppers at the payment page ({} so far)",
+                self.at_payment_page()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Lets the shoppers held at the payment page (see [`LoadPlan::hold_at_page`]) go on.
+    pub fn pay(&self) {
+        self.pay.send_replace(true);
     }
 
     /// Waits until at least `n` shoppers are done (or the load ended).
@@ -206,15 +259,22 @@ impl Shopper {
         let progress = Arc::new(Progress::default());
         let shopper = self.clone();
         let shared = progress.clone();
-        let task = tokio::spawn(async move { shopper.run(plan, shared).await });
+        let (pay, gate) = tokio::sync::watch::channel(!plan.hold_at_page);
+        let task = tokio::spawn(async move { shopper.run(plan, shared, gate).await });
         Load {
             progress,
             orders: plan.orders,
+            pay,
             task,
         }
     }
 
-    async fn run(self, plan: LoadPlan, progress: Arc<Progress>) -> LoadOutcome {
+    async fn run(
+        self,
+        plan: LoadPlan,
+        progress: Arc<Progress>,
+        pay: tokio::sync::watch::Receiver<bool>,
+    ) -> LoadOutcome {
         let started = Instant::now();
         let gate = Arc::new(Semaphore::new(plan.concurrency.max(1)));
         let mut tasks = JoinSet::new();
@@ -225,12 +285,13 @@ impl Shopper {
             let gate = gate.clone();
             let progress = progress.clone();
             let intent = plan.mix.intent(n);
+            let pay = pay.clone();
             tasks.spawn(async move {
                 tokio::time::sleep_until(tokio::time::Instant::from_std(started + at)).await;
                 // The shopper's time runs from its scheduled start, queueing included.
                 let deadline = Instant::now() + budget;
                 let _permit = gate.acquire_owned().await.expect("semaphore open");
-                let result = shopper.one(n, intent, &progress, deadline).await;
+                let result = shopper.one(n, intent, &progress, pay, deadline).await;
                 progress.finished.fetch_add(1, Ordering::SeqCst);
                 result
             });
@@ -258,6 +319,7 @@ impl Shopper {
         n: usize,
         intent: Intent,
         progress: &Progress,
+        pay: tokio::sync::watch::Receiver<bool>,
         deadline: Instant,
     ) -> Result<Placed, String> {
         let email = format!("f{n}-{}@example.com", self.tag);
@@ -274,7 +336,7 @@ impl Shopper {
             note: None,
             token,
         };
-        if let Err(note) = self.act(&mut order, progress, deadline).await {
+        if let Err(note) = self.act(&mut order, progress, pay, deadline).await {
             order.note = Some(note);
         }
         Ok(order)
@@ -336,12 +398,25 @@ impl Shopper {
         &self,
         order: &mut Placed,
         progress: &Progress,
+        mut pay: tokio::sync::watch::Receiver<bool>,
         deadline: Instant,
     ) -> Result<(), String> {
-        let Some(redirect) = self.redirect_url(order.id, deadline).await? else {
+        let page = self.redirect_url(order.id, deadline).await;
+        progress.at_page.fetch_add(1, Ordering::SeqCst);
+        let Some(redirect) = page? else {
             return Err("the payment failed before it was ready".to_owned());
         };
+        if order.intent == Intent::Abandon {
+            return Ok(());
+        }
+        let gate = pay.wait_for(|open| *open);
+        match tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), gate).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return Err("the load ended before the shopper could pay".to_owned()),
+            Err(_) => return Err("held at the payment page past the shopper's time".to_owned()),
+        }
         match order.intent {
+            Intent::Abandon => Ok(()),
             Intent::Cancel => {
                 let mut url = url::Url::parse(&redirect).map_err(|e| e.to_string())?;
                 url.query_pairs_mut().append_pair("action", "cancel");

@@ -14,6 +14,7 @@
 //! `FAULT_ORDERS` sets the orders per scenario (default 150); `FAULT_RESULTS` names a
 //! JSON file each scenario adds its result to (`infra/stack faults` does both).
 
+mod deadlines;
 mod gateway;
 mod guarantees;
 mod outages;

@@ -406,3 +406,160 @@ async fn started_before_its_database_exists_it_waits_then_mails() {
     mailer.finish().await;
     drop_database(&late);
 }
+
+/// An SMTP server that is away, then comes back: a port with nothing listening, on
+/// which [`SmtpOutage::end`] starts the project's SMTP sink (`infra/smtp_sink.py`, a real
+/// aiosmtpd server) with a Maildir of its own.
+struct SmtpOutage {
+    port: u16,
+    maildir: std::path::PathBuf,
+    sink: Option<std::process::Child>,
+}
+
+impl SmtpOutage {
+    fn begin() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        Self {
+            port,
+            maildir: std::env::temp_dir().join(format!("smtp-outage-{}", Uuid::new_v4().simple())),
+            sink: None,
+        }
+    }
+
+    /// Starts the sink on the port and waits until it takes connections.
+    async fn end(&mut self) {
+        let venv = std::env::var_os("SAGA_CACHE_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                std::path::Path::new(&std::env::var("HOME").expect("HOME")).join(".cache/saga-shop")
+            })
+            .join("venv/bin/python");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/smtp_sink.py");
+        let sink = std::process::Command::new(venv)
+            .args([
+                script,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &self.port.to_string(),
+            ])
+            .arg("--maildir")
+            .arg(&self.maildir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("the SMTP sink starts (run `infra/stack deps` for its venv)");
+        self.sink = Some(sink);
+        let address = format!("127.0.0.1:{}", self.port);
+        eventually("the SMTP sink to listen", || async {
+            tokio::net::TcpStream::connect(&address).await.ok()
+        })
+        .await;
+    }
+
+    /// Mails in the sink's own Maildir addressed to `recipient`.
+    fn mails_to(&self, recipient: &str) -> usize {
+        let needle = format!("X-RcptTo: {recipient}");
+        ["new", "cur"]
+            .iter()
+            .filter_map(|sub| std::fs::read_dir(self.maildir.join(sub)).ok())
+            .flatten()
+            .filter_map(Result::ok)
+            .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
+            .filter(|raw| raw.lines().any(|line| line.eq_ignore_ascii_case(&needle)))
+            .count()
+    }
+}
+
+impl Drop for SmtpOutage {
+    fn drop(&mut self) {
+        if let Some(mut sink) = self.sink.take() {
+            let _ = sink.kill();
+            let _ = sink.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.maildir);
+    }
+}
+
+/// The mail's one history record once it has been tried at least `attempts` times and
+/// is still `RETRYING` (never `FAILED`).
+async fn retrying(mailer: &Mailer, order_id: Uuid, attempts: i64) -> Value {
+    eventually(
+        &format!("a RETRYING record after {attempts} attempts"),
+        || async {
+            let history = mailer.history(order_id).await;
+            assert!(
+                history.iter().all(|n| n["status"] != "FAILED"),
+                "a mail failed during the outage: {history:?}"
+            );
+            history
+                .into_iter()
+                .find(|n| n["status"] == "RETRYING" && n["attempts"].as_i64() >= Some(attempts))
+        },
+    )
+    .await
+}
+
+/// More attempts than the budget the service once had (5): with the shipped
+/// `MAILER_MAIL_MAX_ATTEMPTS` (no limit) the mail is still waiting, not failed.
+const PAST_THE_OLD_BUDGET: i64 = 6;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn case_2_a_mail_waits_out_an_smtp_outage_and_is_sent_once() {
+    let mut outage = SmtpOutage::begin();
+    let mailer = spawn_mailer(Case::KafkaBlockingMail, |s| s.smtp_port = outage.port).await;
+    let email = unique_recipient("outage2");
+    let order_id = Uuid::now_v7();
+    mailer
+        .publish(&order_completed(order_id, &snapshot(&email, "en", "Pie")))
+        .await;
+
+    let waiting = retrying(&mailer, order_id, PAST_THE_OLD_BUDGET).await;
+    assert!(waiting["last_error"]
+        .as_str()
+        .is_some_and(|e| !e.is_empty()));
+    outage.end().await;
+    let history = mailer.final_history(order_id, 1).await;
+    assert_eq!(history[0]["status"], "SENT", "{history:?}");
+    eventually("the mail in the Maildir", || async {
+        (outage.mails_to(&email) == 1).then_some(())
+    })
+    .await;
+    mailer.finish().await;
+    assert_eq!(outage.mails_to(&email), 1, "sent once");
+}
+
+/// Case 1: the sender (order or payment's HTTP relay) is told `503` for as long as the
+/// server is away, and the mail is sent on the first delivery after it is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn case_1_a_mail_waits_out_an_smtp_outage_and_is_sent_once() {
+    let mut outage = SmtpOutage::begin();
+    let mailer = spawn_mailer(Case::SyncChain, |s| s.smtp_port = outage.port).await;
+    let email = unique_recipient("outage1");
+    let order_id = Uuid::now_v7();
+    let body = order_completed(order_id, &snapshot(&email, "en", "Pie")).to_json();
+
+    for _ in 0..PAST_THE_OLD_BUDGET {
+        let answer = mailer.post_event(body.as_bytes()).await;
+        assert_eq!(answer.status(), 503, "retry later, while SMTP is away");
+    }
+    retrying(&mailer, order_id, PAST_THE_OLD_BUDGET).await;
+    outage.end().await;
+    let answer = mailer.post_event(body.as_bytes()).await;
+    assert_eq!(answer.status(), 200);
+    assert_eq!(
+        answer.json::<Value>().await.expect("JSON")["outcome"],
+        "sent"
+    );
+    assert_eq!(outage.mails_to(&email), 1, "answered once the mail is sent");
+    let again = mailer.post_event(body.as_bytes()).await;
+    assert_eq!(
+        again.json::<Value>().await.expect("JSON")["outcome"],
+        "duplicate"
+    );
+    assert_eq!(mailer.final_history(order_id, 1).await[0]["status"], "SENT");
+    mailer.finish().await;
+    assert_eq!(outage.mails_to(&email), 1, "sent once");
+}
