@@ -10,6 +10,7 @@
 //! | `ORDER_ASYNC_DB_POOL_SIZE` | `10` | case 4 only: size of the async (diesel-async + deadpool) pool of the request and event paths |
 //! | `SAGA_CASE` | `3` | which of the seed's cases this runs as (`shared_events::Case`): `1` delivers events over synchronous HTTP instead of Kafka, `4` runs the request and event paths on the async driver |
 //! | `ORDER_HTTP_WORKERS` | `2` | actix-web worker threads |
+//! | `ORDER_MAX_BLOCKING_THREADS` | `0` | blocking threads (database work) of the service's runtime and of each HTTP worker; 0: one per pooled connection and 4 spare (`shared_events::db::blocking_threads`) |
 //! | `ORDER_CONSUMER_GROUP` | `order-service` | Kafka consumer group |
 //! | `ORDER_PAYMENT_DEADLINE_SECS` | `900` | an unpaid order is cancelled after this (the tid's lifetime) |
 //! | `ORDER_DEADLINE_CHECK_MS` | `1000` | how often overdue orders are looked for |
@@ -50,6 +51,8 @@ pub struct Settings {
     pub async_db_pool_size: usize,
     #[arg(long, env = "ORDER_HTTP_WORKERS", default_value_t = 2)]
     pub http_workers: usize,
+    #[arg(long, env = "ORDER_MAX_BLOCKING_THREADS", default_value_t = 0)]
+    pub max_blocking_threads: usize,
     #[arg(long, env = "ORDER_CONSUMER_GROUP", default_value = "order-service")]
     pub consumer_group: String,
     #[arg(long, env = "ORDER_PAYMENT_DEADLINE_SECS", default_value_t = 900)]
@@ -87,4 +90,15 @@ pub struct Settings {
     /// default, so a case-1 service without it refuses to start.
     #[arg(long, env = "INTERNAL_EVENTS_SECRET", hide_env_values = true)]
     pub internal_events_secret: Option<SecretString>,
+}
+
+impl Settings {
+    /// Blocking threads of the runtime and of each HTTP worker: the setting, or by
+    /// default one per pooled connection and a few spare.
+    pub fn blocking_threads(&self) -> usize {
+        match self.max_blocking_threads {
+            0 => shared_events::db::blocking_threads(self.db_pool_size),
+            n => n,
+        }
+    }
 }

@@ -2,10 +2,13 @@ use clap::Parser;
 use order::config::Settings;
 use order::startup::Application;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    shared_events::telemetry::init("order");
+fn main() -> anyhow::Result<()> {
     let settings = Settings::parse();
+    shared_events::db::runtime(settings.blocking_threads())?.block_on(serve(settings))
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    shared_events::telemetry::init("order");
     let application = Application::build(settings).await?;
     let shutdown = application.shutdown_token();
     tokio::spawn(async move {

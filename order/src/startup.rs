@@ -69,6 +69,7 @@ impl Application {
             host: settings.host.clone(),
             port: settings.port,
             workers: settings.http_workers,
+            blocking_threads: settings.blocking_threads(),
             state: web::Data::new(AppState {
                 pool,
                 db,

@@ -11,6 +11,7 @@
 //! | `PAYMENT_ASYNC_DB_POOL_SIZE` | `10` | case 4 only: size of the async (diesel-async + deadpool) pool of the request and event paths |
 //! | `SAGA_CASE` | `3` | which of the seed's cases this runs as (`shared_events::Case`): `1` delivers events over synchronous HTTP instead of Kafka, `4` runs the request and event paths on the async driver |
 //! | `PAYMENT_HTTP_WORKERS` | `2` | actix-web worker threads |
+//! | `PAYMENT_MAX_BLOCKING_THREADS` | `0` | blocking threads (database work) of the service's runtime and of each HTTP worker; 0: one per pooled connection and 4 spare (`shared_events::db::blocking_threads`) |
 //! | `PAYMENT_CONSUMER_GROUP` | `payment-service` | Kafka consumer group |
 //! | `PAYMENT_GATEWAY_MAX_ATTEMPTS` | `4` | tries of a gateway call that fails transiently |
 //! | `PAYMENT_GATEWAY_BACKOFF_MS` | `200` | first wait between tries (doubles, with jitter) |
@@ -58,6 +59,8 @@ pub struct Settings {
     pub async_db_pool_size: usize,
     #[arg(long, env = "PAYMENT_HTTP_WORKERS", default_value_t = 2)]
     pub http_workers: usize,
+    #[arg(long, env = "PAYMENT_MAX_BLOCKING_THREADS", default_value_t = 0)]
+    pub max_blocking_threads: usize,
     #[arg(
         long,
         env = "PAYMENT_CONSUMER_GROUP",
@@ -114,6 +117,15 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Blocking threads of the runtime and of each HTTP worker: the setting, or by
+    /// default one per pooled connection and a few spare.
+    pub fn blocking_threads(&self) -> usize {
+        match self.max_blocking_threads {
+            0 => shared_events::db::blocking_threads(self.db_pool_size),
+            n => n,
+        }
+    }
+
     /// How long an approve or refund can legitimately be in flight: every attempt timing
     /// out, plus the backoffs between them, plus slack. The reconciler waits longer.
     pub fn longest_gateway_call(&self) -> std::time::Duration {

@@ -2,10 +2,13 @@ use clap::Parser;
 use payment::config::Settings;
 use payment::startup::Application;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    shared_events::telemetry::init("payment");
+fn main() -> anyhow::Result<()> {
     let settings = Settings::parse();
+    shared_events::db::runtime(settings.blocking_threads())?.block_on(serve(settings))
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    shared_events::telemetry::init("payment");
     let application = Application::build(settings).await?;
     let shutdown = application.shutdown_token();
     tokio::spawn(async move {

@@ -79,6 +79,7 @@ impl Application {
             host: settings.host.clone(),
             port: settings.port,
             workers: settings.http_workers,
+            blocking_threads: settings.blocking_threads(),
             state: web::Data::from(checkout),
             readiness,
             configure: if settings.case.uses_kafka() {

@@ -53,6 +53,29 @@ pub fn build_pool(database_url: &str, max_size: u32) -> PgPool {
         .build_unchecked(ConnectionManager::new(database_url))
 }
 
+/// Blocking threads beyond the pool's connections, for blocking work that needs no
+/// connection of the pool (the broker's commits and metadata calls, the outbox relay's
+/// own connection).
+const SPARE_BLOCKING_THREADS: usize = 4;
+
+/// The blocking threads one runtime of a Diesel service may have: one per pooled
+/// connection, and a few spare. A database task waits for a connection anyway, so more
+/// threads would only wait too — each with its own stack and malloc arena: under load
+/// (256 orders in flight) Tokio's default of 512 let the services' memory grow with the
+/// threads it started.
+pub fn blocking_threads(pool_size: u32) -> usize {
+    pool_size as usize + SPARE_BLOCKING_THREADS
+}
+
+/// The multi-threaded runtime a Diesel service's `main` runs on, with at most
+/// `blocking_threads` blocking threads (see [`blocking_threads`]).
+pub fn runtime(blocking_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(blocking_threads.max(1))
+        .build()
+}
+
 /// Runs `f` with a pooled connection on the blocking pool, in the current span.
 pub async fn run_blocking<T, E, F>(pool: &PgPool, f: F) -> Result<T, E>
 where

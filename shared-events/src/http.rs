@@ -324,6 +324,8 @@ pub struct HttpApi<T: ?Sized> {
     /// 0 binds any free port.
     pub port: u16,
     pub workers: usize,
+    /// Each worker's blocking threads (see `db::blocking_threads`).
+    pub blocking_threads: usize,
     /// Shared with every handler as app data.
     pub state: web::Data<T>,
     /// Shared with every handler as app data too (for `/readyz`).
@@ -363,6 +365,7 @@ impl RunningService {
         })
         .listen(listener)?
         .workers(api.workers.max(1))
+        .worker_max_blocking_threads(api.blocking_threads.max(1))
         .disable_signals()
         .shutdown_timeout(5)
         .run();

@@ -107,9 +107,12 @@ impl LoadPlan {
         }
     }
 
-    /// Shoppers wait at the payment page until [`Load::pay`].
+    /// Shoppers wait at the payment page until [`Load::pay`]. Every shopper of the load
+    /// is then active at once (each holds a place while it waits, as a person on the
+    /// page would), so the load's `concurrency` becomes its number of orders.
     pub fn hold_at_page(mut self) -> Self {
         self.hold_at_page = true;
+        self.concurrency = self.orders.max(1);
         self
     }
 

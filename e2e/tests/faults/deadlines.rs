@@ -55,7 +55,9 @@ async fn a_deadline_passing_in_an_orders_database_outage_cancels_no_paid_order()
         .hold_at_page()
         .patience(outage());
     let load = scenario.start(plan);
+    let placing = std::time::Instant::now();
     load.until_at_payment_page(scenario.orders).await;
+    let pages_shown_in = placing.elapsed();
     scenario
         .stack
         .stop_postgres(Db::Orders)
@@ -87,6 +89,13 @@ async fn a_deadline_passing_in_an_orders_database_outage_cancels_no_paid_order()
             .fault_seen(Part::Order, "order_orders_expired_total", abandoned as f64)
             .await,
     );
+    verdict.checks.push(Check::new(
+        "every payment page was shown before the first deadline (the outage came first)",
+        (pages_shown_in >= payment_deadline())
+            .then(|| format!("the pages took {pages_shown_in:?}"))
+            .into_iter()
+            .collect(),
+    ));
     let (closed_after_paying, check) = paid_past_deadline(&scenario.stack, &outcome.placed).await;
     scenario.note(&format!(
         "{closed_after_paying} paid orders met their deadline while their approval waited"
@@ -98,6 +107,7 @@ async fn a_deadline_passing_in_an_orders_database_outage_cancels_no_paid_order()
         json!({
             "fault": format!("private PostgreSQL of orders stopped (fast shutdown) for {} s, after every payment page was shown; the shoppers paid during it", outage().as_secs()),
             "payment_deadline_secs": payment_deadline().as_secs(),
+            "pages_shown_in_secs": pages_shown_in.as_secs_f64(),
             "abandoned": abandoned,
             "paid_orders_whose_deadline_passed_first": closed_after_paying,
         }),
