@@ -152,12 +152,17 @@ fn drop_database(name: &str) {
     }
 }
 
-/// Mails in the Maildir addressed to `recipient` (the sink's `X-RcptTo` header).
+/// Mails in the shared sink's Maildir addressed to `recipient`.
 fn mails_to(recipient: &str) -> usize {
+    mails_in(&maildir(), recipient)
+}
+
+/// Mails in `maildir` addressed to `recipient` (the sink's `X-RcptTo` header).
+fn mails_in(maildir: &std::path::Path, recipient: &str) -> usize {
     let needle = format!("X-RcptTo: {recipient}");
     ["new", "cur"]
         .iter()
-        .filter_map(|sub| std::fs::read_dir(maildir().join(sub)).ok())
+        .filter_map(|sub| std::fs::read_dir(maildir.join(sub)).ok())
         .flatten()
         .filter_map(Result::ok)
         .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
@@ -461,15 +466,7 @@ impl SmtpOutage {
 
     /// Mails in the sink's own Maildir addressed to `recipient`.
     fn mails_to(&self, recipient: &str) -> usize {
-        let needle = format!("X-RcptTo: {recipient}");
-        ["new", "cur"]
-            .iter()
-            .filter_map(|sub| std::fs::read_dir(self.maildir.join(sub)).ok())
-            .flatten()
-            .filter_map(Result::ok)
-            .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
-            .filter(|raw| raw.lines().any(|line| line.eq_ignore_ascii_case(&needle)))
-            .count()
+        mails_in(&self.maildir, recipient)
     }
 }
 
