@@ -212,9 +212,12 @@ async fn filters_pagination_one_record_and_stats() {
     let (all, next) = list(&app, "").await;
     assert_eq!(all.len(), 4);
     assert_eq!(next, None);
-    let created: Vec<&str> = all
+    // Compared as instants: a whole second is written without a fraction ("…:22Z"),
+    // which sorts before "…:22.033Z" as text.
+    let created: Vec<chrono::DateTime<chrono::FixedOffset>> = all
         .iter()
         .map(|r| r["created_at"].as_str().expect("created_at"))
+        .map(|at| chrono::DateTime::parse_from_rfc3339(at).expect("an RFC 3339 created_at"))
         .collect();
     let mut sorted = created.clone();
     sorted.sort_by(|x, y| y.cmp(x));
