@@ -189,13 +189,19 @@ impl Load {
 
     /// Waits until at least `n` orders were accepted (or the load ended).
     pub async fn until_accepted(&self, n: usize) {
+        self.until(n, "accepted orders", Self::accepted).await;
+    }
+
+    /// Polls `count` until it reaches `n` (at most the load's orders) or the load ends;
+    /// fails after 10 minutes.
+    async fn until(&self, n: usize, what: &str, count: fn(&Self) -> usize) {
         let n = n.min(self.orders);
         let started = Instant::now();
-        while self.accepted() < n && !self.task.is_finished() {
+        while count(self) < n && !self.task.is_finished() {
             assert!(
                 started.elapsed() < Duration::from_secs(600),
-                "gave up waiting for {n} accepted orders ({} so far)",
-                self.accepted()
+                "gave up waiting for {n} {what} ({} so far)",
+                count(self)
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -209,16 +215,8 @@ impl Load {
     /// Waits until every accepted order's shopper is at the payment page, `n` at least,
     /// or the load ended.
     pub async fn until_at_payment_page(&self, n: usize) {
-        let n = n.min(self.orders);
-        let started = Instant::now();
-        while self.at_payment_page() < n && !self.task.is_finished() {
-            assert!(
-                started.elapsed() < Duration::from_secs(600),
-                "gave up waiting for {n} shoppers at the payment page ({} so far)",
-                self.at_payment_page()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.until(n, "shoppers at the payment page", Self::at_payment_page)
+            .await;
     }
 
     /// Lets the shoppers held at the payment page (see [`LoadPlan::hold_at_page`]) go on.
@@ -410,7 +408,7 @@ impl Shopper {
             return Err("the payment failed before it was ready".to_owned());
         };
         if order.intent == Intent::Abandon {
-            return Ok(());
+            return Ok(()); // never pays, so never waits for the gate
         }
         let gate = pay.wait_for(|open| *open);
         match tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), gate).await {
