@@ -342,8 +342,6 @@ pub fn describe_metrics() {
     );
     zero_mail_counters();
     metrics::counter!("notifier_mongodb_errors_total").increment(0);
-    metrics::counter!("saga_dead_letters_total", "consumer" => crate::pipeline::CONSUMER)
-        .increment(0);
 }
 
 /// Every mail counter of a known label set at 0 (both mail services export these names).

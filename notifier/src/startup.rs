@@ -40,6 +40,8 @@ impl Application {
         // Install the process's metrics recorder before anything records.
         let _ = shared_events::telemetry::metrics();
         crate::service::describe_metrics();
+        metrics::counter!("saga_dead_letters_total", "consumer" => crate::pipeline::CONSUMER)
+            .increment(0);
         let api_token = crate::api::auth::required_token(settings.api_token.as_ref())?;
 
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))

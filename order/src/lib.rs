@@ -10,7 +10,8 @@
 //! `SAGA_CASE=4`).
 //!
 //! In case 1 (`SAGA_CASE=1`) the same events travel over synchronous HTTP instead of
-//! Kafka, inside the shopper's request: see [`sync_chain`].
+//! Kafka, inside the shopper's request: the outbox's in-request delivery, chosen in
+//! [`startup`], and the event input in [`routes`].
 //!
 //! A storefront waiting for the payment page need not poll: `GET /orders/{id}` waits for a
 //! change when asked (`Prefer: wait=N`), and `GET /orders/{id}/events` streams every
@@ -25,12 +26,13 @@ pub mod email;
 pub mod error;
 pub mod gauges;
 pub mod orders;
+pub mod payment_events;
 pub mod persistence;
 pub mod routes;
 pub mod saga;
 pub mod startup;
+pub mod state;
 pub mod store;
-pub mod sync_chain;
 pub mod view;
 pub mod watch;
 

@@ -5,7 +5,7 @@ use crate::changes::Changes;
 use crate::domain::{NewOrder, Trigger};
 use crate::error::ApiError;
 use crate::persistence::OrderDb;
-use crate::saga::{self, Facts, SagaError};
+use crate::saga::{Facts, SagaError};
 use crate::store::{self, Order};
 use chrono::Utc;
 use shared_events::outbox::Outbox;
@@ -41,7 +41,18 @@ pub async fn place(
         total_amount = placed.row.total_amount,
         "Order placed; waiting for its payment."
     );
-    Ok((placed, token))
+    Ok((after_delivery(db, outbox, placed).await?, token))
+}
+
+/// Case 1: the request waits while the order's events go down the HTTP chain, and then
+/// shows the order as they left it (placed: with its payment page). Cases 2–4 answer at
+/// once with `order` as committed: the relay publishes.
+async fn after_delivery(db: &OrderDb, outbox: &Outbox, order: Order) -> Result<Order, ApiError> {
+    if !outbox.delivers_in_request() {
+        return Ok(order);
+    }
+    outbox.dispatch_now(order.row.id).await;
+    get(db, order.row.id).await
 }
 
 pub async fn get(db: &OrderDb, id: Uuid) -> Result<Order, ApiError> {
@@ -64,7 +75,7 @@ pub async fn cancel(
     access::require_owner(&get(db, id).await?, presented)?;
     let traceparent = db.traceparent(id).await?;
     let span = order_span("shopper cancels", id, traceparent.as_deref());
-    let order = saga::run(db, outbox, id, Trigger::ShopperCancels, Facts::default())
+    let order = run_saga(db, outbox, id, Trigger::ShopperCancels, Facts::default())
         .instrument(span)
         .await
         .map_err(|error| match error {
@@ -72,7 +83,7 @@ pub async fn cancel(
             SagaError::Db(error) => error.into(),
         })?;
     changes.notify(id);
-    Ok(order)
+    after_delivery(db, outbox, order).await
 }
 
 /// A span for work on order `id` that continues the trace the order was placed in
@@ -99,4 +110,19 @@ pub async fn timeline(
     let (order, steps) = db.timeline(id).await?.ok_or(ApiError::NotFound("order"))?;
     access::require_owner(&order, presented)?;
     Ok((order, steps))
+}
+
+/// Applies a trigger in a transaction of its own and wakes the relay if needed.
+async fn run_saga(
+    db: &OrderDb,
+    outbox: &Outbox,
+    order_id: Uuid,
+    trigger: Trigger,
+    facts: Facts,
+) -> Result<Order, SagaError> {
+    let applied = db.apply(outbox, order_id, trigger, facts).await?;
+    if applied.published {
+        outbox.notify();
+    }
+    Ok(applied.order)
 }

@@ -4,12 +4,14 @@
 use crate::access::{Access, Presented};
 use crate::domain::{NewOrder, PlaceOrder};
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::payment_events::PaymentEvents;
+use crate::state::AppState;
 use crate::view::{ETag, Rendered};
 use crate::{orders, watch};
 use actix_web::http::header::{self, HeaderName};
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use futures::StreamExt;
+use shared_events::chain::{self, EVENTS_PATH};
 use shared_events::http::InvalidParam;
 use shared_events::readiness::Readiness;
 use std::time::Duration;
@@ -26,6 +28,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/orders/{id}/events", web::get().to(order_events))
         .route("/orders/{id}/cancel", web::post().to(cancel_order))
         .route("/orders/{id}/timeline", web::get().to(get_timeline));
+}
+
+/// Case 1's routes: every route above, and the input of the payment events that
+/// payment-service's HTTP chain delivers.
+pub fn configure_with_event_input(cfg: &mut web::ServiceConfig) {
+    cfg.route(EVENTS_PATH, web::post().to(receive_event))
+        .configure(configure);
 }
 
 async fn place_order(
@@ -117,6 +126,29 @@ async fn get_timeline(
         "status": order.row.status,
         "steps": steps,
     })))
+}
+
+/// Case 1: a payment event, signed by payment-service (`401` otherwise, nothing changed),
+/// handled by the Kafka consumer's handler; the events it causes are delivered before the
+/// answer. `200` handled, `400` not an event, `422` refused for good (e.g. an unknown
+/// order), `503` try again.
+async fn receive_event(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    let handler = PaymentEvents {
+        db: state.db.clone(),
+        outbox: state.outbox.clone(),
+    };
+    chain::receive_event(
+        &request,
+        &body,
+        &handler,
+        &state.outbox,
+        "The order store is unavailable; try again shortly.",
+    )
+    .await
 }
 
 /// Ready when start-up is done (migrations, Kafka) and the database answers.

@@ -22,14 +22,12 @@
 //! with the same statements (`store` and `store::nonblocking`).
 
 use crate::domain::{Decision, OrderStatus, Trigger};
-use crate::persistence::OrderDb;
 use crate::store::{self, Change, Order};
 use chrono::Utc;
 use diesel::pg::PgConnection;
 use shared_events::async_db::AsyncPgConnection;
 use shared_events::db::DbError;
 use shared_events::inbox;
-use shared_events::kafka::{EventHandler, HandlerError};
 use shared_events::outbox::Outbox;
 use shared_events::{
     CancelReason, Event, EventBody, OrderCancelled, OrderCompleted, PaymentCloseOutcome,
@@ -285,54 +283,6 @@ fn cancelled(order: &Order, reason: CancelReason, refunded_amount: Option<i64>) 
         reason,
         refunded_amount,
         cancelled_at: Utc::now(),
-    }
-}
-
-/// Applies a trigger in a transaction of its own and wakes the relay if needed.
-pub async fn run(
-    db: &OrderDb,
-    outbox: &Outbox,
-    order_id: Uuid,
-    trigger: Trigger,
-    facts: Facts,
-) -> Result<Order, SagaError> {
-    let applied = db.apply(outbox, order_id, trigger, facts).await?;
-    if applied.published {
-        outbox.notify();
-    }
-    Ok(applied.order)
-}
-
-/// The consumer of payment events.
-pub struct PaymentEvents {
-    pub db: OrderDb,
-    pub outbox: Outbox,
-}
-
-impl EventHandler for PaymentEvents {
-    async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
-        let published =
-            self.db
-                .consume(&self.outbox, event)
-                .await
-                .map_err(|error| match error {
-                    SagaError::Db(_) => HandlerError::Transient(error.into()),
-                    SagaError::UnknownOrder(_) => HandlerError::Permanent(error.into()),
-                })?;
-        if published {
-            self.outbox.notify();
-        }
-        Ok(())
-    }
-
-    /// The order's timeline shows each retry (while the database is down it cannot: the
-    /// log and `saga_consumer_oldest_retry_seconds` do).
-    async fn retrying(&self, event: &Event, attempt: u32, error: &anyhow::Error) {
-        let reason: String = format!("{error:#}").chars().take(300).collect();
-        let outcome = format!("retrying (attempt {attempt} failed: {reason})");
-        if let Err(error) = self.db.record_retry(event, outcome).await {
-            tracing::debug!(%error, "Retry not recorded on the timeline.");
-        }
     }
 }
 

@@ -2,17 +2,19 @@
 //! the tests. It runs three things side by side — the HTTP API, the outbox relay and the
 //! payment-event consumer — and stops them together, plus the listener that wakes
 //! requests waiting for an order to change ([`crate::changes`]). In case 1 the relay and the
-//! consumer are replaced by the HTTP chain ([`crate::sync_chain`]). It binds its port first
+//! consumer are replaced by the HTTP chain ([`http_chain_outbox`]). It binds its port first
 //! and waits, not ready, for PostgreSQL and Kafka ([`shared_events::readiness`]).
 
 use crate::changes::Changes;
 use crate::config::Settings;
+use crate::payment_events::PaymentEvents;
 use crate::persistence::OrderDb;
 use crate::routes;
-use crate::saga::PaymentEvents;
+use crate::state::AppState;
 use actix_web::web;
 use anyhow::Context;
 use secrecy::ExposeSecret;
+use shared_events::chain::{self, EventSigner};
 use shared_events::db::{self, PgPool};
 use shared_events::http::{HttpApi, RunningService};
 use shared_events::kafka::{ConsumerLoop, DeadLetterPublisher};
@@ -20,18 +22,6 @@ use shared_events::outbox::Outbox;
 use shared_events::readiness::{retry_until_done, Readiness};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-/// What the handlers share.
-pub struct AppState {
-    pub pool: PgPool,
-    /// Where the handlers run their SQL (the blocking pool, or the async one in case 4).
-    pub db: OrderDb,
-    pub outbox: Outbox,
-    pub payment_deadline: Duration,
-    /// Who waits for which order (long polls, change streams).
-    pub changes: Changes,
-    pub waits: crate::watch::WaitLimits,
-}
 
 /// order-service's assembly; `build` returns the running service.
 pub struct Application;
@@ -51,7 +41,7 @@ impl Application {
         let outbox = if settings.case.uses_kafka() {
             Outbox::new(settings.kafka.topics())
         } else {
-            crate::sync_chain::outbox(&settings, &pool, &shutdown, &mut early_tasks)?
+            http_chain_outbox(&settings, &pool, &shutdown, &mut early_tasks)?
         };
         let changes = Changes::new(settings.max_open_waits, shutdown.clone());
         let work = Work {
@@ -82,7 +72,7 @@ impl Application {
             configure: if settings.case.uses_kafka() {
                 routes::configure
             } else {
-                crate::sync_chain::configure
+                routes::configure_with_event_input
             },
         };
         RunningService::start(api, shutdown, tasks)
@@ -202,4 +192,44 @@ fn kafka_tasks(
         tokio::spawn(relay.run(shutdown.clone())),
         tokio::spawn(consumer.run(shutdown.clone())),
     ])
+}
+
+/// Case 1: the saga as one synchronous HTTP chain, with order-service orchestrating. The
+/// domain code is the one of the Kafka cases; only the outbox's delivery differs. Order
+/// events are written to the outbox in the transaction of their change, then delivered
+/// over HTTP ([`shared_events::chain`]) to payment-service and the mail service by the
+/// request that wrote them, which waits for them:
+///
+/// * `POST /orders` returns after payment-service called Kakao Pay `ready` and its
+///   `PaymentReady` came back (the answer carries `payment.redirect_url`), or after the
+///   order was cancelled because the payment could not start (compensation).
+/// * `POST /internal/events` receives payment-service's events and runs the consumer's
+///   handler: `PaymentApproved` → `COMPLETED`, whose `OrderCompleted` is mailed before the
+///   answer; `PaymentFailed` → `CANCELLED` + mail.
+/// * `POST /orders/{id}/cancel` runs the refund chain (`RefundRequested` → payment →
+///   `PaymentRefunded` → `CANCELLED` + mail) before it answers.
+///
+/// A delivery that fails (a service down, a mail server refusing for now) does not fail
+/// the shopper's request: the event stays in the outbox and the HTTP relay (added to
+/// `tasks`) retries it.
+fn http_chain_outbox(
+    settings: &Settings,
+    pool: &PgPool,
+    shutdown: &CancellationToken,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> anyhow::Result<Outbox> {
+    let topics = settings.kafka.topics();
+    let own = topics.orders.clone();
+    let subscribers = vec![settings.payment_url.clone(), settings.mailer_url.clone()];
+    let secret = settings.internal_events_secret.as_ref();
+    let signer = EventSigner::required(secret.map(ExposeSecret::expose_secret))?;
+    Ok(chain::http_outbox(
+        "order",
+        pool,
+        topics,
+        (own, subscribers),
+        signer,
+        shutdown,
+        tasks,
+    )?)
 }

@@ -109,12 +109,28 @@ impl Checkout {
     /// payment.
     pub async fn approve(&self, payment_id: Uuid, pg_token: &str) -> Result<Payment, ApiError> {
         let begun = self.db.begin_approval(payment_id).await?;
-        let Some(payment) = begun else {
+        let payment = match begun {
+            Some(payment) => {
+                let span = payment_span("shopper approved", &payment);
+                self.approve_begun(payment, pg_token)
+                    .instrument(span)
+                    .await?
+            }
             // Not READY: a refresh or double submit. Show where the payment is.
-            return self.find(payment_id).await;
+            None => self.find(payment_id).await?,
         };
-        let span = payment_span("shopper approved", &payment);
-        self.approve_begun(payment, pg_token).instrument(span).await
+        self.after_delivery(payment).await
+    }
+
+    /// Case 1: the shopper's request waits while the payment's events go down the HTTP
+    /// chain (the order completed or cancelled, the mails sent), then shows the payment as
+    /// they left it. Cases 2–4 answer with `payment` at once: the relay publishes.
+    async fn after_delivery(&self, payment: Payment) -> Result<Payment, ApiError> {
+        if !self.outbox.delivers_in_request() {
+            return Ok(payment);
+        }
+        self.outbox.dispatch_now(payment.order_id).await;
+        self.find(payment.id).await
     }
 
     async fn approve_begun(&self, payment: Payment, pg_token: &str) -> Result<Payment, ApiError> {
@@ -179,7 +195,8 @@ impl Checkout {
     ) -> Result<Payment, ApiError> {
         let payment = self.find(payment_id).await?;
         let span = payment_span("shopper left", &payment);
-        self.abandon(payment, reason).instrument(span).await
+        let payment = self.abandon(payment, reason).instrument(span).await?;
+        self.after_delivery(payment).await
     }
 
     /// Kakao Pay's cancel and fail URLs are plain GETs anyone can send: a `READY` payment

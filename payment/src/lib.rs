@@ -11,7 +11,8 @@
 //! `SAGA_CASE=4`).
 //!
 //! In case 1 (`SAGA_CASE=1`) the same events travel over synchronous HTTP instead of
-//! Kafka, inside the shopper's request: see [`sync_chain`].
+//! Kafka, inside the shopper's request: the outbox's in-request delivery, chosen in
+//! [`startup`], and the event input in [`routes`].
 
 pub mod checkout;
 pub mod config;
@@ -23,7 +24,6 @@ pub mod persistence;
 pub mod routes;
 pub mod startup;
 pub mod store;
-pub mod sync_chain;
 
 /// The payment database's own migrations (the outbox and inbox come from `shared-events`).
 pub const MIGRATIONS: diesel_migrations::EmbeddedMigrations =

@@ -1,11 +1,15 @@
-//! The HTTP routes: Kakao Pay's three return URLs, and payment look-ups. Handlers parse
-//! input and call `Checkout`; no SQL here.
+//! The HTTP routes: Kakao Pay's three return URLs, and payment look-ups; in case 1 also
+//! the input of order-service's events. Handlers parse input and call `Checkout`; no SQL
+//! here. In case 1 a return URL answers only after the payment's events went down the
+//! HTTP chain: the approval URL once the order is completed and mailed, the cancel and
+//! fail URLs once the compensation ran.
 
-use crate::checkout::Checkout;
+use crate::checkout::{Checkout, OrderEvents};
 use crate::error::ApiError;
 use crate::store::{GatewayCall, Payment};
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
+use shared_events::chain::{self, EVENTS_PATH};
 use shared_events::http::InvalidParam;
 use shared_events::PaymentFailureReason;
 use uuid::Uuid;
@@ -18,6 +22,34 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/payments/{id}/approve", web::get().to(approve))
         .route("/payments/{id}/cancel", web::get().to(shopper_cancelled))
         .route("/payments/{id}/fail", web::get().to(payment_failed));
+}
+
+/// Case 1's routes: every route above, and the input of the order events that
+/// order-service's HTTP chain delivers.
+pub fn configure_with_event_input(cfg: &mut web::ServiceConfig) {
+    cfg.route(EVENTS_PATH, web::post().to(receive_event))
+        .configure(configure);
+}
+
+/// Case 1: an order event, signed by order-service (`401` otherwise, nothing changed),
+/// handled by the Kafka consumer's handler — `OrderPlaced` → Kakao Pay `ready` →
+/// `PaymentReady` delivered back before the answer, so the shopper's `POST /orders`
+/// returns with the redirect URL. `200` handled, `400` not an event, `422` refused for
+/// good, `503` try again.
+async fn receive_event(
+    checkout: web::Data<Checkout>,
+    request: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    let handler = OrderEvents(checkout.clone().into_inner());
+    chain::receive_event(
+        &request,
+        &body,
+        &handler,
+        &checkout.outbox,
+        "The payment store or the gateway is unavailable; try again shortly.",
+    )
+    .await
 }
 
 #[derive(Deserialize)]

@@ -2,7 +2,7 @@
 //! the tests. It runs the HTTP API (Kakao Pay's return URLs), the outbox relay and the
 //! order-event consumer side by side, and stops them together. It binds its port first
 //! and waits, not ready, for PostgreSQL and Kafka ([`shared_events::readiness`]). In case 1 the relay and
-//! the consumer are replaced by the HTTP chain ([`crate::sync_chain`]).
+//! the consumer are replaced by the HTTP chain ([`http_chain_outbox`]).
 
 use crate::checkout::{Checkout, OrderEvents};
 use crate::config::Settings;
@@ -12,6 +12,7 @@ use actix_web::web;
 use anyhow::Context;
 use kakaopay::{KakaoPayClient, KakaoPayConfig};
 use secrecy::ExposeSecret;
+use shared_events::chain::{self, EventSigner};
 use shared_events::db::{self, PgPool};
 use shared_events::http::{HttpApi, RunningService};
 use shared_events::kafka::{ConsumerLoop, DeadLetterPublisher};
@@ -40,7 +41,7 @@ impl Application {
         let outbox = if settings.case.uses_kafka() {
             Outbox::new(topics.clone())
         } else {
-            crate::sync_chain::outbox(&settings, &pool, &shutdown, &mut early_tasks)?
+            http_chain_outbox(&settings, &pool, &shutdown, &mut early_tasks)?
         };
         let client = KakaoPayClient::new(KakaoPayConfig {
             base_url: settings.kakaopay_base_url.clone(),
@@ -85,7 +86,7 @@ impl Application {
             configure: if settings.case.uses_kafka() {
                 routes::configure
             } else {
-                crate::sync_chain::configure
+                routes::configure_with_event_input
             },
         };
         RunningService::start(api, shutdown, tasks)
@@ -217,4 +218,31 @@ async fn reconcile(
             Err(error) => tracing::warn!(%error, "Payment reconciliation failed; will retry."),
         }
     }
+}
+
+/// Case 1: payment-service as a link of one synchronous HTTP chain. The domain code is
+/// the one of the Kafka cases; only the outbox's delivery differs: payment events are
+/// delivered over HTTP ([`shared_events::chain`]) to order-service and the mail service
+/// by the request that wrote them, which waits for them. A delivery that fails stays in
+/// the outbox for the HTTP relay (added to `tasks`).
+fn http_chain_outbox(
+    settings: &Settings,
+    pool: &PgPool,
+    shutdown: &CancellationToken,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> anyhow::Result<Outbox> {
+    let topics = settings.kafka.topics();
+    let own = topics.payments.clone();
+    let subscribers = vec![settings.order_url.clone(), settings.mailer_url.clone()];
+    let secret = settings.internal_events_secret.as_ref();
+    let signer = EventSigner::required(secret.map(ExposeSecret::expose_secret))?;
+    Ok(chain::http_outbox(
+        "payment",
+        pool,
+        topics,
+        (own, subscribers),
+        signer,
+        shutdown,
+        tasks,
+    )?)
 }

@@ -35,7 +35,8 @@
 //! before it finishes, so nothing committed meanwhile is left behind.
 
 use crate::db::{run_blocking, DbError, PgPool};
-use crate::outbox::outbox;
+use crate::outbox::{outbox, InRequestDelivery};
+pub use crate::signing::{EventSigner, SignerError, MIN_SECRET_LEN, SECRET_ENV, SIGNATURE_HEADER};
 use chrono::Utc;
 use diesel::prelude::*;
 use std::collections::HashMap;
@@ -45,86 +46,6 @@ use tokio_util::sync::CancellationToken;
 
 /// The path every service of case 1 receives events on.
 pub const EVENTS_PATH: &str = "/internal/events";
-/// The header with the HMAC-SHA256 of a delivery's body: `sha256=<64 hex digits>`.
-pub const SIGNATURE_HEADER: &str = "x-saga-signature";
-/// The environment variable holding the secret case 1's services share.
-pub const SECRET_ENV: &str = "INTERNAL_EVENTS_SECRET";
-/// Shorter secrets are refused: an HMAC key is only as strong as its guessability.
-pub const MIN_SECRET_LEN: usize = 16;
-
-/// Signs and checks case 1's deliveries with the services' shared secret. The key is
-/// never shown (`Debug` redacts it) and never sent: only the signature travels.
-#[derive(Clone)]
-pub struct EventSigner {
-    key: Arc<[u8]>,
-}
-
-impl std::fmt::Debug for EventSigner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("EventSigner([REDACTED])")
-    }
-}
-
-type HmacSha256 = hmac::Hmac<sha2::Sha256>;
-
-impl EventSigner {
-    /// A signer for `secret`; refuses one shorter than [`MIN_SECRET_LEN`] bytes.
-    pub fn new(secret: &str) -> Result<Self, SignerError> {
-        let secret = secret.trim();
-        if secret.len() < MIN_SECRET_LEN {
-            return Err(SignerError::TooShort);
-        }
-        Ok(Self {
-            key: secret.as_bytes().into(),
-        })
-    }
-
-    /// Case 1 needs a secret: `None` is refused with a message naming the variable, so a
-    /// service never starts accepting unauthenticated events.
-    pub fn required(secret: Option<&str>) -> Result<Self, SignerError> {
-        Self::new(secret.ok_or(SignerError::Missing)?)
-    }
-
-    fn mac(&self) -> HmacSha256 {
-        use hmac::KeyInit;
-        HmacSha256::new_from_slice(&self.key).expect("HMAC takes a key of any length")
-    }
-
-    /// The [`SIGNATURE_HEADER`] value for `body`.
-    pub fn sign(&self, body: &[u8]) -> String {
-        use hmac::Mac;
-        let mut mac = self.mac();
-        mac.update(body);
-        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-    }
-
-    /// True when `signature` is `body`'s, compared in constant time.
-    pub fn verify(&self, body: &[u8], signature: Option<&str>) -> bool {
-        use hmac::Mac;
-        let Some(digest) = signature
-            .and_then(|s| s.trim().strip_prefix("sha256="))
-            .and_then(|hex_digits| hex::decode(hex_digits).ok())
-        else {
-            return false;
-        };
-        let mut mac = self.mac();
-        mac.update(body);
-        mac.verify_slice(&digest).is_ok()
-    }
-}
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum SignerError {
-    #[error(
-        "case 1 delivers events over HTTP and needs {SECRET_ENV}, the secret its services \
-         share to authenticate them (at least {MIN_SECRET_LEN} characters, the same for \
-         order, payment and mailer-blocking); it is not set"
-    )]
-    Missing,
-    #[error("{SECRET_ENV} must be at least {MIN_SECRET_LEN} characters long")]
-    TooShort,
-}
-
 /// How long one delivery may take. A delivery runs the subscriber's whole part of the
 /// chain (a gateway call, the mails and their retries), so this is generous.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -145,6 +66,11 @@ pub enum ChainError {
     },
 }
 
+/// The wait after an order's failed deliveries: from ~0.5 s, doubling, at most ~30 s,
+/// jittered so that the orders a down subscriber failed together are not retried together.
+const RETRY_BACKOFF: crate::retry::Backoff =
+    crate::retry::Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+
 /// How often a service's HTTP relay looks for events a request could not deliver.
 pub const RETRY_EVERY: Duration = Duration::from_millis(500);
 
@@ -164,7 +90,7 @@ pub fn http_outbox(
     tasks.push(tokio::spawn(
         chain.clone().run_retries(RETRY_EVERY, shutdown.clone()),
     ));
-    Ok(crate::outbox::Outbox::new(topics).with_http_chain(chain))
+    Ok(crate::outbox::Outbox::new(topics).delivered_in_request(chain))
 }
 
 /// `401` problem+json unless `request` carries `body`'s signature under `signer`'s
@@ -217,7 +143,7 @@ pub async fn receive_event(
     use crate::http::Problem;
     use crate::kafka::HandlerError;
     use actix_web::http::StatusCode;
-    let signer = outbox.http_chain().map(HttpChain::signer);
+    let signer = outbox.in_request().map(|delivery| delivery.signer());
     if let Some(refused) = refuse_unsigned(signer, request, body) {
         return refused;
     }
@@ -357,7 +283,8 @@ impl HttpChain {
                 if let Err(error) = self.deliver(&row).await {
                     let mut backoff = self.lock_backoff();
                     let failures = backoff.get(key).map_or(0, |(n, _)| *n) + 1;
-                    backoff.insert(key.to_owned(), (failures, Instant::now() + wait(failures)));
+                    let not_before = Instant::now() + RETRY_BACKOFF.delay(failures);
+                    backoff.insert(key.to_owned(), (failures, not_before));
                     return Err(error);
                 }
                 self.mark_published(row.id).await?;
@@ -572,6 +499,21 @@ impl HttpChain {
     }
 }
 
+/// Case 1's adapter of the outbox's delivery port: the request that committed an order's
+/// events delivers them before it answers.
+impl InRequestDelivery for HttpChain {
+    fn deliver(
+        &self,
+        order_id: uuid::Uuid,
+    ) -> futures::future::BoxFuture<'_, anyhow::Result<usize>> {
+        Box::pin(async move { Ok(self.flush(&order_id.to_string()).await?) })
+    }
+
+    fn signer(&self) -> &EventSigner {
+        HttpChain::signer(self)
+    }
+}
+
 /// Frees the order for other flushes, however the flush ends (a client that hangs up
 /// drops the request's future mid-flush).
 struct BusyGuard {
@@ -585,49 +527,14 @@ impl Drop for BusyGuard {
     }
 }
 
-/// The wait after `failures` failed deliveries of one order: 0.5 s, doubling, at most 30 s.
-fn wait(failures: u32) -> Duration {
-    Duration::from_millis(500)
-        .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(10)))
-        .min(Duration::from_secs(30))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn a_signature_is_accepted_only_for_its_body_and_secret() {
-        let signer = EventSigner::new("a-secret-of-16-chars").expect("long enough");
-        let body = br#"{"event_type":"PaymentApproved"}"#;
-        let signature = signer.sign(body);
-        assert!(signer.verify(body, Some(&signature)));
-        assert!(!signer.verify(b"{}", Some(&signature)), "another body");
-        let other = EventSigner::new("another-secret-16-chars").expect("long enough");
-        assert!(!other.verify(body, Some(&signature)), "another secret");
-        assert!(!signer.verify(body, None));
-        assert!(!signer.verify(body, Some("sha256=zz")));
-        assert!(!signer.verify(body, Some(signature.trim_start_matches("sha256="))));
-        assert_eq!(format!("{signer:?}"), "EventSigner([REDACTED])");
-    }
-
-    #[test]
-    fn case_1_refuses_a_missing_or_short_secret() {
-        assert_eq!(
-            EventSigner::required(None).unwrap_err(),
-            SignerError::Missing
-        );
-        assert_eq!(
-            EventSigner::new("short").unwrap_err(),
-            SignerError::TooShort
-        );
-        assert!(SignerError::Missing.to_string().contains(SECRET_ENV));
-    }
-
-    #[test]
     fn retries_back_off_to_thirty_seconds() {
-        assert_eq!(wait(1), Duration::from_millis(500));
-        assert_eq!(wait(2), Duration::from_secs(1));
-        assert_eq!(wait(20), Duration::from_secs(30));
+        assert!((250..=500).contains(&RETRY_BACKOFF.delay(1).as_millis()));
+        assert!((500..=1000).contains(&RETRY_BACKOFF.delay(2).as_millis()));
+        assert!((15_000..=30_000).contains(&RETRY_BACKOFF.delay(20).as_millis()));
     }
 }

@@ -46,6 +46,8 @@ pub mod kafka;
 pub mod outbox;
 #[cfg(feature = "http")]
 pub mod request_span;
+#[cfg(feature = "outbox")]
+pub mod signing;
 #[cfg(feature = "telemetry")]
 pub mod telemetry;
 

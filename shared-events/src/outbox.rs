@@ -66,13 +66,27 @@ struct NewOutboxRow {
     traceparent: Option<String>,
 }
 
+/// The delivery port for case 1: after a commit, the request that wrote an order's
+/// events delivers them itself and waits for their subscribers (the HTTP chain,
+/// [`crate::chain::HttpChain`], is the adapter). Without one (cases 2–4) the events are
+/// the relay's to publish. The outbox only writes; it knows nothing of either transport.
+pub trait InRequestDelivery: Send + Sync + std::fmt::Debug {
+    /// Delivers order `order_id`'s committed events now, in order; how many went out.
+    fn deliver(
+        &self,
+        order_id: uuid::Uuid,
+    ) -> futures::future::BoxFuture<'_, anyhow::Result<usize>>;
+    /// The secret deliveries are signed with, and received ones checked against.
+    fn signer(&self) -> &crate::signing::EventSigner;
+}
+
 /// The write side: enqueue events inside a transaction, then notify the relay.
 #[derive(Debug, Clone)]
 pub struct Outbox {
     topics: Topics,
     wake: Arc<Notify>,
-    /// Case 1: the events are delivered over HTTP by the request that wrote them.
-    chain: Option<crate::chain::HttpChain>,
+    /// Case 1: the events are delivered by the request that wrote them.
+    in_request: Option<Arc<dyn InRequestDelivery>>,
 }
 
 impl Outbox {
@@ -80,30 +94,36 @@ impl Outbox {
         Self {
             topics,
             wake: Arc::new(Notify::new()),
-            chain: None,
+            in_request: None,
         }
     }
 
-    /// Case 1: deliver this outbox over synchronous HTTP ([`crate::chain`]) rather than
-    /// through the Kafka relay.
-    pub fn with_http_chain(mut self, chain: crate::chain::HttpChain) -> Self {
-        self.chain = Some(chain);
+    /// Case 1: the request that committed events delivers them through `delivery`
+    /// rather than leaving them to the Kafka relay.
+    pub fn delivered_in_request(mut self, delivery: impl InRequestDelivery + 'static) -> Self {
+        self.in_request = Some(Arc::new(delivery));
         self
     }
 
-    /// The HTTP chain, in case 1.
-    pub fn http_chain(&self) -> Option<&crate::chain::HttpChain> {
-        self.chain.as_ref()
+    /// The in-request delivery, in case 1.
+    pub fn in_request(&self) -> Option<&dyn InRequestDelivery> {
+        self.in_request.as_deref()
+    }
+
+    /// True in case 1, where a request's events are delivered before it answers (and the
+    /// request then shows what their delivery changed).
+    pub fn delivers_in_request(&self) -> bool {
+        self.in_request.is_some()
     }
 
     /// Case 1: delivers order `order_id`'s committed events now and waits for their
-    /// subscribers (see [`crate::chain::HttpChain::flush`]). A failed delivery is logged
-    /// and left to the background relay: the caller's own change is committed either way.
-    /// With Kafka (no chain) this does nothing: the relay publishes.
+    /// subscribers. A failed delivery is logged and left to the background relay: the
+    /// caller's own change is committed either way. With Kafka this does nothing: the
+    /// relay publishes.
     pub async fn dispatch_now(&self, order_id: uuid::Uuid) {
-        if let Some(chain) = &self.chain {
-            if let Err(error) = chain.flush(&order_id.to_string()).await {
-                tracing::warn!(%order_id, %error, "Event not delivered yet; the HTTP relay will retry.");
+        if let Some(delivery) = &self.in_request {
+            if let Err(error) = delivery.deliver(order_id).await {
+                tracing::warn!(%order_id, error = %format!("{error:#}"), "Event not delivered yet; the HTTP relay will retry.");
             }
         }
     }

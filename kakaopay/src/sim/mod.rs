@@ -16,6 +16,7 @@
 
 mod error;
 mod faults;
+mod ids;
 mod ledger;
 mod payment;
 mod routes;
@@ -45,6 +46,22 @@ pub const DEFAULT_SECRET_KEY: &str = "DEV-local-secret";
 
 /// Default TID lifetime (15 min, as reported on Kakao's forum; unconfirmed).
 pub const DEFAULT_TID_TTL: Duration = Duration::from_secs(900);
+
+/// Payment method the simulated shopper pays with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Method {
+    Card,
+    Money,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Card => "CARD",
+            Self::Money => "MONEY",
+        }
+    }
+}
 
 /// What the shopper page does when opened without `?action=`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]

@@ -7,14 +7,24 @@
 use chrono::{DateTime, FixedOffset, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
+use std::time::Duration;
 use url::Url;
 
 use super::error::ApiError;
+use super::ids::{new_id, new_pg_token};
 use super::ledger::LedgerEntry;
-use super::state::{new_id, new_pg_token, Ctx, Method};
 use super::validate::{Body, MAX_ID_LEN, MAX_PAYLOAD_LEN};
+use super::Method;
 use super::SimMode;
 use crate::types::{PaymentStatus, DATETIME_FORMAT};
+
+/// Clock and TTL for one operation, read once so a call sees one instant.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ctx {
+    pub now: DateTime<Utc>,
+    pub tid_ttl: Duration,
+    pub mode: SimMode,
+}
 
 /// The amount object of every response.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]

@@ -12,10 +12,8 @@ use super::error::ApiError;
 use super::faults::{CallPlan, FaultsPatch};
 use super::payment::{ApproveInput, CancelInput, Payment, ReadyInput};
 use super::shopper;
-use super::state::SimState;
+use super::state::{Data, SimState};
 use super::validate::{Body, MAX_ID_LEN};
-
-pub(crate) type Data = web::Data<SimState>;
 
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/online/v1/payment/ready", web::post().to(ready))

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use super::payment::{ShopperAction, ShopperOutcome};
-use super::routes::Data;
+use super::state::Data;
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct PageQuery {

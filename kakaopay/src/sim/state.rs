@@ -7,41 +7,18 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use rand::distr::{Alphanumeric, SampleString};
-use rand::Rng;
+use chrono::Utc;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 use super::error::ApiError;
 use super::faults::{CallPlan, Knobs};
+use super::ids::new_id;
 use super::ledger::Ledger;
-use super::payment::Payment;
-use super::SimMode;
+use super::payment::{Ctx, Payment};
 
-/// Payment method the simulated shopper pays with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Method {
-    Card,
-    Money,
-}
-
-impl Method {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Card => "CARD",
-            Self::Money => "MONEY",
-        }
-    }
-}
-
-/// Clock and TTL for one operation, read once so a call sees one instant.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Ctx {
-    pub now: DateTime<Utc>,
-    pub tid_ttl: Duration,
-    pub mode: SimMode,
-}
+/// The simulator's state as the handlers receive it.
+pub(crate) type Data = actix_web::web::Data<SimState>;
 
 pub(crate) struct SimState {
     pub cid: String,
@@ -141,34 +118,5 @@ impl SimState {
                 .map(|(tid, p)| (tid.clone(), p.ledger_entry()))
                 .collect(),
         }
-    }
-}
-
-/// A 20-character id: the prefix letter and 19 digits (`T…` tid, `A…` aid).
-pub(crate) fn new_id(prefix: char) -> String {
-    let digits: u64 = rand::rng().random_range(0..10_000_000_000_000_000_000);
-    format!("{prefix}{digits:019}")
-}
-
-/// A one-time 20-character `pg_token`.
-pub(crate) fn new_pg_token() -> String {
-    Alphanumeric.sample_string(&mut rand::rng(), 20)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ids_have_the_documented_shape() {
-        for prefix in ['T', 'A'] {
-            let id = new_id(prefix);
-            assert_eq!(id.len(), 20);
-            assert!(id.starts_with(prefix));
-            assert!(id[1..].chars().all(|c| c.is_ascii_digit()), "{id}");
-        }
-        let token = new_pg_token();
-        assert_eq!(token.len(), 20);
-        assert!(token.chars().all(|c| c.is_ascii_alphanumeric()));
     }
 }

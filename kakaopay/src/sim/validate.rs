@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use super::error::ApiError;
-use super::state::Method;
+use super::Method;
 
 /// Length limits from the request tables.
 pub(crate) const MAX_ID_LEN: usize = 100;

@@ -1,0 +1,21 @@
+//! What order-service's handlers share: built once by [`crate::startup`], read by the
+//! routes. Its own module so that the routes and the composition root do not import
+//! each other.
+
+use crate::changes::Changes;
+use crate::persistence::OrderDb;
+use shared_events::db::PgPool;
+use shared_events::outbox::Outbox;
+use std::time::Duration;
+
+/// What the handlers share.
+pub struct AppState {
+    pub pool: PgPool,
+    /// Where the handlers run their SQL (the blocking pool, or the async one in case 4).
+    pub db: OrderDb,
+    pub outbox: Outbox,
+    pub payment_deadline: Duration,
+    /// Who waits for which order (long polls, change streams).
+    pub changes: Changes,
+    pub waits: crate::watch::WaitLimits,
+}
