@@ -7,6 +7,7 @@
 pub mod ceilings;
 pub mod loopback;
 pub mod machine;
+pub mod notifier_bench;
 pub mod plots;
 pub mod procfs;
 pub mod procs;

@@ -3,6 +3,8 @@
 //! (SIGTERM, then SIGKILL), killed when dropped, and commands run with a deadline.
 
 use anyhow::{bail, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use std::fs::File;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -51,11 +53,10 @@ impl Spawned {
         if let Some(status) = self.exited() {
             return (format!("had exited: {status}"), Duration::ZERO);
         }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        // This PID only; a failure (it exited meanwhile) shows in the wait below.
+        if let Ok(pid) = i32::try_from(self.pid()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
         let deadline = started + grace;
         while Instant::now() < deadline {
             if let Some(status) = self.exited() {

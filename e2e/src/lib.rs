@@ -360,11 +360,36 @@ impl Stack {
         }
     }
 
-    /// Waits until `count` mails to `recipient` have arrived, then returns them.
+    /// Waits until `count` mails to `recipient` have arrived and the stack has nothing
+    /// left to mail ([`Stack::wait_until_mail_is_quiet`]), then returns them: exactly
+    /// `count`, so a duplicate that would arrive late fails the test.
     pub async fn mails_to(&self, recipient: &str, count: usize) -> Vec<Mail> {
         eventually(&format!("{count} mail(s) to {recipient}"), || async {
-            let mails = self.infra.maildir.to(recipient);
-            (mails.len() >= count).then_some(mails)
+            (self.infra.maildir.to(recipient).len() >= count).then_some(())
+        })
+        .await;
+        self.wait_until_mail_is_quiet().await;
+        let mails = self.infra.maildir.to(recipient);
+        assert_eq!(
+            mails.len(),
+            count,
+            "mails to {recipient} once nothing was left to mail: {:?}",
+            mails.iter().map(|m| &m.subject).collect::<Vec<_>>()
+        );
+        mails
+    }
+
+    /// Waits until order's and payment's outboxes are delivered and the mail service has
+    /// committed every message of their topics.
+    pub async fn wait_until_mail_is_quiet(&self) {
+        eventually("nothing left to mail", || async {
+            match self.plan.mail_is_quiet().await {
+                Ok(quiet) => quiet.then_some(()),
+                Err(error) => {
+                    tracing::debug!(%error, "Cannot tell yet whether mail is quiet.");
+                    None
+                }
+            }
         })
         .await
     }

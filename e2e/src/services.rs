@@ -240,96 +240,173 @@ async fn until_ready(port: u16) -> anyhow::Result<()> {
 }
 
 async fn build(kind: Kind, plan: &Plan) -> anyhow::Result<Launched> {
-    let kafka = plan.infra.kafka(&plan.topic_prefix());
-    match kind {
-        Kind::Order => {
-            let mut settings = order::config::Settings::try_parse_from(["order"])?;
-            settings.port = plan.order_port;
-            settings.database_url = database_url(&plan.infra, "orders", &plan.id).into();
-            settings.consumer_group = plan.group("order");
-            settings.metrics_refresh_ms = 1000;
-            settings.case = plan.options.case;
-            settings.payment_url = plan.url(plan.payment_port)?;
-            settings.mailer_url = plan.url(plan.notifier_port)?;
-            settings.internal_events_secret = Some(plan.internal_secret.clone().into());
-            if let Some(deadline) = plan.options.payment_deadline {
-                settings.payment_deadline_secs = deadline.as_secs().max(1);
-                settings.deadline_check_ms = 100;
-            }
-            settings.kafka = kafka;
-            let app = order::startup::Application::build(settings).await?;
-            Ok((
-                app.port(),
-                app.shutdown_token(),
-                tokio::spawn(app.run_until_stopped()),
-            ))
-        }
-        Kind::Payment => {
-            let secret = plan.sim_secret.expose_secret().to_owned();
-            let mut settings = payment::config::Settings::try_parse_from([
-                "payment",
-                "--kakaopay-secret-key",
-                &secret,
-            ])?;
-            settings.port = plan.payment_port;
-            settings.public_url = format!("http://127.0.0.1:{}", plan.payment_port).parse()?;
-            settings.database_url = database_url(&plan.infra, "payments", &plan.id).into();
-            settings.consumer_group = plan.group("payment");
-            settings.kakaopay_base_url = plan.sim_url.clone();
-            settings.gateway_backoff_ms = 50;
-            if plan.options.fast_reconcile {
-                settings.kakaopay_timeout_ms = 1_000;
-                settings.gateway_max_attempts = 2;
-                settings.reconcile_ms = 200;
-            }
-            settings.metrics_refresh_ms = 1000;
-            settings.case = plan.options.case;
-            settings.order_url = plan.url(plan.order_port)?;
-            settings.mailer_url = plan.url(plan.notifier_port)?;
-            settings.internal_events_secret = Some(plan.internal_secret.clone().into());
-            settings.kafka = kafka;
-            let app = payment::startup::Application::build(settings).await?;
-            Ok((
-                app.port(),
-                app.shutdown_token(),
-                tokio::spawn(app.run_until_stopped()),
-            ))
-        }
+    let running = match kind {
+        Kind::Order => order::startup::Application::build(order_settings(plan)?).await?,
+        Kind::Payment => payment::startup::Application::build(payment_settings(plan)?).await?,
         Kind::Notifier if plan.options.case.blocking_mail() => {
-            let mut settings =
-                notifier::blocking::MailerSettings::try_parse_from(["mailer-blocking"])?;
-            settings.case = plan.options.case;
-            settings.port = plan.notifier_port;
-            settings.database_url = database_url(&plan.infra, "mail", &plan.id).into();
-            settings.consumer_group = plan.group("mailer");
-            settings.smtp_host = plan.infra.smtp_host.clone();
-            settings.smtp_port = plan.infra.smtp_port;
-            settings.api_token = Some(plan.notifier_token.clone().into());
-            settings.internal_events_secret = Some(plan.internal_secret.clone().into());
-            settings.kafka = kafka;
-            let app = notifier::blocking::MailerApp::build(settings).await?;
-            Ok((
+            let app = notifier::blocking::MailerApp::build(mailer_settings(plan)?).await?;
+            return Ok((
                 app.port(),
                 app.shutdown_token(),
                 tokio::spawn(app.run_until_stopped()),
-            ))
+            ));
         }
-        Kind::Notifier => {
-            let mut settings = notifier::settings::Settings::try_parse_from(["notifier"])?;
-            settings.port = plan.notifier_port;
-            settings.consumer_group = plan.group("notifier");
-            settings.mongodb_uri = plan.infra.mongodb_uri.clone();
-            settings.mongodb_database = format!("notifier_{}", plan.id);
-            settings.smtp_host = plan.infra.smtp_host.clone();
-            settings.smtp_port = plan.infra.smtp_port;
-            settings.api_token = Some(plan.notifier_token.clone().into());
-            settings.kafka = kafka;
-            let app = notifier::Application::build(settings).await?;
-            Ok((
-                app.port(),
-                app.shutdown_token(),
-                tokio::spawn(app.run_until_stopped()),
-            ))
+        Kind::Notifier => notifier::Application::build(notifier_settings(plan)?).await?,
+    };
+    Ok((
+        running.port(),
+        running.shutdown_token(),
+        tokio::spawn(running.run_until_stopped()),
+    ))
+}
+
+fn order_settings(plan: &Plan) -> anyhow::Result<order::config::Settings> {
+    let mut settings = order::config::Settings::try_parse_from(["order"])?;
+    settings.port = plan.order_port;
+    settings.database_url = database_url(&plan.infra, "orders", &plan.id).into();
+    settings.consumer_group = plan.group("order");
+    settings.metrics_refresh_ms = 1000;
+    settings.case = plan.options.case;
+    settings.payment_url = plan.url(plan.payment_port)?;
+    settings.mailer_url = plan.url(plan.notifier_port)?;
+    settings.internal_events_secret = Some(plan.internal_secret.clone().into());
+    if let Some(deadline) = plan.options.payment_deadline {
+        settings.payment_deadline_secs = deadline.as_secs().max(1);
+        settings.deadline_check_ms = 100;
+    }
+    settings.kafka = plan.infra.kafka(&plan.topic_prefix());
+    Ok(settings)
+}
+
+fn payment_settings(plan: &Plan) -> anyhow::Result<payment::config::Settings> {
+    let secret = plan.sim_secret.expose_secret().to_owned();
+    let mut settings =
+        payment::config::Settings::try_parse_from(["payment", "--kakaopay-secret-key", &secret])?;
+    settings.port = plan.payment_port;
+    settings.public_url = format!("http://127.0.0.1:{}", plan.payment_port).parse()?;
+    settings.database_url = database_url(&plan.infra, "payments", &plan.id).into();
+    settings.consumer_group = plan.group("payment");
+    settings.kakaopay_base_url = plan.sim_url.clone();
+    settings.gateway_backoff_ms = 50;
+    if plan.options.fast_reconcile {
+        settings.kakaopay_timeout_ms = 1_000;
+        settings.gateway_max_attempts = 2;
+        settings.reconcile_ms = 200;
+    }
+    settings.metrics_refresh_ms = 1000;
+    settings.case = plan.options.case;
+    settings.order_url = plan.url(plan.order_port)?;
+    settings.mailer_url = plan.url(plan.notifier_port)?;
+    settings.internal_events_secret = Some(plan.internal_secret.clone().into());
+    settings.kafka = plan.infra.kafka(&plan.topic_prefix());
+    Ok(settings)
+}
+
+fn mailer_settings(plan: &Plan) -> anyhow::Result<notifier::blocking::MailerSettings> {
+    let mut settings = notifier::blocking::MailerSettings::try_parse_from(["mailer-blocking"])?;
+    settings.case = plan.options.case;
+    settings.port = plan.notifier_port;
+    settings.database_url = database_url(&plan.infra, "mail", &plan.id).into();
+    settings.consumer_group = plan.group("mailer");
+    settings.smtp_host = plan.infra.smtp_host.clone();
+    settings.smtp_port = plan.infra.smtp_port;
+    settings.api_token = Some(plan.notifier_token.clone().into());
+    settings.internal_events_secret = Some(plan.internal_secret.clone().into());
+    settings.kafka = plan.infra.kafka(&plan.topic_prefix());
+    Ok(settings)
+}
+
+fn notifier_settings(plan: &Plan) -> anyhow::Result<notifier::settings::Settings> {
+    let mut settings = notifier::settings::Settings::try_parse_from(["notifier"])?;
+    settings.port = plan.notifier_port;
+    settings.consumer_group = plan.group("notifier");
+    settings.mongodb_uri = plan.infra.mongodb_uri.clone();
+    settings.mongodb_database = format!("notifier_{}", plan.id);
+    settings.smtp_host = plan.infra.smtp_host.clone();
+    settings.smtp_port = plan.infra.smtp_port;
+    settings.api_token = Some(plan.notifier_token.clone().into());
+    settings.kafka = plan.infra.kafka(&plan.topic_prefix());
+    Ok(settings)
+}
+
+impl Plan {
+    /// Whether the stack has nothing left to do for mail: order's and payment's outboxes
+    /// hold no undelivered event, and (with Kafka) the mail service's consumer group has
+    /// committed every message of the order and payment topics. No mail can follow then
+    /// but one the services would send without an event, which is the bug an exact count
+    /// catches.
+    pub(crate) async fn mail_is_quiet(&self) -> anyhow::Result<bool> {
+        for database in ["orders", "payments"] {
+            if undelivered_events(&database_url(&self.infra, database, &self.id))? > 0 {
+                return Ok(false);
+            }
+        }
+        if !self.options.case.uses_kafka() {
+            return Ok(true);
+        }
+        let service = if self.options.case.blocking_mail() {
+            "mailer"
+        } else {
+            "notifier"
+        };
+        let (brokers, group) = (self.infra.kafka_brokers.clone(), self.group(service));
+        let topics = shared_events::Topics::with_prefix(&self.topic_prefix());
+        tokio::task::spawn_blocking(move || {
+            group_has_committed_everything(&brokers, &group, &[&topics.orders, &topics.payments])
+        })
+        .await?
+    }
+}
+
+/// Outbox rows of the database at `url` not yet delivered.
+fn undelivered_events(url: &str) -> anyhow::Result<i64> {
+    use diesel::{Connection, RunQueryDsl};
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        count: i64,
+    }
+    let mut conn = diesel::PgConnection::establish(url)?;
+    let row: Count =
+        diesel::sql_query("SELECT count(*) AS count FROM outbox WHERE published_at IS NULL")
+            .get_result(&mut conn)?;
+    Ok(row.count)
+}
+
+/// Whether `group`'s committed offset is at the end of every partition of `topics`.
+fn group_has_committed_everything(
+    brokers: &str,
+    group: &str,
+    topics: &[&str],
+) -> anyhow::Result<bool> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+    let timeout = std::time::Duration::from_secs(5);
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()?;
+    let mut partitions = TopicPartitionList::new();
+    let metadata = consumer.fetch_metadata(None, timeout)?;
+    for topic in metadata
+        .topics()
+        .iter()
+        .filter(|t| topics.contains(&t.name()))
+    {
+        for partition in topic.partitions() {
+            partitions.add_partition(topic.name(), partition.id());
         }
     }
+    let committed = consumer.committed_offsets(partitions, timeout)?;
+    for element in committed.elements() {
+        let (_, high) = consumer.fetch_watermarks(element.topic(), element.partition(), timeout)?;
+        let caught_up = match element.offset() {
+            Offset::Offset(offset) => offset >= high,
+            _ => high == 0,
+        };
+        if !caught_up {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }

@@ -36,22 +36,38 @@ use std::time::Duration;
 #[derive(clap::Parser, Debug, Clone)]
 #[command(
     name = "notifier",
-    about = "Consumes the saga's order and payment events, mails the shopper and keeps the mail history in MongoDB."
+    about = "Consumes the saga's order and payment events, mails the shopper and keeps the mail history in MongoDB.",
+    // The notifier sets these limits of the shared Kafka settings with its own options.
+    mut_arg("kafka_max_in_flight", |arg| arg
+        .help("Not read by the notifier: --max-in-flight (NOTIFIER_MAX_IN_FLIGHT) bounds the mails handled at once")
+        .long_help(None::<&str>)),
+    mut_arg("kafka_max_uncommitted", |arg| arg
+        .help("Not read by the notifier: see --max-uncommitted (NOTIFIER_MAX_UNCOMMITTED)")
+        .long_help(None::<&str>)),
+    mut_arg("kafka_drain_timeout_secs", |arg| arg
+        .help("Not read by the notifier: see --shutdown-timeout-secs (NOTIFIER_SHUTDOWN_TIMEOUT_SECS)")
+        .long_help(None::<&str>)),
 )]
 pub struct Settings {
-    /// Address the history API binds to.
+    /// Address the mail-history API listens on (0.0.0.0: every interface).
     #[arg(long, env = "NOTIFIER_HOST", default_value = "127.0.0.1")]
     pub host: String,
-    /// Port of the history API (0: a random free port).
+    /// Port of the mail-history API (0: any free port).
     #[arg(long, env = "NOTIFIER_PORT", default_value_t = 8083)]
     pub port: u16,
     #[command(flatten)]
     pub kafka: KafkaSettings,
-    /// Kafka consumer group.
+    /// Kafka consumer group of the notifier; every instance uses the same one.
     #[arg(long, env = "NOTIFIER_CONSUMER_GROUP", default_value = "notifier")]
     pub consumer_group: String,
-    /// MongoDB connection string.
-    #[arg(long, env = "MONGODB_URI", default_value = "mongodb://127.0.0.1:27017")]
+    /// MongoDB connection string (`mongodb://…`) of the mail history (secret: it may hold
+    /// the password).
+    #[arg(
+        long,
+        env = "MONGODB_URI",
+        default_value = "mongodb://127.0.0.1:27017",
+        hide_env_values = true
+    )]
     pub mongodb_uri: String,
     /// MongoDB database holding the `notifications` collection.
     #[arg(long, env = "NOTIFIER_MONGODB_DATABASE", default_value = "notifier")]
@@ -69,8 +85,8 @@ pub struct Settings {
         default_value = "Saga Shop <shop@example.com>"
     )]
     pub mail_from: String,
-    /// Bearer token required by `GET /notifications…`. No default: without it the
-    /// notifier refuses to start (see `api::auth::required_token`).
+    /// Bearer token clients must send to read `GET /notifications…` (secret; required:
+    /// without it the notifier refuses to start).
     #[arg(
         long,
         env = "NOTIFIER_API_TOKEN",
@@ -189,6 +205,12 @@ mod tests {
             .find(|arg| arg.get_id() == "api_token")
             .map(|arg| arg.get_default_values().len());
         assert_eq!(arg, Some(0), "NOTIFIER_API_TOKEN has no default");
+    }
+
+    #[test]
+    fn every_option_is_described() {
+        use clap::CommandFactory;
+        shared_events::cli::assert_every_option_is_described(Settings::command());
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! * With the right token it shows everything; with a wrong one it answers `403`.
 //! * Cancelling and the timeline need the token: `401` without one, `403` with a wrong one.
 
-use crate::error::ApiError;
+use crate::domain::OrderError;
 use crate::store::Order;
 use actix_web::HttpRequest;
 use sha2::{Digest, Sha256};
@@ -106,20 +106,20 @@ pub enum Access {
 
 /// What `presented` may see of `order`: `Public` without a token, `Owner` with the
 /// right one, `403` with a wrong one (a client bug or a guess, never silently ignored).
-pub fn view_access(order: &Order, presented: &Presented) -> Result<Access, ApiError> {
+pub fn view_access(order: &Order, presented: &Presented) -> Result<Access, OrderError> {
     match &presented.0 {
         None => Ok(Access::Public),
         Some(token) if matches(order, token) => Ok(Access::Owner),
-        Some(_) => Err(ApiError::WrongToken),
+        Some(_) => Err(OrderError::WrongToken),
     }
 }
 
 /// The shopper's own actions: `401` without a token, `403` with a wrong one.
-pub fn require_owner(order: &Order, presented: &Presented) -> Result<(), ApiError> {
+pub fn require_owner(order: &Order, presented: &Presented) -> Result<(), OrderError> {
     match &presented.0 {
-        None => Err(ApiError::TokenRequired),
+        None => Err(OrderError::TokenRequired),
         Some(token) if matches(order, token) => Ok(()),
-        Some(_) => Err(ApiError::WrongToken),
+        Some(_) => Err(OrderError::WrongToken),
     }
 }
 

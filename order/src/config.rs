@@ -34,51 +34,84 @@ use url::Url;
     about = "order-service: storefront API and the order side of the saga"
 )]
 pub struct Settings {
+    /// Address the storefront API listens on (0.0.0.0: every interface).
     #[arg(long, env = "ORDER_HOST", default_value = "127.0.0.1")]
     pub host: String,
+    /// Port the storefront API listens on (0: any free port).
     #[arg(long, env = "ORDER_PORT", default_value_t = 8081)]
     pub port: u16,
+    /// PostgreSQL database of the orders, as a `postgres://` URL (secret: it may hold
+    /// the password).
     #[arg(
         long,
         env = "ORDER_DATABASE_URL",
         default_value = "postgres://postgres@127.0.0.1:5432/orders",
-        hide_default_value = false
+        hide_default_value = false,
+        hide_env_values = true
     )]
     pub database_url: SecretString,
+    /// Connections of the blocking database pool (in case 4 only migrations, the outbox
+    /// relay, the deadline sweep and the gauges use it).
     #[arg(long, env = "ORDER_DB_POOL_SIZE", default_value_t = 10)]
     pub db_pool_size: u32,
+    /// Case 4 only: connections of the async database pool that serves requests and
+    /// events.
     #[arg(long, env = "ORDER_ASYNC_DB_POOL_SIZE", default_value_t = 10)]
     pub async_db_pool_size: usize,
+    /// Worker threads of the HTTP server.
     #[arg(long, env = "ORDER_HTTP_WORKERS", default_value_t = 2)]
     pub http_workers: usize,
+    /// Threads for database work, in the service's runtime and in each HTTP worker (0:
+    /// one per pooled connection and 4 spare).
     #[arg(long, env = "ORDER_MAX_BLOCKING_THREADS", default_value_t = 0)]
     pub max_blocking_threads: usize,
+    /// Kafka consumer group of the order service (cases 2–4); every instance uses the
+    /// same one.
     #[arg(long, env = "ORDER_CONSUMER_GROUP", default_value = "order-service")]
     pub consumer_group: String,
+    /// Seconds an order may wait for its payment before it is cancelled (Kakao Pay's tid
+    /// lives 15 minutes).
     #[arg(long, env = "ORDER_PAYMENT_DEADLINE_SECS", default_value_t = 900)]
     pub payment_deadline_secs: u64,
+    /// How often overdue unpaid orders are looked for, in ms.
     #[arg(long, env = "ORDER_DEADLINE_CHECK_MS", default_value_t = 1000)]
     pub deadline_check_ms: u64,
+    /// How often the orders-by-status gauges of `/metrics` are read from the database,
+    /// in ms.
     #[arg(long, env = "ORDER_METRICS_REFRESH_MS", default_value_t = 10_000)]
     pub metrics_refresh_ms: u64,
+    /// Longest wait, in seconds, a client may ask of `GET /orders/{id}` (`Prefer: wait=N`
+    /// or `?wait=N`); a longer one is answered 400.
     #[arg(long, env = "ORDER_MAX_WAIT_SECS", default_value_t = 30)]
     pub max_wait_secs: u64,
+    /// Waiting requests (long polls and `/orders/{id}/events` streams) one instance holds
+    /// at once; beyond it clients get 503 with `Retry-After`.
     #[arg(long, env = "ORDER_MAX_OPEN_WAITS", default_value_t = 10_000)]
     pub max_open_waits: usize,
+    /// Longest life of one `/orders/{id}/events` stream, in seconds; the client then
+    /// reconnects.
     #[arg(long, env = "ORDER_EVENTS_MAX_SECS", default_value_t = 300)]
     pub events_max_secs: u64,
+    /// Seconds between keep-alive comments on each `/orders/{id}/events` stream; also how
+    /// soon a stream whose client left is noticed and freed.
     #[arg(long, env = "ORDER_EVENTS_KEEPALIVE_SECS", default_value_t = 15)]
     pub events_keepalive_secs: u64,
+    /// Which architecture to run as (1–4): 1 sends events over synchronous HTTP instead of
+    /// Kafka, 4 serves requests and events on the async database driver.
     #[arg(long, env = "SAGA_CASE", default_value = "3")]
     pub case: Case,
     #[command(flatten)]
     pub kafka: KafkaSettings,
+    /// Case 1 only: base URL of payment-service, which receives order events at `POST
+    /// /internal/events`.
     #[arg(
         long,
         env = "ORDER_PAYMENT_URL",
         default_value = "http://127.0.0.1:8082"
     )]
     pub payment_url: Url,
+    /// Case 1 only: base URL of the mail service, which receives order events at `POST
+    /// /internal/events`.
     #[arg(
         long,
         env = "ORDER_MAILER_URL",
@@ -100,5 +133,16 @@ impl Settings {
             0 => shared_events::db::blocking_threads(self.db_pool_size),
             n => n,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Settings;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_option_is_described() {
+        shared_events::cli::assert_every_option_is_described(Settings::command());
     }
 }

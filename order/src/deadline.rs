@@ -12,6 +12,7 @@ use crate::store;
 use diesel::Connection;
 use shared_events::db::{run_blocking, DbError, PgPool};
 use shared_events::outbox::Outbox;
+use shared_events::sql::complete_now;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -42,13 +43,13 @@ pub async fn expire_overdue(pool: &PgPool, outbox: &Outbox) -> Result<usize, sag
                 // Each expiry continues its order's trace.
                 crate::orders::order_span("deadline passed", *id, traceparent.as_deref())
                     .in_scope(|| {
-                        saga::apply(
+                        complete_now(saga::apply(
                             conn,
                             &writer,
                             *id,
                             Trigger::DeadlinePassed,
                             &Facts::default(),
-                        )
+                        ))
                     })?;
             }
             Ok(overdue.len())

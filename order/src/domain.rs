@@ -4,6 +4,7 @@
 //! valid by construction. Each refused field is reported with its JSON path.
 
 use serde::Deserialize;
+use shared_events::db::DbError;
 use shared_events::http::InvalidParam;
 use shared_events::{CancelReason, LineItem, PaymentCloseOutcome};
 use std::fmt;
@@ -15,6 +16,24 @@ pub const MAX_QUANTITY: i64 = 1_000;
 pub const MAX_TEXT: usize = 100;
 /// One hundred million won: beyond any single shop order, far below `i64` overflow.
 pub const MAX_TOTAL: i64 = 100_000_000;
+
+/// Why a use case on an order could not be carried out. The HTTP mapping is in `error.rs`.
+#[derive(Debug, thiserror::Error)]
+pub enum OrderError {
+    #[error("no such order")]
+    UnknownOrder,
+    /// The shopper's own actions need the order's token, and none was presented.
+    #[error("the order's token is required")]
+    TokenRequired,
+    /// A token was presented, but it is not this order's.
+    #[error("the token presented is not this order's")]
+    WrongToken,
+    /// Every wait (long poll or change stream) this instance may hold is taken.
+    #[error("too many open waits")]
+    TooManyWaits,
+    #[error(transparent)]
+    Store(#[from] DbError),
+}
 
 /// The body of `POST /orders`, as sent.
 #[derive(Debug, Deserialize)]

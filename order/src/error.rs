@@ -52,6 +52,19 @@ impl From<DbError> for ApiError {
     }
 }
 
+impl From<crate::domain::OrderError> for ApiError {
+    fn from(error: crate::domain::OrderError) -> Self {
+        use crate::domain::OrderError as E;
+        match error {
+            E::UnknownOrder => ApiError::NotFound("order"),
+            E::TokenRequired => ApiError::TokenRequired,
+            E::WrongToken => ApiError::WrongToken,
+            E::TooManyWaits => ApiError::TooManyWaits,
+            E::Store(error) => error.into(),
+        }
+    }
+}
+
 impl ApiError {
     fn problem(&self) -> Problem {
         match self {

@@ -2,8 +2,7 @@
 
 use crate::access::{self, OrderToken, Presented};
 use crate::changes::Changes;
-use crate::domain::{NewOrder, Trigger};
-use crate::error::ApiError;
+use crate::domain::{NewOrder, OrderError, Trigger};
 use crate::persistence::OrderDb;
 use crate::saga::{Facts, SagaError};
 use crate::store::{self, Order};
@@ -21,7 +20,7 @@ pub async fn place(
     outbox: &Outbox,
     order: NewOrder,
     deadline: Duration,
-) -> Result<(Order, OrderToken), ApiError> {
+) -> Result<(Order, OrderToken), OrderError> {
     let id = Uuid::now_v7();
     let span = tracing::Span::current();
     span.record("order_id", tracing::field::display(id));
@@ -47,7 +46,7 @@ pub async fn place(
 /// Case 1: the request waits while the order's events go down the HTTP chain, and then
 /// shows the order as they left it (placed: with its payment page). Cases 2–4 answer at
 /// once with `order` as committed: the relay publishes.
-async fn after_delivery(db: &OrderDb, outbox: &Outbox, order: Order) -> Result<Order, ApiError> {
+async fn after_delivery(db: &OrderDb, outbox: &Outbox, order: Order) -> Result<Order, OrderError> {
     if !outbox.delivers_in_request() {
         return Ok(order);
     }
@@ -55,8 +54,8 @@ async fn after_delivery(db: &OrderDb, outbox: &Outbox, order: Order) -> Result<O
     get(db, order.row.id).await
 }
 
-pub async fn get(db: &OrderDb, id: Uuid) -> Result<Order, ApiError> {
-    db.find(id).await?.ok_or(ApiError::NotFound("order"))
+pub async fn get(db: &OrderDb, id: Uuid) -> Result<Order, OrderError> {
+    db.find(id).await?.ok_or(OrderError::UnknownOrder)
 }
 
 /// The shopper cancels: an unpaid order is cancelled at once; a paid one is refunded
@@ -71,7 +70,7 @@ pub async fn cancel(
     changes: &Changes,
     id: Uuid,
     presented: &Presented,
-) -> Result<Order, ApiError> {
+) -> Result<Order, OrderError> {
     access::require_owner(&get(db, id).await?, presented)?;
     let traceparent = db.traceparent(id).await?;
     let span = order_span("shopper cancels", id, traceparent.as_deref());
@@ -79,7 +78,7 @@ pub async fn cancel(
         .instrument(span)
         .await
         .map_err(|error| match error {
-            SagaError::UnknownOrder(_) => ApiError::NotFound("order"),
+            SagaError::UnknownOrder(_) => OrderError::UnknownOrder,
             SagaError::Db(error) => error.into(),
         })?;
     changes.notify(id);
@@ -106,8 +105,8 @@ pub async fn timeline(
     db: &OrderDb,
     id: Uuid,
     presented: &Presented,
-) -> Result<(Order, Vec<store::SagaStep>), ApiError> {
-    let (order, steps) = db.timeline(id).await?.ok_or(ApiError::NotFound("order"))?;
+) -> Result<(Order, Vec<store::SagaStep>), OrderError> {
+    let (order, steps) = db.timeline(id).await?.ok_or(OrderError::UnknownOrder)?;
     access::require_owner(&order, presented)?;
     Ok((order, steps))
 }

@@ -17,15 +17,13 @@
 //! Consumed events are claimed in the inbox in the same transaction as their effect, so a
 //! redelivered event changes nothing.
 //!
-//! The decisions ([`plan`], [`react`]) are pure; [`apply`]/[`consume`] carry them out on
-//! the blocking driver and [`apply_async`]/[`consume_async`] on the async one (case 4),
-//! with the same statements (`store` and `store::nonblocking`).
+//! The decisions ([`plan`], [`react`]) are pure; [`apply`]/[`consume`] carry them out,
+//! written once for both drivers: they run on any [`OrderStatements`] connection (the
+//! blocking one of cases 1–3 or the async one of case 4, see `shared_events::sql`).
 
 use crate::domain::{Decision, OrderStatus, Trigger};
-use crate::store::{self, Change, Order};
+use crate::store::{Change, Order, OrderStatements};
 use chrono::Utc;
-use diesel::pg::PgConnection;
-use shared_events::async_db::AsyncPgConnection;
 use shared_events::db::DbError;
 use shared_events::inbox;
 use shared_events::outbox::Outbox;
@@ -64,48 +62,28 @@ pub struct Applied {
     pub published: bool,
 }
 
-/// Applies `trigger` to order `order_id` inside the caller's transaction.
-pub fn apply(
-    conn: &mut PgConnection,
+/// Applies `trigger` to order `order_id` inside the caller's transaction, on either
+/// driver.
+pub async fn apply<C: OrderStatements>(
+    conn: &mut C,
     outbox: &Outbox,
     order_id: Uuid,
     trigger: Trigger,
     facts: &Facts,
 ) -> Result<Applied, SagaError> {
-    let order = store::find(conn, order_id, true)?.ok_or(SagaError::UnknownOrder(order_id))?;
-    let Some(plan) = plan(&order, trigger, facts) else {
-        return Ok(unchanged(order, trigger));
-    };
-    store::apply_change(conn, order_id, &plan.change)?;
-    outbox.enqueue(conn, &plan.event)?;
-    store::record_step(conn, &plan.event, "order", "published")?;
-    plan.moved(&order);
-    let order = store::find(conn, order_id, false)?.ok_or(SagaError::UnknownOrder(order_id))?;
-    Ok(Applied {
-        order,
-        published: true,
-    })
-}
-
-/// [`apply`] on the async driver (case 4): the same decision, the same statements.
-pub async fn apply_async(
-    conn: &mut AsyncPgConnection,
-    outbox: &Outbox,
-    order_id: Uuid,
-    trigger: Trigger,
-    facts: &Facts,
-) -> Result<Applied, SagaError> {
-    let order = store::nonblocking::find(conn, order_id, true)
+    let order = conn
+        .find(order_id, true)
         .await?
         .ok_or(SagaError::UnknownOrder(order_id))?;
     let Some(plan) = plan(&order, trigger, facts) else {
         return Ok(unchanged(order, trigger));
     };
-    store::nonblocking::apply_change(conn, order_id, &plan.change).await?;
-    outbox.enqueue_async(conn, &plan.event).await?;
-    store::nonblocking::record_step(conn, &plan.event, "order", "published").await?;
+    conn.apply_change(order_id, &plan.change).await?;
+    outbox.enqueue(conn, &plan.event).await?;
+    conn.record_step(&plan.event, "order", "published").await?;
     plan.moved(&order);
-    let order = store::nonblocking::find(conn, order_id, false)
+    let order = conn
+        .find(order_id, false)
         .await?
         .ok_or(SagaError::UnknownOrder(order_id))?;
     Ok(Applied {
@@ -350,43 +328,14 @@ fn step_outcome(published: bool) -> &'static str {
     }
 }
 
-/// Handles one payment event in the caller's transaction; true when it enqueued one.
-pub fn consume(conn: &mut PgConnection, outbox: &Outbox, event: &Event) -> Result<bool, SagaError> {
-    if !inbox::claim(conn, event)? {
-        tracing::debug!(event_id = %event.event_id, "Event already handled.");
-        return Ok(false);
-    }
-    let order_id = event.order_id;
-    match react(event) {
-        Reaction::Ignore => Ok(false),
-        Reaction::RecordReady(ready) => {
-            store::find(conn, order_id, true)?.ok_or(SagaError::UnknownOrder(order_id))?;
-            store::record_payment_ready(conn, order_id, ready)?;
-            store::record_step(conn, event, "payment", "applied")?;
-            Ok(false)
-        }
-        Reaction::Trigger {
-            trigger,
-            facts,
-            payment_status,
-        } => {
-            if let Some(status) = payment_status {
-                store::record_payment_status(conn, order_id, status)?;
-            }
-            let applied = apply(conn, outbox, order_id, trigger, &facts)?;
-            store::record_step(conn, event, "payment", step_outcome(applied.published))?;
-            Ok(applied.published)
-        }
-    }
-}
-
-/// [`consume`] on the async driver (case 4).
-pub async fn consume_async(
-    conn: &mut AsyncPgConnection,
+/// Handles one payment event in the caller's transaction, on either driver; true when it
+/// enqueued one.
+pub async fn consume<C: OrderStatements>(
+    conn: &mut C,
     outbox: &Outbox,
     event: &Event,
 ) -> Result<bool, SagaError> {
-    if !inbox::claim_async(conn, event).await? {
+    if !inbox::claim(conn, event).await? {
         tracing::debug!(event_id = %event.event_id, "Event already handled.");
         return Ok(false);
     }
@@ -394,11 +343,11 @@ pub async fn consume_async(
     match react(event) {
         Reaction::Ignore => Ok(false),
         Reaction::RecordReady(ready) => {
-            store::nonblocking::find(conn, order_id, true)
+            conn.find(order_id, true)
                 .await?
                 .ok_or(SagaError::UnknownOrder(order_id))?;
-            store::nonblocking::record_payment_ready(conn, order_id, ready).await?;
-            store::nonblocking::record_step(conn, event, "payment", "applied").await?;
+            conn.record_payment_ready(order_id, ready).await?;
+            conn.record_step(event, "payment", "applied").await?;
             Ok(false)
         }
         Reaction::Trigger {
@@ -407,16 +356,11 @@ pub async fn consume_async(
             payment_status,
         } => {
             if let Some(status) = payment_status {
-                store::nonblocking::record_payment_status(conn, order_id, status).await?;
+                conn.record_payment_status(order_id, status).await?;
             }
-            let applied = apply_async(conn, outbox, order_id, trigger, &facts).await?;
-            store::nonblocking::record_step(
-                conn,
-                event,
-                "payment",
-                step_outcome(applied.published),
-            )
-            .await?;
+            let applied = apply(conn, outbox, order_id, trigger, &facts).await?;
+            conn.record_step(event, "payment", step_outcome(applied.published))
+                .await?;
             Ok(applied.published)
         }
     }

@@ -146,7 +146,7 @@ impl Order {
 }
 
 /// The row change a saga decision makes (chosen by `saga::plan`, made by
-/// [`apply_change`]).
+/// [`OrderStatements::apply_change`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
     /// `COMPLETED`, paid by `payment_id`.
@@ -170,211 +170,271 @@ fn reason_text(reason: CancelReason) -> String {
         .unwrap_or_default()
 }
 
-/// The queries of the request and event paths, written once and expanded twice: as
-/// blocking functions on `PgConnection` (this module, cases 1–3) and as async functions on
-/// `diesel_async::AsyncPgConnection` ([`nonblocking`], case 4). The Diesel query values
-/// are the same; `$run!` is the only difference (`.await` or not), so the SQL cannot
-/// drift between the two drivers.
-macro_rules! queries {
-    ($conn:ty, $($async:ident)?, $run:ident) => {
-        pub $($async)? fn insert(
-            conn: &mut $conn,
-            id: Uuid,
-            order: &NewOrder,
-            token_hash: &[u8],
-            deadline: DateTime<Utc>,
-        ) -> QueryResult<()> {
-            $run!(diesel::insert_into(orders::table)
-                .values((
-                    orders::id.eq(id),
-                    orders::customer_id.eq(&order.customer_id),
-                    orders::customer_email.eq(&order.customer_email),
-                    orders::locale.eq(order.locale.as_str()),
-                    orders::status.eq(OrderStatus::PendingPayment.as_str()),
-                    orders::total_amount.eq(order.total_amount),
-                    orders::payment_deadline.eq(deadline),
-                    orders::traceparent.eq(shared_events::telemetry::current_traceparent()),
-                    orders::access_token_hash.eq(token_hash),
-                ))
-                .execute(conn))?;
-            let lines: Vec<_> = order
-                .items
-                .iter()
-                .zip(1..)
-                .map(|(item, line_no): (&LineItem, i32)| {
-                    (
-                        order_items::order_id.eq(id),
-                        order_items::line_no.eq(line_no),
-                        order_items::name.eq(&item.name),
-                        order_items::quantity.eq(i32::try_from(item.quantity).unwrap_or(i32::MAX)),
-                        order_items::unit_price.eq(item.unit_price),
-                    )
-                })
-                .collect();
-            $run!(diesel::insert_into(order_items::table)
-                .values(&lines)
-                .execute(conn))?;
-            Ok(())
-        }
+/// The statements of order's request and event paths, on a connection of either driver
+/// (`shared_events::sql`), inside the caller's transaction. Implemented for
+/// `PgConnection` (cases 1–3) and `diesel_async::AsyncPgConnection` (case 4) from one
+/// source ([`order_statements!`]), so the SQL cannot drift between the two drivers.
+#[shared_events::sql::async_trait]
+pub trait OrderStatements: shared_events::sql::Connection {
+    /// Stores a new order `PENDING_PAYMENT` and its lines.
+    async fn insert(
+        &mut self,
+        id: Uuid,
+        order: &NewOrder,
+        token_hash: &[u8],
+        deadline: DateTime<Utc>,
+    ) -> QueryResult<()>;
+    /// The order, or `None`. With `for_update`, the row stays locked until the transaction
+    /// ends, so two events for one order cannot settle it concurrently.
+    async fn find(&mut self, id: Uuid, for_update: bool) -> QueryResult<Option<Order>>;
+    /// The order learns its payment and where the shopper pays.
+    async fn record_payment_ready(&mut self, id: Uuid, ready: &PaymentReady) -> QueryResult<()>;
+    /// `COMPLETED`, paid by `payment_id`.
+    async fn complete(&mut self, id: Uuid, payment_id: Uuid) -> QueryResult<()>;
+    /// `CANCELLED` for `reason`.
+    async fn cancel(&mut self, id: Uuid, reason: CancelReason) -> QueryResult<()>;
+    /// `CLOSING_PAYMENT`: the deadline passed; payment is asked whether the shopper paid.
+    async fn close_payment(&mut self, id: Uuid) -> QueryResult<()>;
+    /// The payment's status as the order last heard it.
+    async fn record_payment_status(&mut self, id: Uuid, payment_status: &str) -> QueryResult<()>;
+    /// `COMPLETED` → `CANCELLING`: the refund has been asked for.
+    async fn start_refund(&mut self, id: Uuid, reason: CancelReason) -> QueryResult<()>;
+    /// The money is back with the shopper: `CANCELLED`, refunded.
+    async fn finish_refund(&mut self, id: Uuid, amount: i64) -> QueryResult<()>;
+    /// One step of the order's timeline.
+    async fn record_step(
+        &mut self,
+        event: &shared_events::Event,
+        service: &str,
+        outcome: &str,
+    ) -> QueryResult<()>;
+    /// The order's timeline, oldest first.
+    async fn steps(&mut self, order_id: Uuid) -> QueryResult<Vec<SagaStep>>;
+    /// The trace order `id` was placed in (`None` if the order or its trace is unknown).
+    async fn traceparent(&mut self, id: Uuid) -> QueryResult<Option<String>>;
+    /// Makes the row change a saga decision asks for (see [`Change`]).
+    async fn apply_change(&mut self, id: Uuid, change: &Change) -> QueryResult<()>;
+}
 
-        /// The order, or `None`. With `for_update`, the row stays locked until the transaction
-        /// ends, so two events for one order cannot settle it concurrently.
-        pub $($async)? fn find(conn: &mut $conn, id: Uuid, for_update: bool) -> QueryResult<Option<Order>> {
-            let query = orders::table.find(id).select(OrderRow::as_select());
-            let row = if for_update {
-                $run!(query.for_update().first::<OrderRow>(conn)).optional()?
-            } else {
-                $run!(query.first::<OrderRow>(conn)).optional()?
-            };
-            let Some(row) = row else { return Ok(None) };
-            let items = $run!(order_items::table
-                .filter(order_items::order_id.eq(id))
-                .order(order_items::line_no)
-                .select(ItemRow::as_select())
-                .load::<ItemRow>(conn))?;
-            Ok(Some(Order { row, items }))
-        }
+/// [`OrderStatements`] for one driver's connection `$conn`: the Diesel query values are
+/// the same for both; `$run!` is the only difference (`.await` or not).
+macro_rules! order_statements {
+    ($conn:ty, $run:ident) => {
+        #[shared_events::sql::async_trait]
+        impl OrderStatements for $conn {
+            async fn insert(
+                &mut self,
+                id: Uuid,
+                order: &NewOrder,
+                token_hash: &[u8],
+                deadline: DateTime<Utc>,
+            ) -> QueryResult<()> {
+                let conn = self;
+                $run!(diesel::insert_into(orders::table)
+                    .values((
+                        orders::id.eq(id),
+                        orders::customer_id.eq(&order.customer_id),
+                        orders::customer_email.eq(&order.customer_email),
+                        orders::locale.eq(order.locale.as_str()),
+                        orders::status.eq(OrderStatus::PendingPayment.as_str()),
+                        orders::total_amount.eq(order.total_amount),
+                        orders::payment_deadline.eq(deadline),
+                        orders::traceparent.eq(shared_events::telemetry::current_traceparent()),
+                        orders::access_token_hash.eq(token_hash),
+                    ))
+                    .execute(conn))?;
+                let lines: Vec<_> = order
+                    .items
+                    .iter()
+                    .zip(1..)
+                    .map(|(item, line_no): (&LineItem, i32)| {
+                        (
+                            order_items::order_id.eq(id),
+                            order_items::line_no.eq(line_no),
+                            order_items::name.eq(&item.name),
+                            order_items::quantity
+                                .eq(i32::try_from(item.quantity).unwrap_or(i32::MAX)),
+                            order_items::unit_price.eq(item.unit_price),
+                        )
+                    })
+                    .collect();
+                $run!(diesel::insert_into(order_items::table)
+                    .values(&lines)
+                    .execute(conn))?;
+                Ok(())
+            }
 
-        pub $($async)? fn record_payment_ready(
-            conn: &mut $conn,
-            id: Uuid,
-            ready: &PaymentReady,
-        ) -> QueryResult<()> {
-            $run!(diesel::update(orders::table.find(id))
-                .set((
-                    orders::payment_id.eq(ready.payment_id),
-                    orders::payment_tid.eq(&ready.tid),
-                    orders::payment_status.eq("READY"),
-                    orders::payment_redirect_url.eq(&ready.redirect_url),
-                    orders::updated_at.eq(diesel::dsl::now),
-                ))
-                .execute(conn))
+            /// The order, or `None`. With `for_update`, the row stays locked until the transaction
+            /// ends, so two events for one order cannot settle it concurrently.
+            async fn find(&mut self, id: Uuid, for_update: bool) -> QueryResult<Option<Order>> {
+                let conn = self;
+                let query = orders::table.find(id).select(OrderRow::as_select());
+                let row = if for_update {
+                    $run!(query.for_update().first::<OrderRow>(conn)).optional()?
+                } else {
+                    $run!(query.first::<OrderRow>(conn)).optional()?
+                };
+                let Some(row) = row else { return Ok(None) };
+                let items = $run!(order_items::table
+                    .filter(order_items::order_id.eq(id))
+                    .order(order_items::line_no)
+                    .select(ItemRow::as_select())
+                    .load::<ItemRow>(conn))?;
+                Ok(Some(Order { row, items }))
+            }
+
+            async fn record_payment_ready(
+                &mut self,
+                id: Uuid,
+                ready: &PaymentReady,
+            ) -> QueryResult<()> {
+                let conn = self;
+                $run!(diesel::update(orders::table.find(id))
+                    .set((
+                        orders::payment_id.eq(ready.payment_id),
+                        orders::payment_tid.eq(&ready.tid),
+                        orders::payment_status.eq("READY"),
+                        orders::payment_redirect_url.eq(&ready.redirect_url),
+                        orders::updated_at.eq(diesel::dsl::now),
+                    ))
+                    .execute(conn))
                 .map(|_| ())
-        }
+            }
 
-        pub $($async)? fn complete(conn: &mut $conn, id: Uuid, payment_id: Uuid) -> QueryResult<()> {
-            $run!(diesel::update(orders::table.find(id))
-                .set((
-                    orders::status.eq(OrderStatus::Completed.as_str()),
-                    orders::payment_id.eq(payment_id),
-                    orders::payment_status.eq("APPROVED"),
-                    orders::completed_at.eq(diesel::dsl::now),
-                    orders::updated_at.eq(diesel::dsl::now),
-                ))
-                .execute(conn))
+            async fn complete(&mut self, id: Uuid, payment_id: Uuid) -> QueryResult<()> {
+                let conn = self;
+                $run!(diesel::update(orders::table.find(id))
+                    .set((
+                        orders::status.eq(OrderStatus::Completed.as_str()),
+                        orders::payment_id.eq(payment_id),
+                        orders::payment_status.eq("APPROVED"),
+                        orders::completed_at.eq(diesel::dsl::now),
+                        orders::updated_at.eq(diesel::dsl::now),
+                    ))
+                    .execute(conn))
                 .map(|_| ())
-        }
+            }
 
-        pub $($async)? fn cancel(conn: &mut $conn, id: Uuid, reason: CancelReason) -> QueryResult<()> {
-            $run!(diesel::update(orders::table.find(id))
-                .set((
-                    orders::status.eq(OrderStatus::Cancelled.as_str()),
-                    orders::cancel_reason.eq(reason_text(reason)),
-                    orders::cancelled_at.eq(diesel::dsl::now),
-                    orders::updated_at.eq(diesel::dsl::now),
-                ))
-                .execute(conn))
+            async fn cancel(&mut self, id: Uuid, reason: CancelReason) -> QueryResult<()> {
+                let conn = self;
+                $run!(diesel::update(orders::table.find(id))
+                    .set((
+                        orders::status.eq(OrderStatus::Cancelled.as_str()),
+                        orders::cancel_reason.eq(reason_text(reason)),
+                        orders::cancelled_at.eq(diesel::dsl::now),
+                        orders::updated_at.eq(diesel::dsl::now),
+                    ))
+                    .execute(conn))
                 .map(|_| ())
-        }
+            }
 
-        /// `CLOSING_PAYMENT`: the deadline passed; payment is asked whether the shopper paid.
-        pub $($async)? fn close_payment(conn: &mut $conn, id: Uuid) -> QueryResult<()> {
-            $run!(diesel::update(orders::table.find(id))
-                .set((
-                    orders::status.eq(OrderStatus::ClosingPayment.as_str()),
-                    orders::updated_at.eq(diesel::dsl::now),
-                ))
-                .execute(conn))
+            /// `CLOSING_PAYMENT`: the deadline passed; payment is asked whether the shopper paid.
+            async fn close_payment(&mut self, id: Uuid) -> QueryResult<()> {
+                let conn = self;
+                $run!(diesel::update(orders::table.find(id))
+                    .set((
+                        orders::status.eq(OrderStatus::ClosingPayment.as_str()),
+                        orders::updated_at.eq(diesel::dsl::now),
+                    ))
+                    .execute(conn))
                 .map(|_| ())
-        }
+            }
 
-        pub $($async)? fn record_payment_status(
-            conn: &mut $conn,
-            id: Uuid,
-            payment_status: &str,
-        ) -> QueryResult<()> {
-            $run!(diesel::update(orders::table.find(id))
-                .set((
-                    orders::payment_status.eq(payment_status),
-                    orders::updated_at.eq(diesel::dsl::now),
-                ))
-                .execute(conn))
+            async fn record_payment_status(
+                &mut self,
+                id: Uuid,
+                payment_status: &str,
+            ) -> QueryResult<()> {
+                let conn = self;
+                $run!(diesel::update(orders::table.find(id))
+                    .set((
+                        orders::payment_status.eq(payment_status),
+                        orders::updated_at.eq(diesel::dsl::now),
+                    ))
+                    .execute(conn))
                 .map(|_| ())
-        }
+            }
 
-        /// `COMPLETED` → `CANCELLING`: the refund has been asked for.
-        pub $($async)? fn start_refund(conn: &mut $conn, id: Uuid, reason: CancelReason) -> QueryResult<()> {
-            $run!(diesel::update(orders::table.find(id))
-                .set((
-                    orders::status.eq(OrderStatus::Cancelling.as_str()),
-                    orders::cancel_reason.eq(reason_text(reason)),
-                    orders::updated_at.eq(diesel::dsl::now),
-                ))
-                .execute(conn))
+            /// `COMPLETED` → `CANCELLING`: the refund has been asked for.
+            async fn start_refund(&mut self, id: Uuid, reason: CancelReason) -> QueryResult<()> {
+                let conn = self;
+                $run!(diesel::update(orders::table.find(id))
+                    .set((
+                        orders::status.eq(OrderStatus::Cancelling.as_str()),
+                        orders::cancel_reason.eq(reason_text(reason)),
+                        orders::updated_at.eq(diesel::dsl::now),
+                    ))
+                    .execute(conn))
                 .map(|_| ())
-        }
+            }
 
-        /// The money is back with the shopper: `CANCELLED`, refunded.
-        pub $($async)? fn finish_refund(conn: &mut $conn, id: Uuid, amount: i64) -> QueryResult<()> {
-            $run!(diesel::update(orders::table.find(id))
-                .set((
-                    orders::status.eq(OrderStatus::Cancelled.as_str()),
-                    orders::refunded_amount.eq(amount),
-                    orders::payment_status.eq("REFUNDED"),
-                    orders::cancelled_at.eq(diesel::dsl::sql::<
-                        diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>,
-                    >("COALESCE(cancelled_at, now())")),
-                    orders::updated_at.eq(diesel::dsl::now),
-                ))
-                .execute(conn))
+            /// The money is back with the shopper: `CANCELLED`, refunded.
+            async fn finish_refund(&mut self, id: Uuid, amount: i64) -> QueryResult<()> {
+                let conn = self;
+                $run!(diesel::update(orders::table.find(id))
+                    .set((
+                        orders::status.eq(OrderStatus::Cancelled.as_str()),
+                        orders::refunded_amount.eq(amount),
+                        orders::payment_status.eq("REFUNDED"),
+                        orders::cancelled_at.eq(diesel::dsl::sql::<
+                            diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>,
+                        >("COALESCE(cancelled_at, now())")),
+                        orders::updated_at.eq(diesel::dsl::now),
+                    ))
+                    .execute(conn))
                 .map(|_| ())
-        }
+            }
 
-        pub $($async)? fn record_step(
-            conn: &mut $conn,
-            event: &shared_events::Event,
-            service: &str,
-            outcome: &str,
-        ) -> QueryResult<()> {
-            $run!(diesel::insert_into(saga_steps::table)
-                .values((
-                    saga_steps::order_id.eq(event.order_id),
-                    saga_steps::event_id.eq(event.event_id),
-                    saga_steps::event_type.eq(event.event_type().as_str()),
-                    saga_steps::service.eq(service),
-                    saga_steps::outcome.eq(outcome),
-                ))
-                .execute(conn))
+            async fn record_step(
+                &mut self,
+                event: &shared_events::Event,
+                service: &str,
+                outcome: &str,
+            ) -> QueryResult<()> {
+                let conn = self;
+                $run!(diesel::insert_into(saga_steps::table)
+                    .values((
+                        saga_steps::order_id.eq(event.order_id),
+                        saga_steps::event_id.eq(event.event_id),
+                        saga_steps::event_type.eq(event.event_type().as_str()),
+                        saga_steps::service.eq(service),
+                        saga_steps::outcome.eq(outcome),
+                    ))
+                    .execute(conn))
                 .map(|_| ())
-        }
+            }
 
-        pub $($async)? fn steps(conn: &mut $conn, order_id: Uuid) -> QueryResult<Vec<SagaStep>> {
-            $run!(saga_steps::table
-                .filter(saga_steps::order_id.eq(order_id))
-                .order(saga_steps::id)
-                .select(SagaStep::as_select())
-                .load::<SagaStep>(conn))
-        }
+            async fn steps(&mut self, order_id: Uuid) -> QueryResult<Vec<SagaStep>> {
+                let conn = self;
+                $run!(saga_steps::table
+                    .filter(saga_steps::order_id.eq(order_id))
+                    .order(saga_steps::id)
+                    .select(SagaStep::as_select())
+                    .load::<SagaStep>(conn))
+            }
 
-        /// The trace order `id` was placed in (`None` if the order or its trace is unknown).
-        pub $($async)? fn traceparent(conn: &mut $conn, id: Uuid) -> QueryResult<Option<String>> {
-            Ok($run!(orders::table
-                .find(id)
-                .select(orders::traceparent)
-                .first::<Option<String>>(conn))
-            .optional()?
-            .flatten())
-        }
+            /// The trace order `id` was placed in (`None` if the order or its trace is unknown).
+            async fn traceparent(&mut self, id: Uuid) -> QueryResult<Option<String>> {
+                let conn = self;
+                Ok($run!(orders::table
+                    .find(id)
+                    .select(orders::traceparent)
+                    .first::<Option<String>>(conn))
+                .optional()?
+                .flatten())
+            }
 
-        /// Makes the row change a saga decision asks for (see [`Change`]).
-        pub $($async)? fn apply_change(conn: &mut $conn, id: Uuid, change: &Change) -> QueryResult<()> {
-            match *change {
-                Change::Complete { payment_id } => $run!(complete(conn, id, payment_id)),
-                Change::Cancel(reason) => $run!(cancel(conn, id, reason)),
-                Change::ClosePayment => $run!(close_payment(conn, id)),
-                Change::StartRefund(reason) => $run!(start_refund(conn, id, reason)),
-                Change::FinishRefund { amount } => $run!(finish_refund(conn, id, amount)),
-                Change::Nothing => Ok(()),
+            /// Makes the row change a saga decision asks for (see [`Change`]).
+            async fn apply_change(&mut self, id: Uuid, change: &Change) -> QueryResult<()> {
+                let conn = self;
+                match *change {
+                    Change::Complete { payment_id } => conn.complete(id, payment_id).await,
+                    Change::Cancel(reason) => conn.cancel(id, reason).await,
+                    Change::ClosePayment => conn.close_payment(id).await,
+                    Change::StartRefund(reason) => conn.start_refund(id, reason).await,
+                    Change::FinishRefund { amount } => conn.finish_refund(id, amount).await,
+                    Change::Nothing => Ok(()),
+                }
             }
         }
     };
@@ -387,13 +447,13 @@ macro_rules! blocking {
     };
 }
 
-queries!(PgConnection, , blocking);
+order_statements!(PgConnection, blocking);
 
-/// The same queries on the async driver (case 4); call them with a connection of
-/// `shared_events::async_db`, inside the caller's transaction.
-pub mod nonblocking {
+/// The same statements on the async driver (case 4).
+mod nonblocking {
     use super::{
-        order_items, orders, reason_text, saga_steps, Change, ItemRow, Order, OrderRow, SagaStep,
+        order_items, orders, reason_text, saga_steps, Change, ItemRow, Order, OrderRow,
+        OrderStatements, SagaStep,
     };
     use crate::domain::{NewOrder, OrderStatus};
     use chrono::{DateTime, Utc};
@@ -409,7 +469,7 @@ pub mod nonblocking {
         };
     }
 
-    queries!(AsyncPgConnection, async, awaited);
+    order_statements!(AsyncPgConnection, awaited);
 }
 
 /// Up to `limit` unpaid orders past their deadline, with the trace each was placed in,

@@ -8,7 +8,7 @@
 
 use crate::access::{self, Presented};
 use crate::changes::{Changes, Subscription};
-use crate::error::ApiError;
+use crate::domain::OrderError;
 use crate::orders;
 use crate::persistence::OrderDb;
 use crate::view::{ETag, Rendered};
@@ -50,8 +50,10 @@ pub async fn until_changed(
     presented: &Presented,
     seen: Option<Vec<ETag>>,
     wait: Duration,
-) -> Result<Rendered, ApiError> {
-    let mut subscription = changes.subscribe(id).map_err(|_| ApiError::TooManyWaits)?;
+) -> Result<Rendered, OrderError> {
+    let mut subscription = changes
+        .subscribe(id)
+        .map_err(|_| OrderError::TooManyWaits)?;
     let deadline = Instant::now() + wait;
     let mut current = read(db, id, presented).await?;
     let seen = seen.unwrap_or_else(|| vec![current.etag.clone()]);
@@ -63,7 +65,7 @@ pub async fn until_changed(
 
 /// Order `id` as `presented` may see it: the shopper's view with its token, the public
 /// one without (`403` with a wrong token).
-pub async fn read(db: &OrderDb, id: Uuid, presented: &Presented) -> Result<Rendered, ApiError> {
+pub async fn read(db: &OrderDb, id: Uuid, presented: &Presented) -> Result<Rendered, OrderError> {
     let order = orders::get(db, id).await?;
     let access = access::view_access(&order, presented)?;
     Ok(Rendered::of(order, access))
@@ -82,8 +84,10 @@ pub async fn events(
     id: Uuid,
     presented: Presented,
     limits: WaitLimits,
-) -> Result<impl futures::Stream<Item = Result<Bytes, Infallible>>, ApiError> {
-    let subscription = changes.subscribe(id).map_err(|_| ApiError::TooManyWaits)?;
+) -> Result<impl futures::Stream<Item = Result<Bytes, Infallible>>, OrderError> {
+    let subscription = changes
+        .subscribe(id)
+        .map_err(|_| OrderError::TooManyWaits)?;
     let first = read(&db, id, &presented).await?;
     let stream = Stream {
         db,

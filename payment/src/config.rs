@@ -37,72 +37,109 @@ use url::Url;
     about = "payment-service: the payment side of the saga, through Kakao Pay"
 )]
 pub struct Settings {
+    /// Address the payment API listens on (0.0.0.0: every interface).
     #[arg(long, env = "PAYMENT_HOST", default_value = "127.0.0.1")]
     pub host: String,
+    /// Port the payment API listens on (0: any free port).
     #[arg(long, env = "PAYMENT_PORT", default_value_t = 8082)]
     pub port: u16,
+    /// Base URL of this service as the shopper's browser reaches it: Kakao Pay sends the
+    /// shopper back to its approve, cancel and fail callbacks.
     #[arg(
         long,
         env = "PAYMENT_PUBLIC_URL",
         default_value = "http://127.0.0.1:8082"
     )]
     pub public_url: Url,
+    /// PostgreSQL database of the payments, as a `postgres://` URL (secret: it may hold
+    /// the password).
     #[arg(
         long,
         env = "PAYMENT_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/payments"
+        default_value = "postgres://postgres@127.0.0.1:5432/payments",
+        hide_env_values = true
     )]
     pub database_url: SecretString,
+    /// Connections of the blocking database pool (in case 4 only migrations, the outbox
+    /// relay and the gauges use it).
     #[arg(long, env = "PAYMENT_DB_POOL_SIZE", default_value_t = 10)]
     pub db_pool_size: u32,
+    /// Case 4 only: connections of the async database pool that serves requests and
+    /// events.
     #[arg(long, env = "PAYMENT_ASYNC_DB_POOL_SIZE", default_value_t = 10)]
     pub async_db_pool_size: usize,
+    /// Worker threads of the HTTP server.
     #[arg(long, env = "PAYMENT_HTTP_WORKERS", default_value_t = 2)]
     pub http_workers: usize,
+    /// Threads for database work, in the service's runtime and in each HTTP worker (0:
+    /// one per pooled connection and 4 spare).
     #[arg(long, env = "PAYMENT_MAX_BLOCKING_THREADS", default_value_t = 0)]
     pub max_blocking_threads: usize,
+    /// Kafka consumer group of the payment service (cases 2–4); every instance uses the
+    /// same one.
     #[arg(
         long,
         env = "PAYMENT_CONSUMER_GROUP",
         default_value = "payment-service"
     )]
     pub consumer_group: String,
+    /// Tries of a Kakao Pay call that fails transiently (timeout, connection or server
+    /// error) before giving up.
     #[arg(long, env = "PAYMENT_GATEWAY_MAX_ATTEMPTS", default_value_t = 4)]
     pub gateway_max_attempts: u32,
+    /// First wait between tries of a Kakao Pay call, in ms; it doubles each try (with
+    /// jitter).
     #[arg(long, env = "PAYMENT_GATEWAY_BACKOFF_MS", default_value_t = 200)]
     pub gateway_backoff_ms: u64,
+    /// How often the payments-by-status gauges of `/metrics` are read from the database,
+    /// in ms.
     #[arg(long, env = "PAYMENT_METRICS_REFRESH_MS", default_value_t = 10_000)]
     pub metrics_refresh_ms: u64,
+    /// How often, in ms, the reconciler settles stuck payments (approving, refunding,
+    /// unclear) by Kakao Pay's record; also its first wait before checking one again.
     #[arg(long, env = "PAYMENT_RECONCILE_MS", default_value_t = 5_000)]
     pub reconcile_ms: u64,
+    /// Longest wait, in ms, before the reconciler checks again a payment it could not
+    /// settle (the wait doubles per check, with jitter).
     #[arg(
         long,
         env = "PAYMENT_RECONCILE_MAX_BACKOFF_MS",
         default_value_t = 300_000
     )]
     pub reconcile_max_backoff_ms: u64,
+    /// Base URL of the Kakao Pay API (locally: the simulator, `kakaopay-sim`).
     #[arg(
         long,
         env = "KAKAOPAY_BASE_URL",
         default_value = "http://127.0.0.1:8089"
     )]
     pub kakaopay_base_url: Url,
+    /// Kakao Pay secret key, sent as `Authorization: SECRET_KEY <key>` (secret; required,
+    /// no default).
     #[arg(long, env = "KAKAOPAY_SECRET_KEY", hide_env_values = true)]
     pub kakaopay_secret_key: SecretString,
+    /// Merchant id (cid) of the shop at Kakao Pay; the default is Kakao's test merchant.
     #[arg(long, env = "KAKAOPAY_CID", default_value = kakaopay::TEST_CID)]
     pub kakaopay_cid: String,
+    /// Timeout of one whole Kakao Pay request, in ms (Kakao's platform gives up at 11 s).
     #[arg(long, env = "KAKAOPAY_TIMEOUT_MS", default_value_t = 12_000)]
     pub kakaopay_timeout_ms: u64,
+    /// Which architecture to run as (1–4): 1 sends events over synchronous HTTP instead of
+    /// Kafka, 4 serves requests and events on the async database driver.
     #[arg(long, env = "SAGA_CASE", default_value = "3")]
     pub case: Case,
     #[command(flatten)]
     pub kafka: KafkaSettings,
+    /// Case 1 only: base URL of order-service, which receives payment events at `POST
+    /// /internal/events`.
     #[arg(
         long,
         env = "PAYMENT_ORDER_URL",
         default_value = "http://127.0.0.1:8081"
     )]
     pub order_url: Url,
+    /// Case 1 only: base URL of the mail service, which receives payment events at `POST
+    /// /internal/events`.
     #[arg(
         long,
         env = "PAYMENT_MAILER_URL",
@@ -133,5 +170,16 @@ impl Settings {
         let timeouts = self.kakaopay_timeout_ms * u64::from(attempts);
         let backoffs = self.gateway_backoff_ms * 16 * u64::from(attempts);
         std::time::Duration::from_millis(timeouts + backoffs + 5_000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Settings;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_option_is_described() {
+        shared_events::cli::assert_every_option_is_described(Settings::command());
     }
 }

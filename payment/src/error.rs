@@ -38,6 +38,22 @@ impl From<DbError> for ApiError {
     }
 }
 
+impl From<crate::checkout::CheckoutError> for ApiError {
+    fn from(error: crate::checkout::CheckoutError) -> Self {
+        use crate::checkout::CheckoutError as E;
+        match error {
+            E::UnknownPayment => ApiError::NotFound("payment"),
+            E::WrongPgToken => ApiError::Invalid(vec![InvalidParam::new(
+                "pg_token",
+                "is not valid for this payment; the payment can still be paid",
+            )]),
+            E::GatewayUnavailable => ApiError::GatewayUnavailable,
+            E::OutcomePending => ApiError::OutcomePending,
+            E::Store(error) => error.into(),
+        }
+    }
+}
+
 impl ApiError {
     fn problem(&self) -> Problem {
         use StatusCode as S;

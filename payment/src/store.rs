@@ -1,6 +1,9 @@
 //! The payment tables and every query on them. Status changes are guarded by the status
 //! they come from (`UPDATE … WHERE status = 'READY'`), so two callers racing for the same
 //! payment cannot both move it.
+//!
+//! Size: the tables, the `PaymentStatements` trait and its one-source implementation
+//! for both drivers: a statement's signature, its guard and its SQL are read together.
 
 use crate::domain::PaymentStatus;
 use chrono::{DateTime, Utc};
@@ -163,325 +166,438 @@ pub enum Transition {
     Unchanged,
 }
 
-/// The queries of the request and event paths, written once and expanded twice: as
-/// blocking functions on `PgConnection` (this module, cases 1–3) and as async functions on
-/// `diesel_async::AsyncPgConnection` ([`nonblocking`], case 4). The Diesel query values
-/// are the same; `$run!` is the only difference (`.await` or not), so the SQL cannot
-/// drift between the two drivers.
-macro_rules! queries {
-    ($conn:ty, $($async:ident)?, $run:ident) => {
-        /// The order's payment, created `REQUESTED` if it has none yet.
-        pub $($async)? fn create_requested(
-            conn: &mut $conn,
-            order_id: Uuid,
-            order: &OrderSnapshot,
-            item_name: &str,
-            quantity: i64,
-        ) -> QueryResult<Payment> {
-            $run!(diesel::insert_into(payments::table)
-                .values((
-                    payments::id.eq(Uuid::now_v7()),
-                    payments::order_id.eq(order_id),
-                    payments::status.eq(PaymentStatus::Requested.as_str()),
-                    payments::amount.eq(order.total_amount),
-                    payments::item_name.eq(item_name),
-                    payments::quantity.eq(i32::try_from(quantity).unwrap_or(i32::MAX)),
-                    payments::partner_user_id.eq(&order.customer_id),
-                    payments::order_snapshot.eq(serde_json::to_value(order).unwrap_or_default()),
-                    payments::traceparent.eq(shared_events::telemetry::current_traceparent()),
-                ))
-                .on_conflict(payments::order_id)
-                .do_nothing()
-                .execute(conn))?;
-            $run!(payments::table
-                .filter(payments::order_id.eq(order_id))
-                .select(Payment::as_select())
-                .first::<Payment>(conn))
-        }
+/// The statements of payment's request and event paths, on a connection of either driver
+/// (`shared_events::sql`), inside the caller's transaction if it has one. Implemented for
+/// `PgConnection` (cases 1–3) and `diesel_async::AsyncPgConnection` (case 4) from one
+/// source ([`payment_statements!`]), so the SQL cannot drift between the two drivers.
+#[shared_events::sql::async_trait]
+pub trait PaymentStatements: shared_events::sql::Connection {
+    async fn create_requested(
+        &mut self,
+        order_id: Uuid,
+        order: &OrderSnapshot,
+        item_name: &str,
+        quantity: i64,
+    ) -> QueryResult<Payment>;
+    async fn find(&mut self, id: Uuid) -> QueryResult<Option<Payment>>;
+    async fn find_by_order(&mut self, order_id: Uuid) -> QueryResult<Vec<Payment>>;
+    async fn transition(
+        &mut self,
+        id: Uuid,
+        from: PaymentStatus,
+        to: PaymentStatus,
+    ) -> QueryResult<Option<Payment>>;
+    async fn mark_ready(
+        &mut self,
+        id: Uuid,
+        tid: &str,
+        redirect_url: &str,
+        mobile_redirect_url: &str,
+    ) -> QueryResult<Option<Payment>>;
+    async fn begin_approval(&mut self, id: Uuid) -> QueryResult<Option<Payment>>;
+    async fn abandon_approval(&mut self, id: Uuid) -> QueryResult<Option<Payment>>;
+    async fn mark_approved(
+        &mut self,
+        id: Uuid,
+        payment_method: Option<&str>,
+        approved_at: DateTime<Utc>,
+    ) -> QueryResult<Option<Payment>>;
+    async fn mark_failed(
+        &mut self,
+        id: Uuid,
+        from: PaymentStatus,
+        reason: &str,
+        error_code: Option<i32>,
+    ) -> QueryResult<Option<Payment>>;
+    async fn unsettled(&mut self, cutoff: DateTime<Utc>, limit: i64) -> QueryResult<Vec<Payment>>;
+    async fn schedule_check(&mut self, id: Uuid, next: DateTime<Utc>) -> QueryResult<()>;
+    async fn mark_order_cancelled(&mut self, order_id: Uuid) -> QueryResult<Vec<Payment>>;
+    async fn mark_close_requested(&mut self, order_id: Uuid) -> QueryResult<Vec<Payment>>;
+    async fn mark_approval_unclear(&mut self, id: Uuid) -> QueryResult<()>;
+    async fn begin_refund(&mut self, id: Uuid) -> QueryResult<Option<Payment>>;
+    async fn mark_refunded(&mut self, id: Uuid, amount: i64) -> QueryResult<Option<Payment>>;
+    async fn apply_transition(
+        &mut self,
+        id: Uuid,
+        transition: &Transition,
+    ) -> QueryResult<Option<Payment>>;
+    async fn close_unpaid(&mut self, order_id: Uuid) -> QueryResult<u64>;
+    async fn record_gateway_call(&mut self, call: &NewGatewayCall) -> QueryResult<()>;
+    async fn gateway_calls_of(&mut self, payment_id: Uuid) -> QueryResult<Vec<GatewayCall>>;
+}
 
-        pub $($async)? fn find(conn: &mut $conn, id: Uuid) -> QueryResult<Option<Payment>> {
-            $run!(payments::table
-                .find(id)
-                .select(Payment::as_select())
-                .first::<Payment>(conn))
-            .optional()
-        }
-
-        pub $($async)? fn find_by_order(conn: &mut $conn, order_id: Uuid) -> QueryResult<Vec<Payment>> {
-            $run!(payments::table
-                .filter(payments::order_id.eq(order_id))
-                .select(Payment::as_select())
-                .load::<Payment>(conn))
-        }
-
-        /// Moves `id` from `from` to `to`, returning the updated payment, or `None` if it was not
-        /// in `from` (someone else moved it first).
-        $($async)? fn transition(
-            conn: &mut $conn,
-            id: Uuid,
-            from: PaymentStatus,
-            to: PaymentStatus,
-        ) -> QueryResult<Option<Payment>> {
-            $run!(diesel::update(
-                payments::table
-                    .find(id)
-                    .filter(payments::status.eq(from.as_str())),
-            )
-            .set((
-                payments::status.eq(to.as_str()),
-                payments::updated_at.eq(diesel::dsl::now),
-                // A new status starts the reconciler's schedule afresh.
-                payments::checks.eq(0),
-                payments::last_checked_at.eq(None::<DateTime<Utc>>),
-                payments::next_check_at.eq(None::<DateTime<Utc>>),
-            ))
-            .returning(Payment::as_returning())
-            .get_result::<Payment>(conn))
-            .optional()
-        }
-
-        pub $($async)? fn mark_ready(
-            conn: &mut $conn,
-            id: Uuid,
-            tid: &str,
-            redirect_url: &str,
-            mobile_redirect_url: &str,
-        ) -> QueryResult<Option<Payment>> {
-            let Some(_) = $run!(transition(conn, id, PaymentStatus::Requested, PaymentStatus::Ready))? else {
-                return Ok(None);
-            };
-            $run!(diesel::update(payments::table.find(id))
-                .set((
-                    payments::tid.eq(tid),
-                    payments::redirect_url.eq(redirect_url),
-                    payments::mobile_redirect_url.eq(mobile_redirect_url),
-                    payments::ready_at.eq(diesel::dsl::now),
-                ))
-                .returning(Payment::as_returning())
-                .get_result::<Payment>(conn))
-            .map(Some)
-        }
-
-        /// `READY` → `APPROVING`: only the caller that gets `Some` may call approve.
-        pub $($async)? fn begin_approval(conn: &mut $conn, id: Uuid) -> QueryResult<Option<Payment>> {
-            $run!(transition(conn, id, PaymentStatus::Ready, PaymentStatus::Approving))
-        }
-
-        /// `APPROVING` → `READY`: the approve certainly did not happen; the shopper may retry.
-        pub $($async)? fn abandon_approval(conn: &mut $conn, id: Uuid) -> QueryResult<Option<Payment>> {
-            $run!(transition(conn, id, PaymentStatus::Approving, PaymentStatus::Ready))
-        }
-
-        pub $($async)? fn mark_approved(
-            conn: &mut $conn,
-            id: Uuid,
-            payment_method: Option<&str>,
-            approved_at: DateTime<Utc>,
-        ) -> QueryResult<Option<Payment>> {
-            let Some(_) = $run!(transition(conn, id, PaymentStatus::Approving, PaymentStatus::Approved))? else {
-                return Ok(None);
-            };
-            $run!(diesel::update(payments::table.find(id))
-                .set((
-                    payments::payment_method.eq(payment_method),
-                    payments::approved_at.eq(approved_at),
-                ))
-                .returning(Payment::as_returning())
-                .get_result::<Payment>(conn))
-            .map(Some)
-        }
-
-        /// `reason` is a `PaymentFailureReason` in snake case, or `order_cancelled`.
-        pub $($async)? fn mark_failed(
-            conn: &mut $conn,
-            id: Uuid,
-            from: PaymentStatus,
-            reason: &str,
-            error_code: Option<i32>,
-        ) -> QueryResult<Option<Payment>> {
-            let Some(_) = $run!(transition(conn, id, from, PaymentStatus::Failed))? else {
-                return Ok(None);
-            };
-            $run!(diesel::update(payments::table.find(id))
-                .set((
-                    payments::failure_reason.eq(reason),
-                    payments::error_code.eq(error_code),
-                    payments::failed_at.eq(diesel::dsl::now),
-                ))
-                .returning(Payment::as_returning())
-                .get_result::<Payment>(conn))
-            .map(Some)
-        }
-
-        /// Up to `limit` payments the reconciler must settle, due now, least recently
-        /// checked first (so payments that keep failing cannot starve the others):
-        /// `APPROVING` or `REFUNDING` since before `cutoff` (no live call can still be in
-        /// flight), `READY` after an unclear approve (since before `cutoff`) or with its
-        /// close left half done, and `APPROVED` whose order was cancelled.
-        pub $($async)? fn unsettled(
-            conn: &mut $conn,
-            cutoff: DateTime<Utc>,
-            limit: i64,
-        ) -> QueryResult<Vec<Payment>> {
-            use diesel::{BoolExpressionMethods, PgSortExpressionMethods};
-            let mid_call = payments::status
-                .eq_any([PaymentStatus::Approving.as_str(), PaymentStatus::Refunding.as_str()])
-                .and(payments::updated_at.lt(cutoff));
-            let ready = payments::status.eq(PaymentStatus::Ready.as_str());
-            let unclear = ready
-                .and(payments::approval_unclear_at.is_not_null())
-                .and(payments::updated_at.lt(cutoff));
-            let closing = payments::status
-                .eq(PaymentStatus::Ready.as_str())
-                .and(payments::close_requested_at.is_not_null());
-            let to_refund = payments::status
-                .eq(PaymentStatus::Approved.as_str())
-                .and(payments::order_cancelled_at.is_not_null());
-            $run!(payments::table
-                .filter(mid_call.or(unclear).or(closing).or(to_refund))
-                .filter(
-                    payments::next_check_at
-                        .is_null()
-                        .or(payments::next_check_at.le(diesel::dsl::now)),
-                )
-                .order((payments::last_checked_at.asc().nulls_first(), payments::updated_at))
-                .limit(limit)
-                .select(Payment::as_select())
-                .load::<Payment>(conn))
-        }
-
-        /// The reconciler checked `id` without settling it: not again before `next`.
-        pub $($async)? fn schedule_check(
-            conn: &mut $conn,
-            id: Uuid,
-            next: DateTime<Utc>,
-        ) -> QueryResult<()> {
-            $run!(diesel::update(payments::table.find(id))
-                .set((
-                    payments::checks.eq(payments::checks + 1),
-                    payments::last_checked_at.eq(diesel::dsl::now),
-                    payments::next_check_at.eq(next),
-                ))
-                .execute(conn))
-            .map(|_| ())
-        }
-
-        /// Notes that the order was cancelled; returns the order's payments as they are.
-        pub $($async)? fn mark_order_cancelled(conn: &mut $conn, order_id: Uuid) -> QueryResult<Vec<Payment>> {
-            $run!(diesel::update(payments::table.filter(payments::order_id.eq(order_id)))
-                .set(payments::order_cancelled_at.eq(diesel::dsl::sql::<
-                    diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>,
-                >("COALESCE(order_cancelled_at, now())")))
-                .returning(Payment::as_returning())
-                .get_results::<Payment>(conn))
-        }
-
-        /// Notes that the order asked to close the payment; returns its payments as they are.
-        pub $($async)? fn mark_close_requested(conn: &mut $conn, order_id: Uuid) -> QueryResult<Vec<Payment>> {
-            $run!(diesel::update(payments::table.filter(payments::order_id.eq(order_id)))
-                .set(payments::close_requested_at.eq(diesel::dsl::sql::<
-                    diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>,
-                >("COALESCE(close_requested_at, now())")))
-                .returning(Payment::as_returning())
-                .get_results::<Payment>(conn))
-        }
-
-        /// Notes that an approve of `id` had an unclear outcome.
-        pub $($async)? fn mark_approval_unclear(conn: &mut $conn, id: Uuid) -> QueryResult<()> {
-            $run!(diesel::update(payments::table.find(id))
-                .set(payments::approval_unclear_at.eq(diesel::dsl::sql::<
-                    diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>,
-                >("COALESCE(approval_unclear_at, now())")))
-                .execute(conn))
-            .map(|_| ())
-        }
-
-        /// `APPROVED` → `REFUNDING`: only the caller that gets `Some` may call Kakao Pay cancel.
-        pub $($async)? fn begin_refund(conn: &mut $conn, id: Uuid) -> QueryResult<Option<Payment>> {
-            $run!(transition(conn, id, PaymentStatus::Approved, PaymentStatus::Refunding))
-        }
-
-        pub $($async)? fn mark_refunded(
-            conn: &mut $conn,
-            id: Uuid,
-            amount: i64,
-        ) -> QueryResult<Option<Payment>> {
-            let Some(_) = $run!(transition(conn, id, PaymentStatus::Refunding, PaymentStatus::Refunded))? else {
-                return Ok(None);
-            };
-            $run!(diesel::update(payments::table.find(id))
-                .set((
-                    payments::refunded_amount.eq(amount),
-                    payments::refunded_at.eq(diesel::dsl::now),
-                ))
-                .returning(Payment::as_returning())
-                .get_result::<Payment>(conn))
-            .map(Some)
-        }
-
-        /// Makes the guarded status change `transition` describes; `None` when the payment was
-        /// not in the status it comes from.
-        pub $($async)? fn apply_transition(
-            conn: &mut $conn,
-            id: Uuid,
-            transition: &Transition,
-        ) -> QueryResult<Option<Payment>> {
-            match transition {
-                Transition::Ready {
-                    tid,
-                    redirect_url,
-                    mobile_redirect_url,
-                } => $run!(mark_ready(conn, id, tid, redirect_url, mobile_redirect_url)),
-                Transition::Failed {
-                    from,
-                    reason,
-                    error_code,
-                } => $run!(mark_failed(conn, id, *from, reason, *error_code)),
-                Transition::Approved {
-                    payment_method,
-                    approved_at,
-                } => $run!(mark_approved(conn, id, payment_method.as_deref(), *approved_at)),
-                Transition::Refunded { amount } => $run!(mark_refunded(conn, id, *amount)),
-                Transition::Unchanged => $run!(find(conn, id)),
+/// [`PaymentStatements`] for one driver's connection `$conn`: the Diesel query values
+/// are the same for both; `$run!` is the only difference (`.await` or not).
+macro_rules! payment_statements {
+    ($conn:ty, $run:ident) => {
+        #[shared_events::sql::async_trait]
+        impl PaymentStatements for $conn {
+            /// The order's payment, created `REQUESTED` if it has none yet.
+            async fn create_requested(
+                &mut self,
+                order_id: Uuid,
+                order: &OrderSnapshot,
+                item_name: &str,
+                quantity: i64,
+            ) -> QueryResult<Payment> {
+                let conn = self;
+                $run!(diesel::insert_into(payments::table)
+                    .values((
+                        payments::id.eq(Uuid::now_v7()),
+                        payments::order_id.eq(order_id),
+                        payments::status.eq(PaymentStatus::Requested.as_str()),
+                        payments::amount.eq(order.total_amount),
+                        payments::item_name.eq(item_name),
+                        payments::quantity.eq(i32::try_from(quantity).unwrap_or(i32::MAX)),
+                        payments::partner_user_id.eq(&order.customer_id),
+                        payments::order_snapshot
+                            .eq(serde_json::to_value(order).unwrap_or_default()),
+                        payments::traceparent.eq(shared_events::telemetry::current_traceparent()),
+                    ))
+                    .on_conflict(payments::order_id)
+                    .do_nothing()
+                    .execute(conn))?;
+                $run!(payments::table
+                    .filter(payments::order_id.eq(order_id))
+                    .select(Payment::as_select())
+                    .first::<Payment>(conn))
             }
-        }
 
-        /// Closes the order's payments that can still be paid (`REQUESTED`, `READY` →
-        /// `FAILED`, `order_cancelled`); returns how many.
-        pub $($async)? fn close_unpaid(conn: &mut $conn, order_id: Uuid) -> QueryResult<u64> {
-            let mut closed = 0;
-            for payment in $run!(find_by_order(conn, order_id))? {
-                for from in [PaymentStatus::Requested, PaymentStatus::Ready] {
-                    closed += $run!(mark_failed(conn, payment.id, from, "order_cancelled", None))?
-                        .map_or(0, |_| 1);
+            async fn find(&mut self, id: Uuid) -> QueryResult<Option<Payment>> {
+                let conn = self;
+                $run!(payments::table
+                    .find(id)
+                    .select(Payment::as_select())
+                    .first::<Payment>(conn))
+                .optional()
+            }
+
+            async fn find_by_order(&mut self, order_id: Uuid) -> QueryResult<Vec<Payment>> {
+                let conn = self;
+                $run!(payments::table
+                    .filter(payments::order_id.eq(order_id))
+                    .select(Payment::as_select())
+                    .load::<Payment>(conn))
+            }
+
+            /// Moves `id` from `from` to `to`, returning the updated payment, or `None` if it was not
+            /// in `from` (someone else moved it first).
+            async fn transition(
+                &mut self,
+                id: Uuid,
+                from: PaymentStatus,
+                to: PaymentStatus,
+            ) -> QueryResult<Option<Payment>> {
+                let conn = self;
+                $run!(diesel::update(
+                    payments::table
+                        .find(id)
+                        .filter(payments::status.eq(from.as_str())),
+                )
+                .set((
+                    payments::status.eq(to.as_str()),
+                    payments::updated_at.eq(diesel::dsl::now),
+                    // A new status starts the reconciler's schedule afresh.
+                    payments::checks.eq(0),
+                    payments::last_checked_at.eq(None::<DateTime<Utc>>),
+                    payments::next_check_at.eq(None::<DateTime<Utc>>),
+                ))
+                .returning(Payment::as_returning())
+                .get_result::<Payment>(conn))
+                .optional()
+            }
+
+            async fn mark_ready(
+                &mut self,
+                id: Uuid,
+                tid: &str,
+                redirect_url: &str,
+                mobile_redirect_url: &str,
+            ) -> QueryResult<Option<Payment>> {
+                let conn = self;
+                let Some(_) = conn
+                    .transition(id, PaymentStatus::Requested, PaymentStatus::Ready)
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                $run!(diesel::update(payments::table.find(id))
+                    .set((
+                        payments::tid.eq(tid),
+                        payments::redirect_url.eq(redirect_url),
+                        payments::mobile_redirect_url.eq(mobile_redirect_url),
+                        payments::ready_at.eq(diesel::dsl::now),
+                    ))
+                    .returning(Payment::as_returning())
+                    .get_result::<Payment>(conn))
+                .map(Some)
+            }
+
+            /// `READY` → `APPROVING`: only the caller that gets `Some` may call approve.
+            async fn begin_approval(&mut self, id: Uuid) -> QueryResult<Option<Payment>> {
+                let conn = self;
+                conn.transition(id, PaymentStatus::Ready, PaymentStatus::Approving)
+                    .await
+            }
+
+            /// `APPROVING` → `READY`: the approve certainly did not happen; the shopper may retry.
+            async fn abandon_approval(&mut self, id: Uuid) -> QueryResult<Option<Payment>> {
+                let conn = self;
+                conn.transition(id, PaymentStatus::Approving, PaymentStatus::Ready)
+                    .await
+            }
+
+            async fn mark_approved(
+                &mut self,
+                id: Uuid,
+                payment_method: Option<&str>,
+                approved_at: DateTime<Utc>,
+            ) -> QueryResult<Option<Payment>> {
+                let conn = self;
+                let Some(_) = conn
+                    .transition(id, PaymentStatus::Approving, PaymentStatus::Approved)
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                $run!(diesel::update(payments::table.find(id))
+                    .set((
+                        payments::payment_method.eq(payment_method),
+                        payments::approved_at.eq(approved_at),
+                    ))
+                    .returning(Payment::as_returning())
+                    .get_result::<Payment>(conn))
+                .map(Some)
+            }
+
+            /// `reason` is a `PaymentFailureReason` in snake case, or `order_cancelled`.
+            async fn mark_failed(
+                &mut self,
+                id: Uuid,
+                from: PaymentStatus,
+                reason: &str,
+                error_code: Option<i32>,
+            ) -> QueryResult<Option<Payment>> {
+                let conn = self;
+                let Some(_) = conn.transition(id, from, PaymentStatus::Failed).await? else {
+                    return Ok(None);
+                };
+                $run!(diesel::update(payments::table.find(id))
+                    .set((
+                        payments::failure_reason.eq(reason),
+                        payments::error_code.eq(error_code),
+                        payments::failed_at.eq(diesel::dsl::now),
+                    ))
+                    .returning(Payment::as_returning())
+                    .get_result::<Payment>(conn))
+                .map(Some)
+            }
+
+            /// Up to `limit` payments the reconciler must settle, due now, least recently
+            /// checked first (so payments that keep failing cannot starve the others):
+            /// `APPROVING` or `REFUNDING` since before `cutoff` (no live call can still be in
+            /// flight), `READY` after an unclear approve (since before `cutoff`) or with its
+            /// close left half done, and `APPROVED` whose order was cancelled.
+            async fn unsettled(
+                &mut self,
+                cutoff: DateTime<Utc>,
+                limit: i64,
+            ) -> QueryResult<Vec<Payment>> {
+                let conn = self;
+                use diesel::{BoolExpressionMethods, PgSortExpressionMethods};
+                let mid_call = payments::status
+                    .eq_any([
+                        PaymentStatus::Approving.as_str(),
+                        PaymentStatus::Refunding.as_str(),
+                    ])
+                    .and(payments::updated_at.lt(cutoff));
+                let ready = payments::status.eq(PaymentStatus::Ready.as_str());
+                let unclear = ready
+                    .and(payments::approval_unclear_at.is_not_null())
+                    .and(payments::updated_at.lt(cutoff));
+                let closing = payments::status
+                    .eq(PaymentStatus::Ready.as_str())
+                    .and(payments::close_requested_at.is_not_null());
+                let to_refund = payments::status
+                    .eq(PaymentStatus::Approved.as_str())
+                    .and(payments::order_cancelled_at.is_not_null());
+                $run!(payments::table
+                    .filter(mid_call.or(unclear).or(closing).or(to_refund))
+                    .filter(
+                        payments::next_check_at
+                            .is_null()
+                            .or(payments::next_check_at.le(diesel::dsl::now)),
+                    )
+                    .order((
+                        payments::last_checked_at.asc().nulls_first(),
+                        payments::updated_at
+                    ))
+                    .limit(limit)
+                    .select(Payment::as_select())
+                    .load::<Payment>(conn))
+            }
+
+            /// The reconciler checked `id` without settling it: not again before `next`.
+            async fn schedule_check(&mut self, id: Uuid, next: DateTime<Utc>) -> QueryResult<()> {
+                let conn = self;
+                $run!(diesel::update(payments::table.find(id))
+                    .set((
+                        payments::checks.eq(payments::checks + 1),
+                        payments::last_checked_at.eq(diesel::dsl::now),
+                        payments::next_check_at.eq(next),
+                    ))
+                    .execute(conn))
+                .map(|_| ())
+            }
+
+            /// Notes that the order was cancelled; returns the order's payments as they are.
+            async fn mark_order_cancelled(&mut self, order_id: Uuid) -> QueryResult<Vec<Payment>> {
+                let conn = self;
+                $run!(
+                    diesel::update(payments::table.filter(payments::order_id.eq(order_id)))
+                        .set(payments::order_cancelled_at.eq(diesel::dsl::sql::<
+                            diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>,
+                        >(
+                            "COALESCE(order_cancelled_at, now())"
+                        )))
+                        .returning(Payment::as_returning())
+                        .get_results::<Payment>(conn)
+                )
+            }
+
+            /// Notes that the order asked to close the payment; returns its payments as they are.
+            async fn mark_close_requested(&mut self, order_id: Uuid) -> QueryResult<Vec<Payment>> {
+                let conn = self;
+                $run!(
+                    diesel::update(payments::table.filter(payments::order_id.eq(order_id)))
+                        .set(payments::close_requested_at.eq(diesel::dsl::sql::<
+                            diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>,
+                        >(
+                            "COALESCE(close_requested_at, now())"
+                        )))
+                        .returning(Payment::as_returning())
+                        .get_results::<Payment>(conn)
+                )
+            }
+
+            /// Notes that an approve of `id` had an unclear outcome.
+            async fn mark_approval_unclear(&mut self, id: Uuid) -> QueryResult<()> {
+                let conn = self;
+                $run!(diesel::update(payments::table.find(id))
+                    .set(payments::approval_unclear_at.eq(diesel::dsl::sql::<
+                        diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>,
+                    >(
+                        "COALESCE(approval_unclear_at, now())"
+                    )))
+                    .execute(conn))
+                .map(|_| ())
+            }
+
+            /// `APPROVED` → `REFUNDING`: only the caller that gets `Some` may call Kakao Pay cancel.
+            async fn begin_refund(&mut self, id: Uuid) -> QueryResult<Option<Payment>> {
+                let conn = self;
+                conn.transition(id, PaymentStatus::Approved, PaymentStatus::Refunding)
+                    .await
+            }
+
+            async fn mark_refunded(
+                &mut self,
+                id: Uuid,
+                amount: i64,
+            ) -> QueryResult<Option<Payment>> {
+                let conn = self;
+                let Some(_) = conn
+                    .transition(id, PaymentStatus::Refunding, PaymentStatus::Refunded)
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                $run!(diesel::update(payments::table.find(id))
+                    .set((
+                        payments::refunded_amount.eq(amount),
+                        payments::refunded_at.eq(diesel::dsl::now),
+                    ))
+                    .returning(Payment::as_returning())
+                    .get_result::<Payment>(conn))
+                .map(Some)
+            }
+
+            /// Makes the guarded status change `transition` describes; `None` when the payment was
+            /// not in the status it comes from.
+            async fn apply_transition(
+                &mut self,
+                id: Uuid,
+                transition: &Transition,
+            ) -> QueryResult<Option<Payment>> {
+                let conn = self;
+                match transition {
+                    Transition::Ready {
+                        tid,
+                        redirect_url,
+                        mobile_redirect_url,
+                    } => {
+                        conn.mark_ready(id, tid, redirect_url, mobile_redirect_url)
+                            .await
+                    }
+                    Transition::Failed {
+                        from,
+                        reason,
+                        error_code,
+                    } => conn.mark_failed(id, *from, reason, *error_code).await,
+                    Transition::Approved {
+                        payment_method,
+                        approved_at,
+                    } => {
+                        conn.mark_approved(id, payment_method.as_deref(), *approved_at)
+                            .await
+                    }
+                    Transition::Refunded { amount } => conn.mark_refunded(id, *amount).await,
+                    Transition::Unchanged => conn.find(id).await,
                 }
             }
-            Ok(closed)
-        }
 
-        pub $($async)? fn record_gateway_call(conn: &mut $conn, call: &NewGatewayCall) -> QueryResult<()> {
-            $run!(diesel::insert_into(gateway_calls::table)
-                .values((
-                    gateway_calls::payment_id.eq(call.payment_id),
-                    gateway_calls::kind.eq(call.kind),
-                    gateway_calls::outcome.eq(call.outcome),
-                    gateway_calls::error_code.eq(call.error_code),
-                    gateway_calls::http_status.eq(call.http_status),
-                    gateway_calls::latency_ms.eq(call.latency_ms),
-                ))
-                .execute(conn))
-            .map(|_| ())
-        }
+            /// Closes the order's payments that can still be paid (`REQUESTED`, `READY` →
+            /// `FAILED`, `order_cancelled`); returns how many.
+            async fn close_unpaid(&mut self, order_id: Uuid) -> QueryResult<u64> {
+                let conn = self;
+                let mut closed = 0;
+                for payment in conn.find_by_order(order_id).await? {
+                    for from in [PaymentStatus::Requested, PaymentStatus::Ready] {
+                        closed += conn
+                            .mark_failed(payment.id, from, "order_cancelled", None)
+                            .await?
+                            .map_or(0, |_| 1);
+                    }
+                }
+                Ok(closed)
+            }
 
-        pub $($async)? fn gateway_calls_of(
-            conn: &mut $conn,
-            payment_id: Uuid,
-        ) -> QueryResult<Vec<GatewayCall>> {
-            $run!(gateway_calls::table
-                .filter(gateway_calls::payment_id.eq(payment_id))
-                .order(gateway_calls::id)
-                .select(GatewayCall::as_select())
-                .load::<GatewayCall>(conn))
+            async fn record_gateway_call(&mut self, call: &NewGatewayCall) -> QueryResult<()> {
+                let conn = self;
+                $run!(diesel::insert_into(gateway_calls::table)
+                    .values((
+                        gateway_calls::payment_id.eq(call.payment_id),
+                        gateway_calls::kind.eq(call.kind),
+                        gateway_calls::outcome.eq(call.outcome),
+                        gateway_calls::error_code.eq(call.error_code),
+                        gateway_calls::http_status.eq(call.http_status),
+                        gateway_calls::latency_ms.eq(call.latency_ms),
+                    ))
+                    .execute(conn))
+                .map(|_| ())
+            }
+
+            async fn gateway_calls_of(
+                &mut self,
+                payment_id: Uuid,
+            ) -> QueryResult<Vec<GatewayCall>> {
+                let conn = self;
+                $run!(gateway_calls::table
+                    .filter(gateway_calls::payment_id.eq(payment_id))
+                    .order(gateway_calls::id)
+                    .select(GatewayCall::as_select())
+                    .load::<GatewayCall>(conn))
+            }
         }
     };
 }
@@ -493,12 +609,14 @@ macro_rules! blocking {
     };
 }
 
-queries!(PgConnection, , blocking);
+payment_statements!(PgConnection, blocking);
 
-/// The same queries on the async driver (case 4); call them with a connection of
-/// `shared_events::async_db`.
-pub mod nonblocking {
-    use super::{gateway_calls, payments, GatewayCall, NewGatewayCall, Payment, Transition};
+/// The same statements on the async driver (case 4).
+mod nonblocking {
+    use super::{
+        gateway_calls, payments, GatewayCall, NewGatewayCall, Payment, PaymentStatements,
+        Transition,
+    };
     use crate::domain::PaymentStatus;
     use chrono::{DateTime, Utc};
     use diesel::{ExpressionMethods, OptionalExtension, QueryDsl, QueryResult, SelectableHelper};
@@ -513,7 +631,7 @@ pub mod nonblocking {
         };
     }
 
-    queries!(AsyncPgConnection, async, awaited);
+    payment_statements!(AsyncPgConnection, awaited);
 }
 
 /// How many payments are in each status (statuses without payments are absent).

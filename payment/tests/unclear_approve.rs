@@ -8,10 +8,10 @@
 
 use diesel::Connection;
 use kakaopay::{KakaoPayClient, KakaoPayConfig};
-use payment::checkout::Checkout;
-use payment::error::ApiError;
+use payment::checkout::{Checkout, CheckoutError};
 use payment::gateway::{CallbackUrls, Gateway};
 use payment::persistence::PaymentDb;
+use payment::store::PaymentStatements;
 use shared_events::outbox::Outbox;
 use shared_events::retry::Backoff;
 use shared_events::{LineItem, OrderSnapshot, Topics};
@@ -65,16 +65,18 @@ async fn a_timeout_then_a_refused_connection_leaves_the_approval_unknown() {
 
     let payment_id = {
         let mut conn = diesel::PgConnection::establish(&url).expect("connects");
-        let created =
-            payment::store::create_requested(&mut conn, Uuid::now_v7(), &order(), "커피", 1)
-                .expect("a payment");
-        payment::store::mark_ready(&mut conn, created.id, "T0000000000000000001", "u", "m")
+        let created = conn
+            .create_requested(Uuid::now_v7(), &order(), "커피", 1)
+            .await
+            .expect("a payment");
+        conn.mark_ready(created.id, "T0000000000000000001", "u", "m")
+            .await
             .expect("ready")
             .expect("was REQUESTED");
         created.id
     };
 
-    let db = PaymentDb::Blocking(pool.clone());
+    let db = PaymentDb::blocking(pool.clone());
     let client = KakaoPayClient::new(KakaoPayConfig {
         base_url: answers_never_then_refuses().await,
         secret_key: "DEV-test".to_owned().into(),
@@ -92,7 +94,7 @@ async fn a_timeout_then_a_refused_connection_leaves_the_approval_unknown() {
 
     let answer = checkout.approve(payment_id, "token").await;
     assert!(
-        matches!(answer, Err(ApiError::OutcomePending)),
+        matches!(answer, Err(CheckoutError::OutcomePending)),
         "the shopper is told to wait: {answer:?}"
     );
     let payment = db.find(payment_id).await.expect("reads").expect("exists");

@@ -6,7 +6,8 @@
 //! [`WAIT_TIMEOUT`] (r2d2's `connection_timeout` in the blocking pool).
 //!
 //! What runs here in case 4: every statement on order's and payment's request and event
-//! paths (see their `store::nonblocking` modules). Migrations, the outbox relay (advisory
+//! paths (their statements traits' `AsyncPgConnection` implementations, run through
+//! [`crate::sql`]). Migrations, the outbox relay (advisory
 //! lock, `LISTEN`) and the periodic sweeps stay on the blocking pool of [`crate::db`]: they
 //! run once at start-up or off the request path, and the experiment measures the latter.
 

@@ -12,8 +12,8 @@
 //! | 3 | Kafka | Diesel + r2d2 (blocking pool) | Tokio-native, history in MongoDB |
 //! | 4 | Kafka | diesel-async (async pool) | Tokio-native, history in MongoDB |
 //!
-//! Case 4 selects `OrderDb::Async` / `PaymentDb::Async` (the services' `persistence`
-//! modules) over `shared_events::async_db`; background work stays on the blocking pool.
+//! Case 4 selects the async pool of `sql::Database` (`Database::for_case`, called
+//! by the services' `persistence` modules); background work stays on the blocking pool.
 
 use std::fmt;
 

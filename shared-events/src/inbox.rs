@@ -5,7 +5,6 @@
 //! redelivery) and the consumer does nothing.
 
 use crate::event::Event;
-use diesel::pg::PgConnection;
 use diesel::prelude::*;
 
 diesel::table! {
@@ -33,27 +32,15 @@ impl Claim {
     }
 }
 
-/// Records `event` as handled. Returns `false` if it had been handled already.
-pub fn claim(conn: &mut PgConnection, event: &Event) -> QueryResult<bool> {
-    let inserted = diesel::insert_into(processed_events::table)
-        .values(Claim::of(event))
-        .on_conflict_do_nothing()
-        .execute(conn)?;
-    Ok(inserted == 1)
-}
-
-/// [`claim`] on the async driver (case 4), in the caller's transaction.
-#[cfg(feature = "async-db")]
-pub async fn claim_async(
-    conn: &mut diesel_async::AsyncPgConnection,
-    event: &Event,
-) -> QueryResult<bool> {
-    let inserted = diesel_async::RunQueryDsl::execute(
-        diesel::insert_into(processed_events::table)
-            .values(Claim::of(event))
-            .on_conflict_do_nothing(),
-        conn,
-    )
-    .await?;
+/// Records `event` as handled, in the caller's transaction on either driver. Returns
+/// `false` if it had been handled already.
+pub async fn claim<C: crate::sql::Connection>(conn: &mut C, event: &Event) -> QueryResult<bool> {
+    let inserted = conn
+        .execute(
+            diesel::insert_into(processed_events::table)
+                .values(Claim::of(event))
+                .on_conflict_do_nothing(),
+        )
+        .await?;
     Ok(inserted == 1)
 }

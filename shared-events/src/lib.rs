@@ -25,6 +25,7 @@
 #[cfg(feature = "async-db")]
 pub mod async_db;
 pub mod case;
+pub mod cli;
 pub mod event;
 #[cfg(feature = "http")]
 pub mod readiness;
@@ -38,7 +39,7 @@ pub mod chain;
 pub mod db;
 #[cfg(feature = "http")]
 pub mod http;
-#[cfg(feature = "outbox")]
+#[cfg(feature = "async-db")]
 pub mod inbox;
 #[cfg(feature = "kafka")]
 pub mod kafka;
@@ -48,6 +49,8 @@ pub mod outbox;
 pub mod request_span;
 #[cfg(feature = "outbox")]
 pub mod signing;
+#[cfg(feature = "async-db")]
+pub mod sql;
 #[cfg(feature = "telemetry")]
 pub mod telemetry;
 

@@ -16,6 +16,7 @@
 //! are deleted after a retention period, so the table stays small.
 
 use crate::db::{blocking, run_blocking, DbError, PgPool};
+#[cfg(feature = "async-db")]
 use crate::event::Event;
 use crate::kafka::{event_headers, with_trace_context};
 use crate::topics::Topics;
@@ -55,6 +56,7 @@ struct OutboxRow {
     traceparent: Option<String>,
 }
 
+#[cfg(feature = "async-db")]
 #[derive(Debug, Insertable)]
 #[diesel(table_name = outbox)]
 struct NewOutboxRow {
@@ -135,27 +137,20 @@ impl Outbox {
     /// Adds `event` to the outbox. Call it inside the transaction that makes the change
     /// the event announces. The current span's trace context is stored with the row and
     /// published as the message's `traceparent` header.
-    pub fn enqueue(&self, conn: &mut PgConnection, event: &Event) -> QueryResult<()> {
-        diesel::insert_into(outbox::table)
-            .values(self.row(event))
-            .execute(conn)
-            .map(|_| ())
-    }
-
-    /// [`Outbox::enqueue`] on the async driver (case 4), in the caller's transaction.
+    /// On either driver.
     #[cfg(feature = "async-db")]
-    pub async fn enqueue_async(
+    pub async fn enqueue<C: crate::sql::Connection>(
         &self,
-        conn: &mut diesel_async::AsyncPgConnection,
+        conn: &mut C,
         event: &Event,
     ) -> QueryResult<()> {
-        let insert = diesel::insert_into(outbox::table).values(self.row(event));
-        diesel_async::RunQueryDsl::execute(insert, conn)
+        conn.execute(diesel::insert_into(outbox::table).values(self.row(event)))
             .await
             .map(|_| ())
     }
 
-    /// The outbox row of `event`: one insert for both drivers.
+    /// The outbox row of `event`.
+    #[cfg(feature = "async-db")]
     fn row(&self, event: &Event) -> NewOutboxRow {
         NewOutboxRow {
             event_id: event.event_id,

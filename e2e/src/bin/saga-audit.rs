@@ -16,7 +16,8 @@ use url::Url;
 #[derive(Debug, Parser)]
 #[command(name = "saga-audit", version)]
 struct Args {
-    /// order-service's PostgreSQL database (the variable order-service reads).
+    /// order-service's PostgreSQL database, the URL order-service reads (secret: it may
+    /// hold the password).
     #[arg(
         long,
         env = "ORDER_DATABASE_URL",
@@ -24,7 +25,8 @@ struct Args {
         default_value = "postgres://postgres@127.0.0.1:5432/orders"
     )]
     order_database_url: String,
-    /// payment-service's PostgreSQL database (the variable payment-service reads).
+    /// payment-service's PostgreSQL database, the URL payment-service reads (secret: it
+    /// may hold the password).
     #[arg(
         long,
         env = "PAYMENT_DATABASE_URL",
@@ -32,7 +34,8 @@ struct Args {
         default_value = "postgres://postgres@127.0.0.1:5432/payments"
     )]
     payment_database_url: String,
-    /// The notifier's MongoDB (the variable the notifier reads).
+    /// The notifier's MongoDB, the connection string the notifier reads (secret: it may
+    /// hold the password).
     #[arg(
         long,
         env = "MONGODB_URI",
@@ -43,8 +46,9 @@ struct Args {
     /// The MongoDB database holding the notifier's `notifications` collection.
     #[arg(long, env = "NOTIFIER_MONGODB_DATABASE", default_value = "notifier")]
     mongodb_database: String,
-    /// Cases 1–2: mailer-blocking's PostgreSQL database (its `MAILER_DATABASE_URL`); the
-    /// mail history is then read from its `mail_history` table instead of MongoDB.
+    /// Cases 1–2: mailer-blocking's PostgreSQL database (its `MAILER_DATABASE_URL`;
+    /// secret); the mail history is then read from its `mail_history` table instead of
+    /// MongoDB.
     #[arg(long, value_name = "URL", hide_env_values = true)]
     mail_database_url: Option<String>,
     /// The Kakao Pay simulator's ledger, e.g. http://127.0.0.1:8090/__sim/ledger (a bare
@@ -111,5 +115,16 @@ async fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Args;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_option_is_described() {
+        shared_events::cli::assert_every_option_is_described(Args::command());
     }
 }

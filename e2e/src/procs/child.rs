@@ -2,6 +2,8 @@
 //! its own PID only.
 
 use anyhow::Context;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -86,11 +88,9 @@ impl Child {
             return;
         }
         let Some(pid) = self.pid() else { return };
-        // `kill` the program (not a shell built-in name lookup): only this PID.
-        let sent = Command::new("kill")
-            .args(["-s", "TERM", &pid.to_string()])
-            .status()
-            .is_ok_and(|s| s.success());
+        // To this PID only.
+        let sent =
+            i32::try_from(pid).is_ok_and(|pid| kill(Pid::from_raw(pid), Signal::SIGTERM).is_ok());
         if !sent {
             self.kill9();
             return;
@@ -139,4 +139,30 @@ pub(crate) fn tail(path: &Path, lines: usize) -> String {
     let text = String::from_utf8_lossy(&bytes);
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn stop_ends_a_process_with_sigterm_by_its_pid() {
+        let dir = std::env::temp_dir().join(format!("saga-child-test-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp folder");
+        let log = dir.join("sleep.log");
+        let mut child = Child::new("sleep", log.clone());
+        let spec = Spec {
+            program: "sleep".into(),
+            args: vec!["30".into()],
+            env: vec![("PATH".into(), std::env::var("PATH").unwrap_or_default())],
+            cwd: dir.clone(),
+        };
+        child.spawn(&spec).expect("sleep starts");
+        assert!(child.is_running());
+        child.stop(Duration::from_secs(10)).await;
+        assert!(!child.is_running());
+        let text = std::fs::read_to_string(&log).expect("the log");
+        assert!(text.contains("stopped by SIGTERM"), "{text}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

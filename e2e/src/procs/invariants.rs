@@ -10,13 +10,17 @@
 //!    nothing else: completed → `payment_completed` + `order_completed`; cancelled
 //!    unpaid → `order_cancelled`; refunded → `payment_completed` + `order_completed` +
 //!    `order_refunded`.
+//!
+//! The ledger's checks are in `ledger`, the mails' in `mails`.
 
-use super::mailbox::MailIndex;
+mod ledger;
+mod mails;
+
 use super::shopper::{Intent, LoadOutcome, Placed};
 use super::ProcStack;
 use serde::Serialize;
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -171,8 +175,56 @@ pub async fn verify(stack: &ProcStack, load: &LoadOutcome, expect: Expect) -> Ve
         "every order the shopper placed was accepted",
         load.not_accepted.clone(),
     )];
-    let mut stuck_problems = Vec::new();
-    for p in &stuck {
+    checks.push(Check::new(
+        "every accepted order reached COMPLETED or CANCELLED (refunds finished)",
+        stuck_problems(stack, &stuck, &finals).await,
+    ));
+    let settled: Vec<&Placed> = placed
+        .iter()
+        .filter(|p| !stuck.iter().any(|s| s.id == p.id))
+        .collect();
+    let outcomes = Outcomes::of(&settled, &finals, &expect);
+    checks.push(Check::new(
+        "every shopper action took effect (approve → COMPLETED, cancel → CANCELLED, refund → CANCELLED refunded, abandon → CANCELLED by the deadline)",
+        outcomes.intent_problems,
+    ));
+    checks.push(Check::new(
+        "every refund is the order's total",
+        outcomes.amount_problems,
+    ));
+
+    checks.extend(ledger::ledger_checks(stack, placed, &finals).await);
+
+    let mail_started = Instant::now();
+    let (mail_checks, mails, resent_after_crash) =
+        mail_checks(stack, &settled, &finals, &expect).await;
+    checks.extend(mail_checks);
+
+    Verdict {
+        orders: placed.len(),
+        not_accepted: load.not_accepted.len(),
+        completed: outcomes.completed,
+        cancelled: outcomes.cancelled,
+        refunded: outcomes.refunded,
+        payment_failed: outcomes.payment_failed,
+        mails,
+        resent_after_crash,
+        settle_secs,
+        mail_secs: mail_started.elapsed().as_secs_f64(),
+        checks,
+        final_orders: finals,
+    }
+}
+
+/// One line per order that did not settle: where it is stuck, and what payment-service
+/// holds for it.
+async fn stuck_problems(
+    stack: &ProcStack,
+    stuck: &[&Placed],
+    finals: &BTreeMap<Uuid, Value>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for p in stuck {
         let order = &finals[&p.id];
         let payments = stack.payments_of(p.id).await.unwrap_or_default();
         let payment_status: Vec<_> = payments
@@ -181,7 +233,7 @@ pub async fn verify(stack: &ProcStack, load: &LoadOutcome, expect: Expect) -> Ve
             .flatten()
             .map(|p| p["status"].as_str().unwrap_or("?").to_owned())
             .collect();
-        stuck_problems.push(format!(
+        problems.push(format!(
             "order {} ({:?}, {}) stuck in {} (order's payment {}; payment-service rows {:?}){}",
             p.id,
             p.intent,
@@ -189,32 +241,47 @@ pub async fn verify(stack: &ProcStack, load: &LoadOutcome, expect: Expect) -> Ve
             order["status"],
             order["payment"]["status"],
             payment_status,
-            p.note
-                .as_ref()
-                .map(|n| format!("; driver: {n}"))
-                .unwrap_or_default()
+            driver_note(p)
         ));
     }
-    checks.push(Check::new(
-        "every accepted order reached COMPLETED or CANCELLED (refunds finished)",
-        stuck_problems,
-    ));
+    problems
+}
 
-    // What each order became, against what the shopper did.
-    let (mut completed, mut cancelled, mut refunded, mut payment_failed) = (0, 0, 0, 0);
-    let mut intent_problems = Vec::new();
-    let mut amount_problems = Vec::new();
-    for p in placed
-        .iter()
-        .filter(|p| !stuck.iter().any(|s| s.id == p.id))
-    {
-        let order = &finals[&p.id];
+/// `; driver: <note>` when the shopper stopped short of its intent.
+fn driver_note(p: &Placed) -> String {
+    p.note
+        .as_ref()
+        .map(|n| format!("; driver: {n}"))
+        .unwrap_or_default()
+}
+
+/// What the settled orders became, against what their shoppers did.
+#[derive(Default)]
+struct Outcomes {
+    completed: usize,
+    cancelled: usize,
+    refunded: usize,
+    payment_failed: usize,
+    intent_problems: Vec<String>,
+    amount_problems: Vec<String>,
+}
+
+impl Outcomes {
+    fn of(settled: &[&Placed], finals: &BTreeMap<Uuid, Value>, expect: &Expect) -> Self {
+        let mut outcomes = Self::default();
+        for p in settled {
+            outcomes.count(p, &finals[&p.id], expect);
+        }
+        outcomes
+    }
+
+    fn count(&mut self, p: &Placed, order: &Value, expect: &Expect) {
         let status = order["status"].as_str().unwrap_or_default();
         let total = order["total_amount"].as_i64().unwrap_or(p.total);
         let refund = order["refunded_amount"].as_i64();
         if let Some(amount) = refund {
             if amount != total {
-                amount_problems.push(format!(
+                self.amount_problems.push(format!(
                     "order {}: refunded_amount {amount} ≠ total {total}",
                     p.id
                 ));
@@ -232,70 +299,49 @@ pub async fn verify(stack: &ProcStack, load: &LoadOutcome, expect: Expect) -> Ve
             && unpaid_cancel
             && !p.approved;
         match (status, refund) {
-            ("COMPLETED", _) => completed += 1,
-            ("CANCELLED", Some(_)) => refunded += 1,
-            _ if gateway_excuse => payment_failed += 1,
-            _ => cancelled += 1,
+            ("COMPLETED", _) => self.completed += 1,
+            ("CANCELLED", Some(_)) => self.refunded += 1,
+            _ if gateway_excuse => self.payment_failed += 1,
+            _ => self.cancelled += 1,
         }
         if !outcome_ok && !gateway_excuse {
-            intent_problems.push(format!(
+            self.intent_problems.push(format!(
                 "order {} ({}): meant {:?}, ended {status} (refunded {refund:?}, reason {}){}",
                 p.id,
                 p.email,
                 p.intent,
                 order["cancel_reason"],
-                p.note
-                    .as_ref()
-                    .map(|n| format!("; driver: {n}"))
-                    .unwrap_or_default()
+                driver_note(p)
             ));
         }
     }
-    checks.push(Check::new(
-        "every shopper action took effect (approve → COMPLETED, cancel → CANCELLED, refund → CANCELLED refunded, abandon → CANCELLED by the deadline)",
-        intent_problems,
-    ));
-    checks.push(Check::new(
-        "every refund is the order's total",
-        amount_problems,
-    ));
+}
 
-    checks.extend(ledger_checks(stack, placed, &finals).await);
-
-    let mail_started = Instant::now();
-    let settled: Vec<&Placed> = placed
-        .iter()
-        .filter(|p| !stuck.iter().any(|s| s.id == p.id))
-        .collect();
+/// The two mail checks (history, Maildir) once the mails have arrived or their deadline
+/// passed, with the mails in the Maildir and those that came twice after a crash.
+async fn mail_checks(
+    stack: &ProcStack,
+    settled: &[&Placed],
+    finals: &BTreeMap<Uuid, Value>,
+    expect: &Expect,
+) -> (Vec<Check>, usize, usize) {
     let (history_problems, maildir_problems, mails, resent_after_crash) =
-        mails_arrive(stack, &settled, &finals, &expect).await;
-    checks.push(Check::new(
-        "exactly one SENT history record per expected mail, nothing else",
-        history_problems,
-    ));
-    checks.push(Check::new(
-        if expect.crash_resends_allowed > 0 {
-            "every expected mail in the Maildir, nothing else; a mail in flight at a kill -9 at most twice, with its Message-ID"
-        } else {
-            "exactly one mail per expected kind in the Maildir, nothing else"
-        },
-        maildir_problems,
-    ));
-
-    Verdict {
-        orders: placed.len(),
-        not_accepted: load.not_accepted.len(),
-        completed,
-        cancelled,
-        refunded,
-        payment_failed,
-        mails,
-        resent_after_crash,
-        settle_secs,
-        mail_secs: mail_started.elapsed().as_secs_f64(),
-        checks,
-        final_orders: finals,
-    }
+        mails::mails_arrive(stack, settled, finals, expect).await;
+    let checks = vec![
+        Check::new(
+            "exactly one SENT history record per expected mail, nothing else",
+            history_problems,
+        ),
+        Check::new(
+            if expect.crash_resends_allowed > 0 {
+                "every expected mail in the Maildir, nothing else; a mail in flight at a kill -9 at most twice, with its Message-ID"
+            } else {
+                "exactly one mail per expected kind in the Maildir, nothing else"
+            },
+            maildir_problems,
+        ),
+    ];
+    (checks, mails, resent_after_crash)
 }
 
 /// Settled: terminal, and the refund the shopper asked for is done.
@@ -340,346 +386,5 @@ async fn settle<'a>(
             return (finals, pending);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-async fn ledger_checks(
-    stack: &ProcStack,
-    placed: &[Placed],
-    finals: &BTreeMap<Uuid, Value>,
-) -> Vec<Check> {
-    let ledger = match stack.ledger().await {
-        Ok(ledger) => ledger,
-        Err(error) => {
-            return vec![Check::new(
-                "the gateway's ledger is readable",
-                vec![error.to_string()],
-            )]
-        }
-    };
-    let mut over_refunded = Vec::new();
-    for (tid, entry) in &ledger.payments {
-        if entry.canceled_amount > entry.total_amount || entry.canceled_amount < 0 {
-            over_refunded.push(format!(
-                "tid {tid} (order {}): canceled_amount {} > total {} after {} cancel call(s)",
-                entry.partner_order_id,
-                entry.canceled_amount,
-                entry.total_amount,
-                entry.cancel_calls
-            ));
-        }
-    }
-    let mut twice_approved = Vec::new();
-    let mut money = Vec::new();
-    for p in placed {
-        let key = p.id.to_string();
-        let tids: Vec<_> = ledger.by_partner_order_id(&key).collect();
-        let approved: Vec<_> = tids.iter().filter(|(_, e)| e.approved).collect();
-        if approved.len() > 1 {
-            twice_approved.push(format!(
-                "order {}: {} approved tids {:?}",
-                p.id,
-                approved.len(),
-                approved.iter().map(|(tid, _)| *tid).collect::<Vec<_>>()
-            ));
-        }
-        let kept: i64 = approved
-            .iter()
-            .map(|(_, e)| e.total_amount - e.canceled_amount)
-            .sum();
-        let order = &finals[&p.id];
-        let status = order["status"].as_str().unwrap_or_default();
-        let expected = match status {
-            "COMPLETED" => order["total_amount"].as_i64().unwrap_or(p.total),
-            "CANCELLED" => 0,
-            _ => continue, // not settled: reported already
-        };
-        if kept != expected {
-            money.push(format!(
-                "order {} is {status} but the gateway kept {kept} KRW (expected {expected}); tids {:?}",
-                p.id,
-                tids.iter()
-                    .map(|(tid, e)| format!(
-                        "{tid}: {:?} approved={} approve_calls={} canceled={}/{}",
-                        e.status, e.approved, e.approve_calls, e.canceled_amount, e.total_amount
-                    ))
-                    .collect::<Vec<_>>()
-            ));
-        }
-    }
-    vec![
-        Check::new("at most one approved tid per order", twice_approved),
-        Check::new(
-            "no tid refunded more than its amount (never refunded twice)",
-            over_refunded,
-        ),
-        Check::new(
-            "the gateway kept the total of every completed order and nothing of a cancelled one",
-            money,
-        ),
-    ]
-}
-
-/// The mails an order's final state calls for.
-fn expected_mails(order: &Value) -> BTreeSet<&'static str> {
-    let paid_then_refunded = !order["refunded_amount"].is_null();
-    match order["status"].as_str() {
-        Some("COMPLETED") => ["payment_completed", "order_completed"].into(),
-        Some("CANCELLED") if paid_then_refunded && !order["completed_at"].is_null() => {
-            ["payment_completed", "order_completed", "order_refunded"].into()
-        }
-        // Cancelled first, approved late, then refunded.
-        Some("CANCELLED") if paid_then_refunded => {
-            ["order_cancelled", "payment_completed", "order_refunded"].into()
-        }
-        Some("CANCELLED") => ["order_cancelled"].into(),
-        _ => BTreeSet::new(),
-    }
-}
-
-fn bare_message_id(id: &str) -> String {
-    id.trim()
-        .trim_start_matches('<')
-        .trim_end_matches('>')
-        .to_owned()
-}
-
-/// Polls until every order's mails are in the history and the Maildir, or `deadline`.
-/// Returns (history problems, Maildir problems, mails in the Maildir, mails that came a
-/// second time with their original Message-ID).
-async fn mails_arrive(
-    stack: &ProcStack,
-    orders: &[&Placed],
-    finals: &BTreeMap<Uuid, Value>,
-    expect: &Expect,
-) -> (Vec<String>, Vec<String>, usize, usize) {
-    let resends_ok = expect.crash_resends_allowed > 0;
-    let started = Instant::now();
-    let mut index = MailIndex::new(stack.maildir_path());
-    let mut pending: Vec<&Placed> = orders.to_vec();
-    let mut problems: HashMap<Uuid, (Option<String>, Option<String>)> = HashMap::new();
-    loop {
-        index.refresh();
-        let mut still = Vec::new();
-        for p in pending {
-            let expected = expected_mails(&finals[&p.id]);
-            let history = match stack.notifications(p.id).await {
-                Ok(history) => history,
-                Err(error) => {
-                    problems.insert(p.id, (Some(format!("order {}: {error}", p.id)), None));
-                    still.push(p);
-                    continue;
-                }
-            };
-            let found = check_mails(p, &expected, &history, index.to(&p.email), resends_ok);
-            if found.0.is_none() && found.1.is_none() {
-                problems.remove(&p.id);
-            } else {
-                problems.insert(p.id, found);
-                still.push(p);
-            }
-        }
-        pending = still;
-        if pending.is_empty() || started.elapsed() > expect.mail_deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    // One last look for duplicates that came late among the orders that passed.
-    index.refresh();
-    let mut history_problems = Vec::new();
-    let mut maildir_problems = Vec::new();
-    let mut resent = 0;
-    for p in orders {
-        let mails = index.to(&p.email);
-        resent += repeats(mails);
-        if let Some((history, maildir)) = problems.get(&p.id) {
-            history_problems.extend(history.clone());
-            maildir_problems.extend(maildir.clone());
-        } else {
-            let expected = expected_mails(&finals[&p.id]);
-            let arrived = if resends_ok {
-                distinct_ids(mails).len()
-            } else {
-                mails.len()
-            };
-            if arrived != expected.len() {
-                maildir_problems.push(format!(
-                    "order {} ({}): {} mails, expected {:?}",
-                    p.id,
-                    p.email,
-                    mails.len(),
-                    expected
-                ));
-            }
-        }
-    }
-    if resent > expect.crash_resends_allowed {
-        maildir_problems.push(format!(
-            "{resent} mails came twice, more than the {} that can be in flight at the kills",
-            expect.crash_resends_allowed
-        ));
-    }
-    (history_problems, maildir_problems, index.total(), resent)
-}
-
-fn distinct_ids(mails: &[crate::Mail]) -> BTreeSet<String> {
-    mails
-        .iter()
-        .map(|m| bare_message_id(m.message_id.as_deref().unwrap_or("")))
-        .collect()
-}
-
-/// Mails beyond the first with the same Message-ID.
-fn repeats(mails: &[crate::Mail]) -> usize {
-    mails.len() - distinct_ids(mails).len()
-}
-
-/// (history problem, Maildir problem) of one order; `(None, None)` when all is right.
-/// With `resends_ok` a mail may be in the Maildir twice with the same Message-ID (a
-/// SENT record names it): the notifier was killed between the SMTP server's acceptance
-/// and the record; [`mails_arrive`] bounds how many.
-fn check_mails(
-    p: &Placed,
-    expected: &BTreeSet<&'static str>,
-    history: &[Value],
-    mails: &[crate::Mail],
-    resends_ok: bool,
-) -> (Option<String>, Option<String>) {
-    let mut by_kind: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
-    for record in history {
-        by_kind
-            .entry(record["type"].as_str().unwrap_or("?").to_owned())
-            .or_default()
-            .push(record);
-    }
-    let mut history_problem = Vec::new();
-    for kind in expected {
-        match by_kind.get(*kind).map(Vec::as_slice) {
-            None | Some([]) => history_problem.push(format!("no {kind} record")),
-            Some([record]) if record["status"] == "SENT" => {}
-            Some([record]) => history_problem.push(format!(
-                "{kind} is {} after {} attempt(s) ({})",
-                record["status"], record["attempts"], record["last_error"]
-            )),
-            Some(records) => history_problem.push(format!("{} {kind} records", records.len())),
-        }
-    }
-    for (kind, records) in &by_kind {
-        if !expected.contains(kind.as_str()) {
-            history_problem.push(format!("unexpected {} {kind} record(s)", records.len()));
-        }
-    }
-    let sent_ids: BTreeSet<String> = history
-        .iter()
-        .filter_map(|r| r["smtp_message_id"].as_str())
-        .map(bare_message_id)
-        .collect();
-    let mail_ids: Vec<String> = mails
-        .iter()
-        .map(|m| bare_message_id(m.message_id.as_deref().unwrap_or("")))
-        .collect();
-    let mut maildir_problem = Vec::new();
-    let unique: BTreeSet<&String> = mail_ids.iter().collect();
-    let arrived = if resends_ok {
-        unique.len()
-    } else {
-        mails.len()
-    };
-    if arrived != expected.len() {
-        maildir_problem.push(format!(
-            "{} mails, expected {}",
-            mails.len(),
-            expected.len()
-        ));
-    }
-    let thrice = unique
-        .iter()
-        .any(|id| mail_ids.iter().filter(|m| m == id).count() > 2);
-    if unique.len() != mail_ids.len() && (!resends_ok || thrice) {
-        maildir_problem.push("the same Message-ID twice".to_owned());
-    }
-    for id in &mail_ids {
-        if !sent_ids.contains(id) {
-            maildir_problem.push(format!("a mail ({id}) no history record names"));
-        }
-    }
-    let describe = |problems: Vec<String>| {
-        (!problems.is_empty()).then(|| {
-            format!(
-                "order {} ({}, {:?}, expected {:?}): {}",
-                p.id,
-                p.email,
-                p.intent,
-                expected,
-                problems.join("; ")
-            )
-        })
-    };
-    (describe(history_problem), describe(maildir_problem))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn placed() -> Placed {
-        Placed {
-            n: 1,
-            id: Uuid::nil(),
-            email: "shopper@example.com".to_owned(),
-            total: 1000,
-            intent: Intent::Approve,
-            approved: true,
-            cancel_requested: false,
-            note: None,
-            token: String::new(),
-        }
-    }
-
-    fn mail(id: &str) -> crate::Mail {
-        crate::Mail {
-            to: vec!["shopper@example.com".to_owned()],
-            from: vec!["shop@example.com".to_owned()],
-            subject: "s".to_owned(),
-            text: "t".to_owned(),
-            html: None,
-            message_id: Some(format!("<{id}>")),
-            has_date: true,
-        }
-    }
-
-    fn sent(kind: &str, id: &str) -> Value {
-        json!({"type": kind, "status": "SENT", "smtp_message_id": format!("<{id}>")})
-    }
-
-    #[test]
-    fn a_mail_resent_after_a_crash_passes_only_where_allowed_and_only_with_its_message_id() {
-        let expected: BTreeSet<&'static str> = ["payment_completed", "order_completed"].into();
-        let history = [sent("payment_completed", "a"), sent("order_completed", "b")];
-        let once = [mail("a"), mail("b")];
-        let twice = [mail("a"), mail("b"), mail("a")];
-        let thrice = [mail("a"), mail("b"), mail("a"), mail("a")];
-        let other = [mail("a"), mail("b"), mail("c")];
-        let missing = [mail("a"), mail("a")];
-        let p = placed();
-        let maildir = |mails: &[crate::Mail], ok| check_mails(&p, &expected, &history, mails, ok).1;
-
-        assert_eq!(maildir(&once, false), None);
-        assert_eq!(maildir(&once, true), None);
-        assert!(
-            maildir(&twice, false).is_some(),
-            "exactly once without a crash"
-        );
-        assert_eq!(maildir(&twice, true), None, "a resend with its Message-ID");
-        assert!(maildir(&thrice, true).is_some(), "never three times");
-        assert!(maildir(&other, true).is_some(), "a mail no record names");
-        assert!(
-            maildir(&missing, true).is_some(),
-            "a resend does not stand in for a lost mail"
-        );
-        assert_eq!(repeats(&twice), 1);
-        assert_eq!(repeats(&once), 0);
     }
 }

@@ -10,6 +10,8 @@
 //! `/usr/lib/postgresql/*/bin`.
 
 use anyhow::{bail, Context};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -102,11 +104,11 @@ impl PrivatePostgres {
         let Some(pid) = self.pid.take() else {
             return Ok(());
         };
-        signal(pid, "INT")?;
+        signal(pid, Signal::SIGINT)?;
         let started = Instant::now();
         while alive(pid) {
             if started.elapsed() > PG_TIMEOUT {
-                signal(pid, "KILL")?;
+                signal(pid, Signal::SIGKILL)?;
                 bail!("PostgreSQL (pid {pid}) still running {PG_TIMEOUT:?} after SIGINT: killed");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -117,13 +119,13 @@ impl PrivatePostgres {
     /// For `Drop`: an immediate shutdown, then SIGKILL if it lingers.
     pub fn kill(&mut self) {
         let Some(pid) = self.pid.take() else { return };
-        let _ = signal(pid, "QUIT");
+        let _ = signal(pid, Signal::SIGQUIT);
         let started = Instant::now();
         while alive(pid) && started.elapsed() < Duration::from_secs(10) {
             std::thread::sleep(Duration::from_millis(50));
         }
         if alive(pid) {
-            let _ = signal(pid, "KILL");
+            let _ = signal(pid, Signal::SIGKILL);
         }
     }
 
@@ -208,14 +210,10 @@ fn chown_postgres(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `kill -s <sig> <pid>`: this PID only.
-fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {
-    let status = Command::new("kill")
-        .args(["-s", sig, &pid.to_string()])
-        .status()
-        .context("running kill")?;
-    anyhow::ensure!(status.success(), "kill -s {sig} {pid} failed");
-    Ok(())
+/// Sends `sig` to this PID only.
+fn signal(pid: u32, sig: Signal) -> anyhow::Result<()> {
+    let raw = i32::try_from(pid).with_context(|| format!("PID {pid} out of range"))?;
+    kill(Pid::from_raw(raw), sig).with_context(|| format!("{sig} to PID {pid} failed"))
 }
 
 fn alive(pid: u32) -> bool {

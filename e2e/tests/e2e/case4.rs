@@ -40,6 +40,42 @@ async fn sent_mail_types(stack: &Stack, id: Uuid, count: usize) -> Vec<String> {
     .await
 }
 
+/// Work the async driver did for order and payment so far, as `saga_db_work_total` on
+/// `/metrics` shows it. The recorder is the test process's, shared by every stack it
+/// runs, so a test compares before and after: if case 4 silently ran the blocking
+/// driver, no stack's async count would move.
+async fn async_work(stack: &Stack) -> [f64; 2] {
+    let text = stack
+        .http
+        .get(format!("{}/metrics", stack.order.url()))
+        .send()
+        .await
+        .expect("the order service answers")
+        .text()
+        .await
+        .expect("metrics text");
+    ["order", "payment"].map(|service| {
+        text.lines()
+            .filter(|line| line.starts_with("saga_db_work_total{"))
+            .filter(|line| line.contains("driver=\"async\""))
+            .filter(|line| line.contains(&format!("service=\"{service}\"")))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    })
+}
+
+/// Order's and payment's request and event paths ran on the async pool in this test.
+async fn assert_the_async_driver_served(stack: &Stack, before: [f64; 2]) {
+    let after = async_work(stack).await;
+    for (service, (before, after)) in ["order", "payment"].iter().zip(before.iter().zip(after)) {
+        assert!(
+            after - before >= 2.0,
+            "{service}: the async driver did {} units of work in this test",
+            after - before
+        );
+    }
+}
+
 fn ledger_entry(stack: &Stack, id: Uuid) -> kakaopay::sim::LedgerEntry {
     stack
         .sim
@@ -68,6 +104,7 @@ async fn case4_a_paid_order_completes_with_both_mails_and_its_history() {
     let stack = Stack::spawn_with(SimConfig::default(), case4())
         .await
         .expect("stack starts");
+    let async_work_before = async_work(&stack).await;
     let email = stack.shopper_email("case4-happy");
 
     let response = stack.post_order(&stack.order_request(&email)).await;
@@ -137,6 +174,7 @@ async fn case4_a_paid_order_completes_with_both_mails_and_its_history() {
     let entry = ledger_entry(&stack, id);
     assert!(entry.approved);
     assert_eq!(entry.approve_calls, 1, "approved exactly once");
+    assert_the_async_driver_served(&stack, async_work_before).await;
     stack.stop().await;
 }
 
@@ -150,6 +188,7 @@ async fn case4_a_declined_payment_cancels_the_order_with_one_mail() {
         ..SimConfig::default()
     };
     let stack = Stack::spawn_with(sim, case4()).await.expect("stack starts");
+    let async_work_before = async_work(&stack).await;
     let email = stack.shopper_email("case4-declined");
     let id = stack.place_order(&email).await;
     let redirect = stack.redirect_url(id).await;
@@ -169,6 +208,7 @@ async fn case4_a_declined_payment_cancels_the_order_with_one_mail() {
     let mails = stack.mails_to(&email, 1).await;
     assert_eq!(mails.len(), 1);
     assert!(!ledger_entry(&stack, id).approved, "nothing was charged");
+    assert_the_async_driver_served(&stack, async_work_before).await;
     stack.stop().await;
 }
 
@@ -226,6 +266,7 @@ async fn case4_a_refunded_order_stays_refunded_once_when_every_event_is_redelive
     let stack = Stack::spawn_with(SimConfig::default(), case4())
         .await
         .expect("stack starts");
+    let async_work_before = async_work(&stack).await;
     let email = stack.shopper_email("case4-redelivery");
     let id = stack.place_order(&email).await;
     let redirect = stack.redirect_url(id).await;
@@ -303,6 +344,7 @@ async fn case4_a_refunded_order_stays_refunded_once_when_every_event_is_redelive
         (1, 1),
         "charged once, refunded once"
     );
+    assert_the_async_driver_served(&stack, async_work_before).await;
     stack.stop().await;
 }
 
@@ -315,6 +357,7 @@ async fn case4_a_charge_whose_answer_was_lost_is_found_by_the_reconciler() {
     let stack = Stack::spawn_with(SimConfig::default(), options)
         .await
         .expect("stack starts");
+    let async_work_before = async_work(&stack).await;
     let email = stack.shopper_email("case4-lost-answer");
     let id = stack.place_order(&email).await;
     let redirect = stack.redirect_url(id).await;
@@ -338,6 +381,7 @@ async fn case4_a_charge_whose_answer_was_lost_is_found_by_the_reconciler() {
         ["order_completed", "payment_completed"]
     );
     assert_eq!(ledger_entry(&stack, id).cancel_calls, 0, "nothing refunded");
+    assert_the_async_driver_served(&stack, async_work_before).await;
     stack.stop().await;
 }
 
@@ -346,6 +390,7 @@ async fn case4_an_unpaid_order_cancelled_by_the_shopper_cannot_be_paid_afterward
     let stack = Stack::spawn_with(SimConfig::default(), case4())
         .await
         .expect("stack starts");
+    let async_work_before = async_work(&stack).await;
     let email = stack.shopper_email("case4-unpaid-cancel");
     let id = stack.place_order(&email).await;
     let redirect = stack.redirect_url(id).await;
@@ -378,5 +423,6 @@ async fn case4_an_unpaid_order_cancelled_by_the_shopper_cannot_be_paid_afterward
     assert_eq!(late["status"], "FAILED", "a late shopper is not charged");
     let entry = ledger_entry(&stack, id);
     assert_eq!(entry.approve_calls, 0, "approve was never called");
+    assert_the_async_driver_served(&stack, async_work_before).await;
     stack.stop().await;
 }

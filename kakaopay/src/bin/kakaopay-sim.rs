@@ -15,13 +15,13 @@ use url::Url;
 /// POST /__sim/clock/advance and GET /healthz. Logs go to stderr; set RUST_LOG
 /// to change the level (default info).
 #[derive(Parser)]
-#[command(name = "kakaopay-sim", version, about, long_about)]
+#[command(name = "kakaopay-sim", version)]
 struct Args {
-    /// Address to bind.
+    /// Address to listen on (0.0.0.0: every interface).
     #[arg(long, env = "KAKAOPAY_SIM_HOST", default_value = "127.0.0.1")]
     host: IpAddr,
 
-    /// Port to bind (0 = any free port).
+    /// Port to listen on (0: any free port).
     #[arg(long, env = "KAKAOPAY_SIM_PORT", default_value_t = 8089)]
     port: u16,
 
@@ -30,7 +30,7 @@ struct Args {
     #[arg(long, env = "KAKAOPAY_SIM_PUBLIC_URL")]
     public_url: Option<Url>,
 
-    /// Secret key clients must send as `Authorization: SECRET_KEY <key>`.
+    /// Secret key clients must send as `Authorization: SECRET_KEY <key>` (secret).
     /// The default is a simulator-only value for local use; never a real key.
     #[arg(
         long,
@@ -83,7 +83,7 @@ struct Args {
     #[arg(long, env = "KAKAOPAY_SIM_TID_TTL_SECS", default_value_t = 900)]
     tid_ttl_secs: u64,
 
-    /// actix worker threads.
+    /// Worker threads of the HTTP server.
     #[arg(long, env = "KAKAOPAY_SIM_WORKERS", default_value_t = 2)]
     workers: usize,
 
@@ -188,5 +188,37 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Args;
+    use clap::CommandFactory;
+
+    /// The check of `shared_events::cli::assert_every_option_is_described` (this crate
+    /// does not depend on shared-events).
+    #[test]
+    fn every_option_is_described() {
+        let cmd = Args::command();
+        assert!(
+            cmd.get_about()
+                .is_some_and(|about| !about.to_string().trim().is_empty()),
+            "kakaopay-sim has no about line"
+        );
+        let undescribed: Vec<String> = cmd
+            .get_arguments()
+            .filter(|arg| !matches!(arg.get_id().as_str(), "help" | "version"))
+            .filter(|arg| {
+                arg.get_help()
+                    .is_none_or(|help| help.to_string().trim().is_empty())
+            })
+            .map(|arg| format!("--{}", arg.get_long().unwrap_or(arg.get_id().as_str())))
+            .collect();
+        assert!(
+            undescribed.is_empty(),
+            "`kakaopay-sim --help` leaves these undescribed (add a `///` doc comment): {}",
+            undescribed.join(", ")
+        );
     }
 }

@@ -3,6 +3,10 @@
 //! Responses are rendered with `json!` from the simulator's own model rather than
 //! from the client's types, so a field-name mistake on one side shows up in the
 //! contract tests instead of cancelling out.
+//!
+//! Size: the simulated payment's rules for ready, approve, cancel and order, each
+//! checking Kakao Pay's fields and error codes as `shared/reference/kakaopay-api.md`
+//! describes; one state machine, read in one place.
 
 use chrono::{DateTime, FixedOffset, Utc};
 use serde::Serialize;

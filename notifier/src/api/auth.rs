@@ -1,7 +1,7 @@
 //! Bearer-token authentication of the history API: 401 (with `WWW-Authenticate:
 //! Bearer`) without a token, 403 with a wrong one. Tokens are compared in constant time.
 
-use super::problem::Problem;
+use super::error::ApiError;
 use super::ApiState;
 use actix_web::dev::Payload;
 use actix_web::http::header;
@@ -27,20 +27,20 @@ pub fn required_token(token: Option<&SecretString>) -> anyhow::Result<SecretStri
 pub struct Authorized;
 
 impl FromRequest for Authorized {
-    type Error = Problem;
-    type Future = Ready<Result<Self, Problem>>;
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let Some(state) = req.app_data::<web::Data<ApiState>>() else {
-            return ready(Err(Problem::internal("API state missing".to_owned())));
+            return ready(Err(ApiError::StateMissing));
         };
         ready(authorize(req, &state.api_token))
     }
 }
 
-pub fn authorize(req: &HttpRequest, expected: &SecretString) -> Result<Authorized, Problem> {
+pub fn authorize(req: &HttpRequest, expected: &SecretString) -> Result<Authorized, ApiError> {
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
-        return Err(Problem::unauthorized(
+        return Err(ApiError::Unauthorized(
             "Send `Authorization: Bearer <token>` (NOTIFIER_API_TOKEN).",
         ));
     };
@@ -48,18 +48,18 @@ pub fn authorize(req: &HttpRequest, expected: &SecretString) -> Result<Authorize
     let token = match value.split_once(' ') {
         Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
         _ => {
-            return Err(Problem::unauthorized(
+            return Err(ApiError::Unauthorized(
                 "Only the Bearer authentication scheme is accepted.",
             ))
         }
     };
     if token.is_empty() {
-        return Err(Problem::unauthorized("The bearer token is empty."));
+        return Err(ApiError::Unauthorized("The bearer token is empty."));
     }
     if tokens_match(token, expected.expose_secret()) {
         Ok(Authorized)
     } else {
-        Err(Problem::forbidden())
+        Err(ApiError::Forbidden)
     }
 }
 
@@ -74,7 +74,7 @@ mod tests {
     use actix_web::http::StatusCode;
     use actix_web::test::TestRequest;
 
-    fn check(header: Option<&str>) -> Result<Authorized, Problem> {
+    fn check(header: Option<&str>) -> Result<Authorized, ApiError> {
         let mut req = TestRequest::default();
         if let Some(h) = header {
             req = req.insert_header((header::AUTHORIZATION, h));
@@ -94,7 +94,11 @@ mod tests {
             (Some("Bearer s3cret2"), StatusCode::FORBIDDEN),
         ] {
             let problem = check(header).expect_err("rejected");
-            assert_eq!(problem.status(), status, "{header:?}");
+            assert_eq!(
+                actix_web::ResponseError::status_code(&problem),
+                status,
+                "{header:?}"
+            );
         }
     }
 

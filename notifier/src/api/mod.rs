@@ -10,12 +10,12 @@
 //! | `GET /notifications/{id}` | one record |
 //!
 //! The `/notifications` routes need `Authorization: Bearer <NOTIFIER_API_TOKEN>`. Errors
-//! are `application/problem+json` (RFC 9457) — see [`problem`].
+//! are `application/problem+json` (RFC 9457) — see [`error`].
 
 pub mod auth;
+pub mod error;
 pub mod health;
 pub mod notifications;
-pub mod problem;
 
 use crate::store::HistoryStore;
 use actix_web::web;

@@ -25,13 +25,14 @@
 //! `sent_at - created_at` over the `SENT` records; `null` without any).
 
 use super::auth::Authorized;
-use super::problem::{InvalidParam, Problem};
+use super::error::ApiError;
 use super::ApiState;
 use crate::domain::{DeliveryStatus, MailKind, Notification};
 use crate::store::{Cursor, ListQuery, Stats};
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use shared_events::http::InvalidParam;
 use std::collections::HashMap;
 use uuid::Uuid;
 
@@ -49,7 +50,7 @@ pub async fn list(
     _: Authorized,
     req: HttpRequest,
     state: web::Data<ApiState>,
-) -> Result<HttpResponse, Problem> {
+) -> Result<HttpResponse, ApiError> {
     let query = parse_list_query(req.query_string())?;
     let page = state.store.list(&query).await?;
     Ok(HttpResponse::Ok().json(PageBody {
@@ -62,14 +63,14 @@ pub async fn get(
     _: Authorized,
     id: web::Path<String>,
     state: web::Data<ApiState>,
-) -> Result<HttpResponse, Problem> {
+) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     if Uuid::parse_str(&id).is_err() {
-        return Err(Problem::invalid_param("id", "must be a UUID"));
+        return Err(ApiError::invalid_param("id", "must be a UUID"));
     }
     match state.store.get(&id).await? {
         Some(record) => Ok(HttpResponse::Ok().json(record)),
-        None => Err(Problem::not_found(format!("No notification {id}."))),
+        None => Err(ApiError::NotFound(id)),
     }
 }
 
@@ -87,11 +88,11 @@ pub async fn stats(
     _: Authorized,
     req: HttpRequest,
     state: web::Data<ApiState>,
-) -> Result<HttpResponse, Problem> {
+) -> Result<HttpResponse, ApiError> {
     let params = params(req.query_string());
     let window = params.get("window").map_or("15m", String::as_str);
     let seconds =
-        parse_window(window).map_err(|reason| Problem::invalid_param("window", reason))?;
+        parse_window(window).map_err(|reason| ApiError::invalid_param("window", reason))?;
     let to = Utc::now();
     let from = to - chrono::Duration::seconds(seconds);
     let stats = state.store.stats(from).await?;
@@ -111,7 +112,7 @@ fn params(query: &str) -> HashMap<String, String> {
 }
 
 /// Parses and validates the list parameters, reporting every invalid one.
-pub fn parse_list_query(query: &str) -> Result<ListQuery, Problem> {
+pub fn parse_list_query(query: &str) -> Result<ListQuery, ApiError> {
     let params = params(query);
     let mut invalid = Vec::new();
     let mut bad = |name: &str, reason: &str| {
@@ -187,7 +188,7 @@ pub fn parse_list_query(query: &str) -> Result<ListQuery, Problem> {
     if invalid.is_empty() {
         Ok(out)
     } else {
-        Err(Problem::invalid_params(invalid))
+        Err(ApiError::InvalidParams(invalid))
     }
 }
 
@@ -227,7 +228,10 @@ mod tests {
 
     fn invalid_names(query: &str) -> Vec<String> {
         let problem = parse_list_query(query).expect_err("invalid");
-        assert_eq!(problem.status().as_u16(), 400);
+        assert_eq!(
+            actix_web::ResponseError::status_code(&problem).as_u16(),
+            400
+        );
         let body = actix_web::ResponseError::error_response(&problem);
         assert_eq!(
             body.headers()

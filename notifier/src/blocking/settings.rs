@@ -29,16 +29,24 @@ use std::time::Duration;
 #[derive(clap::Parser, Debug, Clone)]
 #[command(
     name = "mailer-blocking",
-    about = "The blocking mail service of cases 1 and 2: synchronous SMTP on a thread pool, history in PostgreSQL."
+    about = "The blocking mail service of cases 1 and 2: synchronous SMTP on a thread pool, history in PostgreSQL.",
+    // Mails at once are bounded by the SMTP pool, not by the shared Kafka setting.
+    mut_arg("kafka_max_in_flight", |arg| arg
+        .help("Not read by mailer-blocking: each consumer sends up to --smtp-pool-size (MAILER_SMTP_POOL_SIZE) mails at once")
+        .long_help(None::<&str>)),
 )]
 pub struct MailerSettings {
     /// Which of the seed's cases this runs as: 1 (events over HTTP) or 2 (Kafka).
     #[arg(long, env = "SAGA_CASE", default_value = "2")]
     pub case: Case,
+    /// Address the HTTP API listens on (0.0.0.0: every interface).
     #[arg(long, env = "MAILER_HOST", default_value = "127.0.0.1")]
     pub host: String,
+    /// Port of the HTTP API (0: any free port); it stands where the notifier's would.
     #[arg(long, env = "MAILER_PORT", default_value_t = 8083)]
     pub port: u16,
+    /// PostgreSQL database holding the mail history, as a `postgres://` URL (secret: it
+    /// may hold the password).
     #[arg(
         long,
         env = "MAILER_DATABASE_URL",
@@ -47,26 +55,33 @@ pub struct MailerSettings {
         value_parser = parse_secret
     )]
     pub database_url: SecretString,
+    /// Connections of the database pool; each mail being sent holds one.
     #[arg(long, env = "MAILER_DB_POOL_SIZE", default_value_t = 10)]
     pub db_pool_size: u32,
+    /// Case 2: Kafka consumers in the group; each sends up to `MAILER_SMTP_POOL_SIZE`
+    /// mails at once, each on a blocking thread.
     #[arg(long, env = "MAILER_CONSUMERS", default_value_t = 1)]
     pub consumers: usize,
+    /// Case 2: Kafka consumer group of the mail service.
     #[arg(long, env = "MAILER_CONSUMER_GROUP", default_value = "mailer")]
     pub consumer_group: String,
     #[command(flatten)]
     pub kafka: KafkaSettings,
+    /// SMTP relay host (plain SMTP: no TLS, no authentication).
     #[arg(long, env = "SMTP_HOST", default_value = "127.0.0.1")]
     pub smtp_host: String,
+    /// SMTP relay port.
     #[arg(long, env = "SMTP_PORT", default_value_t = 2525)]
     pub smtp_port: u16,
+    /// `From` of every mail; its domain also ends the Message-IDs.
     #[arg(
         long,
         env = "MAIL_FROM",
         default_value = "Saga Shop <shop@example.com>"
     )]
     pub mail_from: String,
-    /// Bearer token of `GET /notifications…`. No default: without it the service
-    /// refuses to start.
+    /// Bearer token clients must send to read `GET /notifications…` (secret; required:
+    /// without it the service refuses to start).
     #[arg(
         long,
         env = "NOTIFIER_API_TOKEN",
@@ -75,19 +90,27 @@ pub struct MailerSettings {
     )]
     pub api_token: Option<SecretString>,
     /// Case 1: the secret order and payment sign `POST /internal/events` with
-    /// (HMAC-SHA256). Required in case 1, unused in case 2; no default.
+    /// (HMAC-SHA256; secret). Required in case 1, unused in case 2; no default.
     #[arg(long, env = "INTERNAL_EVENTS_SECRET", hide_env_values = true)]
     pub internal_events_secret: Option<SecretString>,
+    /// Blocking SMTP connections kept open between mails; also the mails each Kafka
+    /// consumer sends at once.
     #[arg(long, env = "MAILER_SMTP_POOL_SIZE", default_value_t = 8)]
     pub smtp_pool_size: u32,
+    /// Timeout of connecting and of each step of the SMTP dialogue, in seconds.
     #[arg(long, env = "MAILER_SMTP_TIMEOUT_SECS", default_value_t = 10)]
     pub smtp_timeout_secs: u64,
+    /// Delivery attempts of one mail before a transient failure is recorded FAILED; 0
+    /// (the default): never, only a permanent refusal (5xx) fails a mail.
     #[arg(long, env = "MAILER_MAIL_MAX_ATTEMPTS", default_value_t = 0)]
     pub mail_max_attempts: u32,
+    /// Wait before the second delivery attempt, in ms; doubles each attempt (with jitter).
     #[arg(long, env = "MAILER_MAIL_RETRY_INITIAL_MS", default_value_t = 500)]
     pub mail_retry_initial_ms: u64,
+    /// Cap of the wait between delivery attempts, in ms.
     #[arg(long, env = "MAILER_MAIL_RETRY_MAX_MS", default_value_t = 5_000)]
     pub mail_retry_max_ms: u64,
+    /// Worker threads of the HTTP server.
     #[arg(long, env = "MAILER_HTTP_WORKERS", default_value_t = 2)]
     pub http_workers: usize,
 }
@@ -126,6 +149,11 @@ impl MailerSettings {
 mod tests {
     use super::*;
     use clap::{CommandFactory, Parser};
+
+    #[test]
+    fn every_option_is_described() {
+        shared_events::cli::assert_every_option_is_described(MailerSettings::command());
+    }
 
     #[test]
     fn every_setting_has_a_default_and_help_names_every_env_var() {

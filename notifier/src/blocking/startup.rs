@@ -66,6 +66,18 @@ impl From<DbError> for MigrationFailed {
     }
 }
 
+/// Case 1's check of `POST /internal/events`, made before anything starts: case 1 never
+/// accepts unauthenticated events. `None` in case 2 (events come from Kafka).
+fn event_signer(settings: &MailerSettings) -> anyhow::Result<Option<EventSigner>> {
+    if settings.case.uses_kafka() {
+        return Ok(None);
+    }
+    let secret = settings.internal_events_secret.as_ref();
+    Ok(Some(EventSigner::required(
+        secret.map(ExposeSecret::expose_secret),
+    )?))
+}
+
 impl MailerApp {
     /// Migrates the history database, then starts the HTTP API and (case 2) the Kafka
     /// consumers.
@@ -79,15 +91,7 @@ impl MailerApp {
             );
         }
         let api_token = crate::api::auth::required_token(settings.api_token.as_ref())?;
-        // Checked before anything starts: case 1 never accepts unauthenticated events.
-        let signer = if settings.case.uses_kafka() {
-            None
-        } else {
-            let secret = settings.internal_events_secret.as_ref();
-            Some(EventSigner::required(
-                secret.map(ExposeSecret::expose_secret),
-            )?)
-        };
+        let signer = event_signer(&settings)?;
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))
             .with_context(|| format!("could not bind {}:{}", settings.host, settings.port))?;
         let port = listener.local_addr()?.port();

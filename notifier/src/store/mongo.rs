@@ -29,6 +29,10 @@
 //! Aggregations are avoided on purpose: the local server (nx-27017) answers simple
 //! finds and counts correctly but not `$group` on several fields, so the statistics are
 //! counts plus sorted finds, which real MongoDB serves from the same indexes.
+//!
+//! Size: one adapter of the `HistoryStore` port; the claim, the attempts, the list
+//! query with its cursor, the stats, the indexes and the batched commands all follow
+//! the document layout above, so they stay in one file.
 
 use super::batcher::{BatchConfig, Batcher};
 use super::{

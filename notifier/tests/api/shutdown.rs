@@ -38,11 +38,12 @@ impl NotifierProcess {
     }
 
     fn sigterm(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "SIGTERM delivered");
+        let pid = i32::try_from(self.child.id()).expect("a PID fits pid_t");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("SIGTERM delivered");
     }
 
     fn exited(&mut self) -> Option<ExitStatus> {

@@ -30,6 +30,11 @@
 //!   order at once, and the next owner starts after what this one finished. Results that
 //!   arrive for an earlier assignment of a partition are ignored.
 //! * **Shutdown** works the same way for every partition, then leaves the group.
+//!
+//! Size: the engine's parts (lanes, the in-flight bound, offsets at the low-water mark,
+//! pausing, the revoke and leaving the group) share one state and one loop whose
+//! invariants span them; the offset tracker, dead letters and the watchdog are modules
+//! of their own.
 
 use super::offsets::{OffsetTracker, Partition};
 use super::{DeadLetter, DeadLetterPublisher, KafkaSettings, LagReporter};

@@ -61,86 +61,100 @@ use std::time::Duration;
 /// Where the broker is and which topics to use.
 #[derive(Debug, Clone, clap::Args)]
 pub struct KafkaSettings {
-    /// Kafka bootstrap servers.
+    /// Kafka bootstrap servers, as `host:port[,host:port…]` (cases 2–4; case 1 uses no
+    /// Kafka).
     #[arg(
         long = "kafka-brokers",
         env = "KAFKA_BROKERS",
         default_value = "127.0.0.1:9092"
     )]
     pub brokers: String,
-    /// Prefix for every topic name (tests and shared brokers keep their traffic apart).
+    /// Prefix of every topic name; set it when several shops or test runs share one
+    /// broker, so their traffic stays apart (empty: the plain names).
     #[arg(
         long = "kafka-topic-prefix",
         env = "KAFKA_TOPIC_PREFIX",
         default_value = ""
     )]
     pub topic_prefix: String,
-    /// Partitions for topics this service creates when they are missing. Partitions
-    /// bound how many *instances* share a topic's work (one owner each); the orders in
-    /// flight per instance are bounded by `KAFKA_MAX_IN_FLIGHT`, not by partitions.
+    /// Partitions of the topics this service creates when they are missing: the most
+    /// instances of one service that can share a topic's work.
+    ///
+    /// Each partition has one owner at a time; the orders in flight per instance are
+    /// bounded by `KAFKA_MAX_IN_FLIGHT`, not by partitions. Existing topics keep theirs.
     #[arg(
         long = "kafka-partitions",
         env = "KAFKA_PARTITIONS",
         default_value_t = DEFAULT_PARTITIONS
     )]
     pub partitions: i32,
-    /// Messages a consumer handles at once, over all its partitions (different orders
-    /// run concurrently; one order's events one after another). Little's law: orders/s
-    /// × seconds per event, e.g. 100/s × a 1 s gateway call = 100.
+    /// Events this instance handles at once, over all its partitions; raise it when
+    /// throughput is limited by slow handlers.
+    ///
+    /// Different orders run concurrently, one order's events one after another. Little's
+    /// law sizes it: orders/s × seconds per event, e.g. 100/s × a 1 s gateway call = 100.
     #[arg(
         id = "kafka_max_in_flight",
         long = "kafka-max-in-flight",
+        value_name = "N",
         env = "KAFKA_MAX_IN_FLIGHT",
         default_value_t = EngineConfig::default().max_in_flight
     )]
     pub max_in_flight: usize,
-    /// Offsets of one partition fetched and not yet committed before the partition is
-    /// paused (an order retrying holds its partition's commit position back); it
-    /// resumes at half.
+    /// Events of one partition fetched but not yet committed before fetching from that
+    /// partition pauses (it resumes at half); bounds memory while one order retries.
     #[arg(
         id = "kafka_max_uncommitted",
         long = "kafka-max-uncommitted",
+        value_name = "N",
         env = "KAFKA_MAX_UNCOMMITTED",
         default_value_t = EngineConfig::default().max_uncommitted
     )]
     pub max_uncommitted: usize,
-    /// On a revoke or at shutdown: how long running handlers may take to finish before
-    /// they are cancelled (their events come again), in seconds.
+    /// Seconds running handlers may take to finish at shutdown or when partitions move
+    /// to another instance, before they are cancelled (their events come again).
     #[arg(
         id = "kafka_drain_timeout_secs",
         long = "kafka-drain-timeout-secs",
+        value_name = "SECS",
         env = "KAFKA_DRAIN_TIMEOUT_SECS",
         default_value_t = EngineConfig::default().drain_timeout.as_secs()
     )]
     pub drain_timeout_secs: u64,
     /// Longest a fetch waits at the broker for new messages, in ms (librdkafka's
-    /// `fetch.wait.max.ms`). Each hop of the saga waits on it: tansu 0.6 answers every
-    /// fetch only after the whole wait, even when messages are there (its
-    /// `service/fetch.rs` sleeps the remaining time before returning), so with 50 ms a
-    /// hop cost ~50 ms. Kafka answers as soon as data arrives; a short wait then costs
-    /// only idle requests.
+    /// `fetch.wait.max.ms`); on tansu every saga hop waits this long, so keep it short.
+    //
+    // Why: tansu 0.6 answers every fetch only after the whole wait, even when messages
+    // are there (its `service/fetch.rs` sleeps the remaining time before returning), so
+    // with 50 ms a hop cost ~50 ms. Kafka answers as soon as data arrives; a short wait
+    // then costs only idle requests.
     #[arg(
         id = "kafka_fetch_wait_max_ms",
         long = "kafka-fetch-wait-max-ms",
+        value_name = "MS",
         env = "KAFKA_FETCH_WAIT_MAX_MS",
         default_value_t = DEFAULT_FETCH_WAIT_MAX_MS
     )]
     pub fetch_wait_max_ms: u32,
-    /// Static group membership (KIP-345): a stable, unique name for this instance, e.g.
-    /// `payment-1`. An instance restarted under the same name — after a crash too — takes
-    /// back its own partitions at once, without a rebalance. Unset: dynamic membership.
-    /// Why the stack sets it: on tansu 0.6, after a member is killed (no LeaveGroup), the
-    /// rebalance that follows can answer the new leader's SyncGroup with an empty
-    /// assignment, and the partitions stay unowned for minutes (seen in the kill -9 fault
-    /// scenarios: the new leader assigned itself all three partitions, tansu returned
-    /// none). Two running instances must never share a name. A graceful stop leaves the
-    /// group (the engine unsubscribes before closing), so its partitions move on at once;
-    /// a crashed static member keeps them until it restarts under its name (tansu 0.6 does
-    /// not re-form a group when a static member's session times out).
+    /// A stable name for this instance in its consumer group, e.g. `payment-1` (static
+    /// membership, KIP-345); unset: dynamic membership.
+    ///
+    /// An instance restarted under the same name, after a crash too, takes back its own
+    /// partitions at once, without a rebalance. Two running instances must never share a
+    /// name. A graceful stop hands its partitions on at once; a crashed instance's wait
+    /// until it restarts under its name.
+    //
+    // Why the stack sets it: on tansu 0.6, after a member is killed (no LeaveGroup), the
+    // rebalance that follows can answer the new leader's SyncGroup with an empty
+    // assignment, and the partitions stay unowned for minutes (seen in the kill -9 fault
+    // scenarios: the new leader assigned itself all three partitions, tansu returned
+    // none). A graceful stop leaves the group (the engine unsubscribes before closing);
+    // a crashed static member keeps its partitions because tansu 0.6 does not re-form a
+    // group when a static member's session times out.
     #[arg(long = "kafka-group-instance-id", env = "KAFKA_GROUP_INSTANCE_ID")]
     pub group_instance_id: Option<String>,
-    /// librdkafka debug contexts (its `debug` setting, e.g. `cgrp` for the consumer
-    /// group protocol), logged as `librdkafka` events; unset in normal operation.
+    /// librdkafka debug contexts to log (its `debug` setting, e.g. `cgrp` for the
+    /// consumer group protocol); for troubleshooting only, unset in normal operation.
     #[arg(long = "kafka-debug", env = "KAFKA_DEBUG")]
     pub debug: Option<String>,
 }
@@ -510,4 +524,23 @@ fn partition_list(partitions: &rdkafka::TopicPartitionList) -> String {
         .map(|p| format!("{}[{}]", p.topic(), p.partition()))
         .collect::<Vec<_>>()
         .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KafkaSettings;
+    use clap::CommandFactory;
+
+    /// The services flatten `KafkaSettings` into their own settings; this stands for them.
+    #[derive(clap::Parser)]
+    #[command(name = "service", about = "A service that uses Kafka.")]
+    struct Service {
+        #[command(flatten)]
+        kafka: KafkaSettings,
+    }
+
+    #[test]
+    fn every_kafka_option_is_described() {
+        crate::cli::assert_every_option_is_described(Service::command());
+    }
 }

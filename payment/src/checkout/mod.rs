@@ -8,14 +8,12 @@
 //! never by assuming failure.
 
 use crate::domain::{self, PaymentStatus};
-use crate::error::ApiError;
 use crate::gateway::{CallbackUrls, Gateway};
 use crate::persistence::PaymentDb;
 use crate::store::{self, Payment, Transition};
 use chrono::Utc;
 use kakaopay::KakaoPayError;
 use shared_events::db::DbError;
-use shared_events::http::InvalidParam;
 use shared_events::kafka::{EventHandler, HandlerError};
 use shared_events::outbox::Outbox;
 use shared_events::retry::Backoff;
@@ -26,6 +24,29 @@ use shared_events::{
 use std::sync::Arc;
 use tracing::Instrument;
 use uuid::Uuid;
+
+mod closing;
+mod reconcile;
+mod refund;
+
+/// Why a shopper's step of the checkout could not be taken. The HTTP mapping is in
+/// `error.rs`.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckoutError {
+    #[error("no such payment")]
+    UnknownPayment,
+    /// A wrong or early `pg_token`: nothing happened, the payment can still be paid.
+    #[error("the pg_token is not valid for this payment")]
+    WrongPgToken,
+    /// Kakao Pay could not be reached and certainly applied nothing.
+    #[error("Kakao Pay cannot be reached")]
+    GatewayUnavailable,
+    /// Kakao Pay may have charged the shopper but has not confirmed it yet.
+    #[error("the payment's outcome is not known yet")]
+    OutcomePending,
+    #[error(transparent)]
+    Store(#[from] DbError),
+}
 
 pub struct Checkout {
     /// Where the use cases run their SQL (the blocking pool, or the async one in case 4).
@@ -107,7 +128,11 @@ impl Checkout {
     /// The shopper came back to the approval URL with `pg_token`. Kakao Pay's redirects
     /// carry no trace context: the approval continues the order's trace, stored with the
     /// payment.
-    pub async fn approve(&self, payment_id: Uuid, pg_token: &str) -> Result<Payment, ApiError> {
+    pub async fn approve(
+        &self,
+        payment_id: Uuid,
+        pg_token: &str,
+    ) -> Result<Payment, CheckoutError> {
         let begun = self.db.begin_approval(payment_id).await?;
         let payment = match begun {
             Some(payment) => {
@@ -125,7 +150,7 @@ impl Checkout {
     /// Case 1: the shopper's request waits while the payment's events go down the HTTP
     /// chain (the order completed or cancelled, the mails sent), then shows the payment as
     /// they left it. Cases 2–4 answer with `payment` at once: the relay publishes.
-    async fn after_delivery(&self, payment: Payment) -> Result<Payment, ApiError> {
+    async fn after_delivery(&self, payment: Payment) -> Result<Payment, CheckoutError> {
         if !self.outbox.delivers_in_request() {
             return Ok(payment);
         }
@@ -133,7 +158,11 @@ impl Checkout {
         self.find(payment.id).await
     }
 
-    async fn approve_begun(&self, payment: Payment, pg_token: &str) -> Result<Payment, ApiError> {
+    async fn approve_begun(
+        &self,
+        payment: Payment,
+        pg_token: &str,
+    ) -> Result<Payment, CheckoutError> {
         let payment_id = payment.id;
         match self.gateway.approve(&payment, pg_token).await {
             Ok(approved) => {
@@ -152,15 +181,12 @@ impl Checkout {
                 // Kakao Pay, and the shopper can still pay with the right one.
                 tracing::info!(%payment_id, %error, "Approve refused: not the shopper's pg_token.");
                 self.approval_not_applied(payment_id).await?;
-                Err(ApiError::Invalid(vec![InvalidParam::new(
-                    "pg_token",
-                    "is not valid for this payment; the payment can still be paid",
-                )]))
+                Err(CheckoutError::WrongPgToken)
             }
             Err(error) if error.is_transient() => {
                 // Certainly not applied (e.g. connection refused): let the shopper retry.
                 self.approval_not_applied(payment_id).await?;
-                Err(ApiError::GatewayUnavailable)
+                Err(CheckoutError::GatewayUnavailable)
             }
             Err(error) => {
                 let reason = match error.code() {
@@ -192,7 +218,7 @@ impl Checkout {
         &self,
         payment_id: Uuid,
         reason: PaymentFailureReason,
-    ) -> Result<Payment, ApiError> {
+    ) -> Result<Payment, CheckoutError> {
         let payment = self.find(payment_id).await?;
         let span = payment_span("shopper left", &payment);
         let payment = self.abandon(payment, reason).instrument(span).await?;
@@ -206,14 +232,14 @@ impl Checkout {
         &self,
         payment: Payment,
         reason: PaymentFailureReason,
-    ) -> Result<Payment, ApiError> {
+    ) -> Result<Payment, CheckoutError> {
         let payment_id = payment.id;
         if payment.status() != PaymentStatus::Ready {
             return Ok(payment);
         }
         let status = self.gateway.status(&payment).await.map_err(|error| {
             tracing::warn!(%payment_id, %error, "Cannot ask Kakao Pay how the shopper left.");
-            ApiError::GatewayUnavailable
+            CheckoutError::GatewayUnavailable
         })?;
         if status.status.is_paid() {
             tracing::warn!(%payment_id, "Sent to the cancel/fail URL, but Kakao Pay shows it paid.");
@@ -248,275 +274,21 @@ impl Checkout {
         self.find(payment_id).await
     }
 
-    /// The order was cancelled: a payment that can still be paid is closed (a shopper
-    /// returning late to the approval URL is not charged), and one that was paid is given
-    /// back — whichever came first, this event or the approval (an approval that lands
-    /// later sees `order_cancelled_at` and refunds).
-    pub async fn order_cancelled(&self, event: &Event) -> Result<(), HandlerError> {
-        let transient = |error: DbError| HandlerError::Transient(error.into());
-        let order_id = event.order_id;
-        let payments = self
-            .db
-            .mark_order_cancelled(order_id)
-            .await
-            .map_err(transient)?;
-        let closed = self.db.close_unpaid(order_id).await.map_err(transient)?;
-        if closed > 0 {
-            metrics::counter!("payment_payments_failed_total", "reason" => "order_cancelled")
-                .increment(closed);
-            tracing::info!(%order_id, "Payment closed: its order was cancelled.");
-        }
-        for payment in payments {
-            if payment.status() == PaymentStatus::Approved {
-                tracing::warn!(%order_id, payment_id = %payment.id, "Order cancelled with its payment approved; refunding.");
-                self.refund_payment(payment.id, None).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// The order's deadline passed: makes the payment unpayable and answers whether the
-    /// shopper was charged (`PaymentClosed`). A payment mid-approve is answered by the
-    /// approve's own outcome (`PaymentApproved` / `PaymentFailed`), or closed once Kakao
-    /// Pay's record shows it was not applied.
-    pub async fn close_requested(&self, event: &Event) -> Result<(), DbError> {
-        let order_id = event.order_id;
-        let payments = self.db.mark_close_requested(order_id).await?;
-        if payments.is_empty() {
-            // Nothing was ever charged for it (its OrderPlaced never got here): the order
-            // must not wait forever. Should the checkout start later after all, the
-            // OrderCancelled that follows this answer closes it.
-            tracing::warn!(%order_id, "Asked to close a payment this service never started.");
-            let answer = event.follow_up(PaymentClosed {
-                payment_id: None,
-                tid: None,
-                outcome: PaymentCloseOutcome::NotCharged,
-            });
-            self.db.announce(&self.outbox, answer).await?;
-            self.outbox.notify();
-        }
-        for payment in payments {
-            self.close(payment).await?;
-        }
-        Ok(())
-    }
-
-    /// Closes `payment` (see [`Self::close_requested`]), retrying when it moved under us.
-    async fn close(&self, mut payment: Payment) -> Result<(), DbError> {
-        loop {
-            let from = payment.status();
-            let (transition, outcome) = match from {
-                PaymentStatus::Requested | PaymentStatus::Ready => (
-                    Transition::Failed {
-                        from,
-                        reason: reason_text(PaymentFailureReason::Expired),
-                        error_code: None,
-                    },
-                    PaymentCloseOutcome::NotCharged,
-                ),
-                PaymentStatus::Approving => return Ok(()),
-                PaymentStatus::Approved => (Transition::Unchanged, PaymentCloseOutcome::Approved),
-                PaymentStatus::Failed | PaymentStatus::Refunding | PaymentStatus::Refunded => {
-                    (Transition::Unchanged, PaymentCloseOutcome::NotCharged)
-                }
-            };
-            let announce = move |p: &Payment| {
-                Event::new(
-                    p.order_id,
-                    None,
-                    PaymentClosed {
-                        payment_id: Some(p.id),
-                        tid: p.tid.clone(),
-                        outcome,
-                    },
-                )
-            };
-            if self
-                .commit(None, payment.id, transition, announce)
-                .await?
-                .is_some()
-            {
-                tracing::info!(payment_id = %payment.id, ?outcome, "Payment closed at its order's deadline.");
-                return Ok(());
-            }
-            match self.db.find(payment.id).await? {
-                Some(now) => payment = now,
-                None => return Ok(()),
-            }
-        }
-    }
-
-    /// `RefundRequested`: gives the shopper's money back (see [`Self::refund_payment`]).
-    pub async fn refund(
-        &self,
-        cause: &Event,
-        request: &RefundRequested,
-    ) -> Result<(), HandlerError> {
-        self.refund_payment(request.payment_id, Some(cause.clone()))
-            .await
-    }
-
-    /// Gives the money of `payment_id` back through Kakao Pay `cancel`, asked once per
-    /// payment: only the caller that moves it `APPROVED` → `REFUNDING` asks. A refund
-    /// already under way (a redelivery, the other of OrderCancelled/RefundRequested) is
-    /// left to its owner; an unclear answer to the reconciler, which settles it by Kakao
-    /// Pay's record (`order`), never by asking again blindly.
-    async fn refund_payment(
-        &self,
-        payment_id: Uuid,
-        cause: Option<Event>,
-    ) -> Result<(), HandlerError> {
-        let transient = |error: DbError| HandlerError::Transient(error.into());
-        let (moved, payment) = self.db.begin_refund(payment_id).await.map_err(transient)?;
-        let payment = payment.ok_or_else(|| {
-            HandlerError::Permanent(anyhow::anyhow!("no payment {payment_id} to refund"))
-        })?;
-        match payment.status() {
-            PaymentStatus::Refunding if moved => {}
-            PaymentStatus::Refunding | PaymentStatus::Refunded => return Ok(()),
-            other => {
-                return Err(HandlerError::Permanent(anyhow::anyhow!(
-                    "payment {payment_id} is {other}: nothing to refund"
-                )))
-            }
-        }
-        match self.gateway.refund(&payment).await {
-            Ok(_) => self.finish_refund(payment, cause).await.map_err(transient),
-            Err(error) => {
-                // Left REFUNDING: the reconciler asks Kakao Pay what became of it.
-                tracing::warn!(%payment_id, %error, "Refund outcome not known; the reconciler settles it.");
-                Ok(())
-            }
-        }
-    }
-
-    /// `REFUNDING` → `REFUNDED` + `PaymentRefunded`, once the gateway has given the
-    /// money back.
-    async fn finish_refund(&self, payment: Payment, cause: Option<Event>) -> Result<(), DbError> {
-        let amount = payment.amount;
-        let announce = move |p: &Payment| {
-            Event::new(
-                p.order_id,
-                None,
-                PaymentRefunded {
-                    payment_id: p.id,
-                    tid: p.tid().to_owned(),
-                    amount,
-                    refunded_at: p.refunded_at.unwrap_or_else(Utc::now),
-                },
-            )
-        };
-        self.commit(cause, payment.id, Transition::Refunded { amount }, announce)
-            .await?;
-        metrics::counter!("payment_refunds_total").increment(1);
-        Ok(())
-    }
-
-    /// Settles what no request or event will settle by itself (see `store::unsettled`):
-    /// payments left `APPROVING` or `REFUNDING` longer than `older_than` — a call whose
-    /// answer never came (gateway outage, crash) — by Kakao Pay's own record; `READY`
-    /// payments whose approval was ever unclear; closes and refunds left half done.
-    /// `older_than` must exceed the longest a live call can take, so a sweep never races
-    /// a call still in flight. A payment not settled is checked again after a backoff of
-    /// its own, and the least recently checked come first, so payments that keep failing
-    /// neither hammer Kakao Pay nor starve the others. Returns how many were settled.
-    pub async fn reconcile_stuck(&self, older_than: std::time::Duration) -> Result<usize, DbError> {
-        let cutoff = Utc::now() - chrono::Duration::from_std(older_than).unwrap_or_default();
-        let due = self.db.unsettled(cutoff, 50).await?;
-        let mut settled = 0;
-        for payment in due {
-            let (id, checks) = (payment.id, payment.checks);
-            match self.settle(payment).await {
-                Ok(true) => settled += 1,
-                Ok(false) => self.check_later(id, checks).await?,
-                Err(error) => {
-                    tracing::warn!(payment_id = %id, %error, "Payment still unsettled; will retry.");
-                    self.check_later(id, checks).await?;
-                }
-            }
-        }
-        Ok(settled)
-    }
-
-    async fn check_later(&self, id: Uuid, checks: i32) -> Result<(), DbError> {
-        let wait = self.recheck.delay(u32::try_from(checks).unwrap_or(0) + 1);
-        let next = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
-        self.db.schedule_check(id, next).await
-    }
-
-    /// One reconciler step for `payment`; true when it is settled.
-    async fn settle(&self, payment: Payment) -> Result<bool, String> {
-        let text = |e: DbError| e.to_string();
-        match payment.status() {
-            PaymentStatus::Approving => Ok(self.settle_approval(payment, true).await.is_ok()),
-            PaymentStatus::Refunding => self.reconcile_refund(payment).await.map(|()| true),
-            PaymentStatus::Ready if payment.close_requested_at.is_some() => {
-                self.close(payment).await.map_err(text).map(|()| true)
-            }
-            PaymentStatus::Ready => self.recheck_ready(payment).await,
-            PaymentStatus::Approved if payment.order_cancelled_at.is_some() => {
-                match self.refund_payment(payment.id, None).await {
-                    Ok(()) => Ok(true),
-                    Err(error) => Err(format!("{error:?}")),
-                }
-            }
-            _ => Ok(true),
-        }
-    }
-
-    /// A `READY` payment whose approval was once unclear: approved if Kakao Pay's record
-    /// shows it paid, failed if it shows it ended unpaid, else looked at again later.
-    async fn recheck_ready(&self, payment: Payment) -> Result<bool, String> {
-        let status = self
-            .gateway
-            .status(&payment)
-            .await
-            .map_err(|e| e.to_string())?;
-        if !status.status.is_paid() && !status.status.is_failed() {
-            return Ok(false);
-        }
-        match self.db.begin_approval(payment.id).await {
-            Ok(Some(approving)) => Ok(self.settle_approval(approving, true).await.is_ok()),
-            Ok(None) => Ok(true), // moved on meanwhile (the shopper, a close)
-            Err(error) => Err(error.to_string()),
-        }
-    }
-
-    /// A refund whose answer never came: done if Kakao Pay's record shows it refunded.
-    /// Only when the record shows the payment still charged — so the earlier cancel
-    /// certainly did not take effect — is the refund asked for again.
-    async fn reconcile_refund(&self, payment: Payment) -> Result<(), String> {
-        let status = self
-            .gateway
-            .status(&payment)
-            .await
-            .map_err(|e| e.to_string())?;
-        if !status.status.as_str().ends_with("CANCEL_PAYMENT") {
-            self.gateway
-                .refund(&payment)
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-        self.finish_refund(payment, None)
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    pub async fn find(&self, payment_id: Uuid) -> Result<Payment, ApiError> {
+    pub async fn find(&self, payment_id: Uuid) -> Result<Payment, CheckoutError> {
         self.db
             .find(payment_id)
             .await?
-            .ok_or(ApiError::NotFound("payment"))
+            .ok_or(CheckoutError::UnknownPayment)
     }
 
-    pub async fn find_by_order(&self, order_id: Uuid) -> Result<Vec<Payment>, ApiError> {
+    pub async fn find_by_order(&self, order_id: Uuid) -> Result<Vec<Payment>, CheckoutError> {
         Ok(self.db.find_by_order(order_id).await?)
     }
 
     pub async fn gateway_calls(
         &self,
         payment_id: Uuid,
-    ) -> Result<Vec<store::GatewayCall>, ApiError> {
+    ) -> Result<Vec<store::GatewayCall>, CheckoutError> {
         Ok(self.db.gateway_calls(payment_id).await?)
     }
 
@@ -529,7 +301,7 @@ impl Checkout {
         &self,
         payment: Payment,
         may_reset: bool,
-    ) -> Result<Payment, ApiError> {
+    ) -> Result<Payment, CheckoutError> {
         let payment_id = payment.id;
         match self.gateway.status(&payment).await {
             Ok(status) if status.status.is_paid() => {
@@ -562,11 +334,11 @@ impl Checkout {
             }
             Ok(status) => {
                 tracing::warn!(%payment_id, status = %status.status, "Approve outcome still unknown; the reconciler settles it.");
-                Err(ApiError::OutcomePending)
+                Err(CheckoutError::OutcomePending)
             }
             Err(error) => {
                 tracing::error!(%payment_id, %error, "Cannot learn the approve outcome; payment left APPROVING.");
-                Err(ApiError::OutcomePending)
+                Err(CheckoutError::OutcomePending)
             }
         }
     }
@@ -575,7 +347,7 @@ impl Checkout {
         &self,
         payment: Payment,
         method: Option<String>,
-    ) -> Result<Payment, ApiError> {
+    ) -> Result<Payment, CheckoutError> {
         let payment_id = payment.id;
         let transition = Transition::Approved {
             payment_method: method,
