@@ -3,6 +3,8 @@
 //! cumulative distributions (latency on a log axis against the share of requests).
 
 use anyhow::{anyhow, Result};
+use plotters::coord::types::RangedCoordf64;
+use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::Path;
 
@@ -33,6 +35,10 @@ fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("drawing: {e:?}")
 }
 
+/// The bar chart's plotting area: x is the group index (a group spans 1.0), y the value.
+type BarChart<'a, 'b> =
+    ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
 pub fn grouped_bars(path: &Path, bars: &Bars<'_>) -> Result<()> {
     let width = (220 + 130 * bars.groups.len() as u32).clamp(640, 1400);
     let root = SVGBackend::new(path, (width, 420)).into_drawing_area();
@@ -58,42 +64,9 @@ pub fn grouped_bars(path: &Path, bars: &Bars<'_>) -> Result<()> {
         .y_desc(bars.y_label)
         .draw()
         .map_err(err)?;
-    let n = bars.series.len().max(1) as f64;
-    let slot = 0.8 / n;
-    for (s, (name, colour_index, values)) in bars.series.iter().enumerate() {
-        let colour = colour(*colour_index);
-        let rects: Vec<Rectangle<(f64, f64)>> = values
-            .iter()
-            .enumerate()
-            .filter_map(|(g, v)| {
-                let v = (*v)?;
-                let x0 = g as f64 + 0.1 + slot * s as f64;
-                Some(Rectangle::new(
-                    [(x0, 0.0), (x0 + slot * 0.9, v)],
-                    colour.filled(),
-                ))
-            })
-            .collect();
-        chart
-            .draw_series(rects)
-            .map_err(err)?
-            .label(name.as_str())
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], colour.filled()));
-        // "n/a" where a case produced no value.
-        let missing: Vec<Text<'_, (f64, f64), String>> = values
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| v.is_none())
-            .map(|(g, _)| {
-                let x0 = g as f64 + 0.1 + slot * s as f64;
-                Text::new(
-                    "n/a".to_owned(),
-                    (x0, top * 0.02),
-                    ("sans-serif", 10).into_font(),
-                )
-            })
-            .collect();
-        chart.draw_series(missing).map_err(err)?;
+    let slot = 0.8 / bars.series.len().max(1) as f64;
+    for (s, series) in bars.series.iter().enumerate() {
+        draw_bar_series(&mut chart, series, slot * s as f64, slot, top)?;
     }
     chart
         .configure_series_labels()
@@ -102,8 +75,63 @@ pub fn grouped_bars(path: &Path, bars: &Bars<'_>) -> Result<()> {
         .border_style(BLACK)
         .draw()
         .map_err(err)?;
-    // Group names under their groups.
-    for (g, name) in bars.groups.iter().enumerate() {
+    label_groups(&root, &chart, &bars.groups)?;
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+/// One series' bars, `shift` into each group and `slot` wide (90 % drawn, the rest a
+/// gap), with "n/a" where a case produced no value.
+fn draw_bar_series(
+    chart: &mut BarChart<'_, '_>,
+    (name, colour_index, values): &(String, usize, Vec<Option<f64>>),
+    shift: f64,
+    slot: f64,
+    top: f64,
+) -> Result<()> {
+    let colour = colour(*colour_index);
+    let rects: Vec<Rectangle<(f64, f64)>> = values
+        .iter()
+        .enumerate()
+        .filter_map(|(g, v)| {
+            let v = (*v)?;
+            let x0 = g as f64 + 0.1 + shift;
+            Some(Rectangle::new(
+                [(x0, 0.0), (x0 + slot * 0.9, v)],
+                colour.filled(),
+            ))
+        })
+        .collect();
+    chart
+        .draw_series(rects)
+        .map_err(err)?
+        .label(name.as_str())
+        .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], colour.filled()));
+    let missing: Vec<Text<'_, (f64, f64), String>> = values
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.is_none())
+        .map(|(g, _)| {
+            let x0 = g as f64 + 0.1 + shift;
+            Text::new(
+                "n/a".to_owned(),
+                (x0, top * 0.02),
+                ("sans-serif", 10).into_font(),
+            )
+        })
+        .collect();
+    chart.draw_series(missing).map_err(err)?;
+    Ok(())
+}
+
+/// Group names under their groups: drawn on `root` in pixels, because the x axis has
+/// no labels of its own (its values are group indices).
+fn label_groups(
+    root: &DrawingArea<SVGBackend<'_>, Shift>,
+    chart: &BarChart<'_, '_>,
+    groups: &[String],
+) -> Result<()> {
+    for (g, name) in groups.iter().enumerate() {
         let (px, py) = chart.backend_coord(&(g as f64 + 0.5, 0.0));
         let style = TextStyle::from(("sans-serif", 13).into_font()).pos(
             plotters::style::text_anchor::Pos::new(
@@ -113,7 +141,6 @@ pub fn grouped_bars(path: &Path, bars: &Bars<'_>) -> Result<()> {
         );
         root.draw_text(name, &style, (px, py + 8)).map_err(err)?;
     }
-    root.present().map_err(err)?;
     Ok(())
 }
 

@@ -244,7 +244,7 @@ async fn build(kind: Kind, plan: &Plan) -> anyhow::Result<Launched> {
         Kind::Order => order::startup::Application::build(order_settings(plan)?).await?,
         Kind::Payment => payment::startup::Application::build(payment_settings(plan)?).await?,
         Kind::Notifier if plan.options.case.blocking_mail() => {
-            let app = notifier::blocking::MailerApp::build(mailer_settings(plan)?).await?;
+            let app = mailer_blocking::MailerApp::build(mailer_settings(plan)?).await?;
             return Ok((
                 app.port(),
                 app.shutdown_token(),
@@ -302,8 +302,8 @@ fn payment_settings(plan: &Plan) -> anyhow::Result<payment::config::Settings> {
     Ok(settings)
 }
 
-fn mailer_settings(plan: &Plan) -> anyhow::Result<notifier::blocking::MailerSettings> {
-    let mut settings = notifier::blocking::MailerSettings::try_parse_from(["mailer-blocking"])?;
+fn mailer_settings(plan: &Plan) -> anyhow::Result<mailer_blocking::MailerSettings> {
+    let mut settings = mailer_blocking::MailerSettings::try_parse_from(["mailer-blocking"])?;
     settings.case = plan.options.case;
     settings.port = plan.notifier_port;
     settings.database_url = database_url(&plan.infra, "mail", &plan.id).into();

@@ -44,7 +44,7 @@ impl Fixture {
         };
         let orders = connect("orders", order::MIGRATIONS);
         let payments = connect("payments", payment::MIGRATIONS);
-        let mail = connect("mail", notifier::blocking::startup::MIGRATIONS);
+        let mail = connect("mail", mailer_blocking::startup::MIGRATIONS);
         let uri =
             std::env::var("MONGODB_URI").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".to_owned());
         let mongo = mongodb::Client::with_uri_str(&uri)

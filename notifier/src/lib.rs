@@ -12,13 +12,13 @@
 //!   `/metrics`).
 //! * [`startup`]: [`Application`], wiring all of it on one Tokio runtime.
 //!
-//! * [`blocking`]: the blocking mail service of cases 1 and 2 (binary `mailer-blocking`):
-//!   the same domain and templates, synchronous SMTP, history in PostgreSQL.
+//! The blocking mail service of cases 1 and 2 (`mailer-blocking`, crate
+//! `notifier/blocking`) reuses the domain, the templates, the SMTP settings and the
+//! history API; it alone brings Diesel, so this crate's dependencies have none.
 //!
 //! Configuration: [`settings`] (every environment variable is listed there).
 
 pub mod api;
-pub mod blocking;
 pub mod domain;
 pub mod pipeline;
 pub mod render;

@@ -143,11 +143,7 @@ impl MailService {
 
 /// The record to send from a claim, or — when the mail was finished before — the
 /// outcome (counted as a duplicate). Both services claim through this.
-pub(crate) fn to_send(
-    claim: Claim,
-    event: &Event,
-    kind: MailKind,
-) -> Result<Notification, Outcome> {
+pub fn to_send(claim: Claim, event: &Event, kind: MailKind) -> Result<Notification, Outcome> {
     match claim {
         Claim::Created(record) => Ok(record),
         Claim::Unfinished(record) => {
@@ -171,7 +167,7 @@ pub(crate) fn to_send(
 
 /// What follows a recorded attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Next {
+pub enum Next {
     Done(Outcome),
     /// A transient failure: the event is handled again after the engine's backoff.
     Retry,
@@ -180,7 +176,7 @@ pub(crate) enum Next {
 /// One delivery attempt judged under the [`DeliveryPolicy`]: what to record, and (once
 /// recorded) what to count, log and do next.
 #[derive(Debug)]
-pub(crate) struct Judged {
+pub struct Judged {
     pub attempt: Attempt,
     kind: MailKind,
     attempts: u32,
@@ -196,7 +192,7 @@ impl DeliveryPolicy {
     /// Judges the result of attempt number `current.attempts + 1`: sent; a transient
     /// failure with attempts left → retry after the backoff; otherwise `FAILED`
     /// (permanent, or attempts exhausted).
-    pub(crate) fn judge(
+    pub fn judge(
         &self,
         kind: MailKind,
         current: &Notification,
@@ -255,7 +251,7 @@ impl DeliveryPolicy {
 
 impl Judged {
     /// Counts and logs the attempt (after it was recorded); returns what comes next.
-    pub(crate) fn report(&self, event: &Event, notification: &str) -> Next {
+    pub fn report(&self, event: &Event, notification: &str) -> Next {
         let kind = self.kind.as_str();
         let attempts = self.attempts;
         let sent = matches!(self.attempt, Attempt::Sent { .. });

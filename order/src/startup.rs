@@ -19,7 +19,9 @@ use shared_events::db::{self, PgPool};
 use shared_events::http::{HttpApi, RunningService};
 use shared_events::kafka::{ConsumerLoop, DeadLetterPublisher};
 use shared_events::outbox::Outbox;
-use shared_events::readiness::{retry_until_done, Readiness};
+use shared_events::readiness::{
+    migrate_then_create_topics, start_then_supervise, Readiness, Started,
+};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -91,43 +93,32 @@ struct Work {
 }
 
 impl Work {
-    /// Runs the start-up steps, starts every background task, marks the service ready,
-    /// then returns when the shutdown has drained them all — or at once when one of them
-    /// ends unexpectedly (the service runner then stops the process with an error).
-    async fn start_then_supervise(self, mut tasks: Vec<tokio::task::JoinHandle<()>>) {
-        let Some(started) = self.start().await else {
-            return;
-        };
-        match started {
-            Ok(more) => tasks.extend(more),
-            Err(error) => {
-                tracing::error!(error = %format!("{error:#}"), "Order service cannot start.");
-                return;
-            }
-        }
-        self.readiness.mark_started();
-        tracing::info!("Order service started its background work.");
-        shared_events::readiness::supervise(tasks, &self.shutdown).await;
+    /// Runs the start-up steps and every background task (see
+    /// `shared_events::readiness::start_then_supervise`).
+    async fn start_then_supervise(self, tasks: Vec<tokio::task::JoinHandle<()>>) {
+        let (readiness, shutdown) = (self.readiness.clone(), self.shutdown.clone());
+        start_then_supervise("order", &readiness, &shutdown, tasks, self.start()).await;
     }
 
     /// `None` when shut down while waiting; `Err` for what waiting cannot cure (a bad
     /// setting).
-    async fn start(&self) -> Option<anyhow::Result<Vec<tokio::task::JoinHandle<()>>>> {
-        let pool = self.pool.clone();
-        retry_until_done(
+    async fn start(&self) -> Started {
+        let kafka = self
+            .settings
+            .case
+            .uses_kafka()
+            .then_some(&self.settings.kafka);
+        migrate_then_create_topics(
             &self.readiness,
-            "the orders database (migrations)",
             &self.shutdown,
-            || db::migrate(&pool, crate::MIGRATIONS),
+            "orders",
+            &self.pool,
+            || crate::MIGRATIONS,
+            kafka,
         )
         .await?;
         let mut tasks = Vec::new();
-        if self.settings.case.uses_kafka() {
-            let kafka = &self.settings.kafka;
-            retry_until_done(&self.readiness, "Kafka (topics)", &self.shutdown, || {
-                kafka.ensure_topics()
-            })
-            .await?;
+        if kafka.is_some() {
             match kafka_tasks(
                 &self.settings,
                 &self.pool,

@@ -104,6 +104,59 @@ where
     }
 }
 
+/// What a service's start-up gives: its background tasks, or (`Err`) why it cannot start
+/// for a reason waiting cannot cure (a bad setting); `None` when shut down while waiting.
+pub type Started = Option<anyhow::Result<Vec<tokio::task::JoinHandle<()>>>>;
+
+/// Runs `start`, marks the service ready, then supervises the tasks it started with
+/// `tasks` (see [`supervise`]): returns when the shutdown has drained them all, or at once
+/// when one of them ends unexpectedly (the service runner then stops the process).
+pub async fn start_then_supervise(
+    service: &'static str,
+    readiness: &Readiness,
+    shutdown: &CancellationToken,
+    mut tasks: Vec<tokio::task::JoinHandle<()>>,
+    start: impl Future<Output = Started>,
+) {
+    match start.await {
+        None => return,
+        Some(Ok(more)) => tasks.extend(more),
+        Some(Err(error)) => {
+            tracing::error!(service, error = %format!("{error:#}"), "The service cannot start.");
+            return;
+        }
+    }
+    readiness.mark_started();
+    tracing::info!(service, "The service started its background work.");
+    supervise(tasks, shutdown).await;
+}
+
+/// The first start-up steps of a service with a database: its migrations, then (with
+/// Kafka) its topics, each retried until its server answers. `None` when shut down while
+/// waiting.
+#[cfg(feature = "outbox")]
+pub async fn migrate_then_create_topics(
+    readiness: &Readiness,
+    shutdown: &CancellationToken,
+    database: &str,
+    pool: &crate::db::PgPool,
+    migrations: fn() -> diesel_migrations::EmbeddedMigrations,
+    kafka: Option<&crate::kafka::KafkaSettings>,
+) -> Option<()> {
+    let what = format!("the {database} database (migrations)");
+    retry_until_done(readiness, &what, shutdown, || {
+        crate::db::migrate(pool, migrations())
+    })
+    .await?;
+    if let Some(kafka) = kafka {
+        retry_until_done(readiness, "Kafka (topics)", shutdown, || {
+            kafka.ensure_topics()
+        })
+        .await?;
+    }
+    Some(())
+}
+
 /// Waits on a service's background tasks: after a shutdown, until every one has drained;
 /// before it, returns as soon as one ends, since that is a failure the caller's
 /// runner must see (its own task then ends early, and it stops the service).

@@ -17,11 +17,11 @@
 use anyhow::{bail, Context, Result};
 use benchmarks::machine::Machine;
 use benchmarks::schedule::OpenLoop;
-use benchmarks::shop::{self, Load, Recorder, Shop, ShopConfig};
+use benchmarks::shop::{self, Load, Recorder, Shop, ShopConfig, Timing};
 use benchmarks::stats;
 use clap::Parser;
 use serde_json::{json, Value};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -76,6 +76,33 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let mut config = ShopConfig::new(&args.order_url)?;
     let duration = args.duration.map(Duration::from_secs_f64);
+    let mode = check_bounds(&args, duration)?;
+    configure(&mut config, &args);
+    let order_url = config.order_url.clone();
+    let load = load_of(mode, duration, args.orders)?;
+    let shop = Arc::new(Shop::new(config)?);
+    let recorder = Arc::new(Mutex::new(Recorder::new(false)));
+    // Before the run: its load average is the other work on the machine, not ours.
+    let machine = Machine::describe();
+    let bar = shop::progress_bar(args.quiet, load.total());
+    let timing = shop::drive(shop, load, recorder.clone(), bar, |_| {}).await;
+    let summary = summary_of(
+        &args,
+        mode,
+        order_url.as_str(),
+        timing,
+        &shop::lock(&recorder),
+        &machine,
+    );
+    print_summary(&summary);
+    if let Some(out) = &args.out {
+        write_summary(out, &summary)?;
+    }
+    Ok(())
+}
+
+/// Refuses unbounded or out-of-range runs; the mode the flags ask for.
+fn check_bounds(args: &Args, duration: Option<Duration>) -> Result<Mode> {
     if duration.is_none() && args.orders.is_none() {
         bail!("bounded runs only: give --duration SECONDS and/or --orders N");
     }
@@ -85,22 +112,31 @@ async fn main() -> Result<()> {
     if args.orders.is_some_and(|n| n == 0 || n > 1_000_000) {
         bail!("--orders must be 1..=1000000");
     }
-    let mode = match (args.rate, args.concurrency) {
+    Ok(match (args.rate, args.concurrency) {
         (Some(rate), None) if rate > 0.0 && rate <= 10_000.0 => Mode::Open(rate),
         (None, Some(c)) if (1..=1000).contains(&c) => Mode::Closed(c),
         (None, None) => bail!("give --rate R (open loop) or --concurrency C (closed loop)"),
         _ => bail!("--rate must be in (0, 10000], --concurrency in 1..=1000"),
-    };
+    })
+}
+
+/// The shoppers' settings from the flags. The floors: a zero timeout or deadline would
+/// fail every request, a zero pause would spin on a refused wait.
+fn configure(config: &mut ShopConfig, args: &Args) {
     config.request_timeout = Duration::from_millis(args.request_timeout_ms.max(1));
     config.poll = Duration::from_millis(args.poll_interval_ms.max(10));
     config.poll_max = config.poll;
     config.step_timeout = Duration::from_secs(args.step_timeout_secs.max(1));
     config.wait_complete = args.wait_complete;
     config.max_in_flight = args.max_in_flight;
-    let order_url = config.order_url.clone();
-    let load = match mode {
+}
+
+/// The load to drive: the open loop's schedule ends at `duration` or after `orders`,
+/// whichever comes first.
+fn load_of(mode: Mode, duration: Option<Duration>, orders: Option<u64>) -> Result<Load> {
+    Ok(match mode {
         Mode::Open(rate) => {
-            let schedule = match (duration, args.orders) {
+            let schedule = match (duration, orders) {
                 (Some(d), Some(n)) => {
                     let by_time = OpenLoop::for_duration(rate, d).context("bad rate")?;
                     OpenLoop::for_count(rate, by_time.count().min(n)).context("bad rate")?
@@ -116,18 +152,22 @@ async fn main() -> Result<()> {
         Mode::Closed(concurrency) => Load::Closed {
             concurrency,
             duration,
-            orders: args.orders,
+            orders,
         },
-    };
-    let shop = Arc::new(Shop::new(config)?);
-    let recorder = Arc::new(Mutex::new(Recorder::new(false)));
-    let machine = Machine::describe();
-    let bar = shop::progress_bar(args.quiet, load.total());
-    let timing = shop::drive(shop, load, recorder.clone(), bar, |_| {}).await;
-    let (issue_seconds, elapsed) = (timing.issue_seconds, timing.elapsed_seconds);
+    })
+}
 
-    let r = shop::lock(&recorder);
-    let summary = json!({
+/// The JSON summary of the run (what `--out` writes).
+fn summary_of(
+    args: &Args,
+    mode: Mode,
+    order_url: &str,
+    timing: Timing,
+    r: &Recorder,
+    machine: &Machine,
+) -> Value {
+    let (issue_seconds, elapsed) = (timing.issue_seconds, timing.elapsed_seconds);
+    json!({
         "benchmark": "loadgen",
         "mode": match mode { Mode::Open(_) => "open-loop", Mode::Closed(_) => "closed-loop" },
         "target_rate_per_sec": match mode { Mode::Open(rate) => Some(rate), Mode::Closed(_) => None },
@@ -135,7 +175,7 @@ async fn main() -> Result<()> {
         "duration_s": args.duration,
         "orders_limit": args.orders,
         "wait_complete": args.wait_complete,
-        "order_url": order_url.as_str(),
+        "order_url": order_url,
         "issue_seconds": stats::round3(issue_seconds),
         "elapsed_seconds": stats::round3(elapsed),
         "counts": {
@@ -157,17 +197,16 @@ async fn main() -> Result<()> {
         "poll_interval_ms": args.poll_interval_ms,
         "latency": r.latency_json(),
         "machine": machine,
-    });
-    drop(r);
-    print_summary(&summary);
-    if let Some(out) = &args.out {
-        if let Some(parent) = out.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::write(out, serde_json::to_string_pretty(&summary)? + "\n")
-            .with_context(|| format!("writing {}", out.display()))?;
-        println!("summary: {}", out.display());
+    })
+}
+
+fn write_summary(out: &Path, summary: &Value) -> Result<()> {
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent)?;
     }
+    std::fs::write(out, serde_json::to_string_pretty(summary)? + "\n")
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!("summary: {}", out.display());
     Ok(())
 }
 

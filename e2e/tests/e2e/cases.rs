@@ -41,7 +41,7 @@ async fn stored_history(stack: &Stack, case: Case, order_id: Uuid) -> Vec<Notifi
         shared_events::db::blocking(move || {
             use diesel::Connection;
             let mut conn = diesel::PgConnection::establish(&url).expect("mail database");
-            notifier::blocking::store::list(&mut conn, &query)
+            mailer_blocking::store::list(&mut conn, &query)
         })
         .await
         .expect("query task")

@@ -63,5 +63,5 @@ fn payment_migrations_run_up_down_up() {
 
 #[test]
 fn mail_history_migrations_run_up_down_up() {
-    up_down_up("mail", || notifier::blocking::startup::MIGRATIONS);
+    up_down_up("mail", || mailer_blocking::startup::MIGRATIONS);
 }

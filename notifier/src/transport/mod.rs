@@ -7,7 +7,7 @@
 
 mod smtp;
 
-pub use smtp::{SmtpSettings, SmtpTransport};
+pub use smtp::{classify, SmtpSettings, SmtpTransport};
 
 use crate::render::Mail;
 

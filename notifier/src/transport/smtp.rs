@@ -201,8 +201,8 @@ impl MailTransport for SmtpTransport {
 }
 
 /// 5xx replies and client-side errors are permanent; 4xx replies, timeouts and
-/// connection trouble are transient.
-fn classify(error: &lettre::transport::smtp::Error) -> SendError {
+/// connection trouble are transient. Both mail services judge SMTP errors by it.
+pub fn classify(error: &lettre::transport::smtp::Error) -> SendError {
     let text = error_text(error);
     if error.is_permanent() || error.is_client() {
         SendError::Permanent(text)

@@ -6,7 +6,7 @@
 
 use crate::helpers::*;
 use clap::Parser;
-use notifier::blocking::{MailerApp, MailerSettings};
+use mailer_blocking::{MailerApp, MailerSettings};
 use serde_json::Value;
 use shared_events::chain::{EventSigner, SIGNATURE_HEADER};
 use shared_events::kafka::{DeadLetter, KafkaSettings};

@@ -120,8 +120,8 @@ fn parse_secret(value: &str) -> Result<SecretString, Infallible> {
 }
 
 impl MailerSettings {
-    pub fn delivery_policy(&self) -> crate::service::DeliveryPolicy {
-        crate::service::DeliveryPolicy {
+    pub fn delivery_policy(&self) -> notifier::service::DeliveryPolicy {
+        notifier::service::DeliveryPolicy {
             // 0: no limit (a transient failure is never final).
             max_attempts: match self.mail_max_attempts {
                 0 => u32::MAX,
@@ -134,8 +134,8 @@ impl MailerSettings {
         }
     }
 
-    pub fn smtp(&self) -> crate::transport::SmtpSettings {
-        crate::transport::SmtpSettings {
+    pub fn smtp(&self) -> notifier::transport::SmtpSettings {
+        notifier::transport::SmtpSettings {
             host: self.smtp_host.clone(),
             port: self.smtp_port,
             timeout: Duration::from_secs(self.smtp_timeout_secs.max(1)),

@@ -1,5 +1,5 @@
 //! What the blocking mail service does with one event — the same steps as the Tokio
-//! notifier's [`crate::service::MailService`], on one thread, start to finish:
+//! notifier's [`notifier::service::MailService`], on one thread, start to finish:
 //!
 //! 1. Render the mail the event calls for ([`Renderer`], the notifier's templates).
 //! 2. In one PostgreSQL transaction: record it `PENDING` unless (event, recipient) has a
@@ -18,13 +18,13 @@
 //! [`BlockingMailer::handle`] blocks; async callers go through
 //! [`BlockingMailer::handle_off_executor`], which runs it on Tokio's blocking pool.
 
-use super::smtp::BlockingSmtp;
-use super::store;
-use crate::domain::Notification;
-use crate::render::{Mail, RenderError, Renderer};
-use crate::service::{to_send, DeliveryPolicy, Next, Outcome};
-use crate::store::{NewNotification, StoreError};
+use crate::smtp::BlockingSmtp;
+use crate::store;
 use diesel::Connection;
+use notifier::domain::Notification;
+use notifier::render::{Mail, RenderError, Renderer};
+use notifier::service::{to_send, DeliveryPolicy, Next, Outcome};
+use notifier::store::{NewNotification, StoreError};
 use shared_events::db::{DbError, PgPool};
 use shared_events::kafka::{EventHandler, HandlerError};
 use shared_events::Event;
@@ -163,7 +163,7 @@ impl BlockingMailer {
 /// Every mail counter at 0, so dashboards see each series before its first mail (the
 /// blocking service exports the notifier's metric names).
 pub fn describe_metrics() {
-    crate::service::zero_mail_counters();
+    notifier::service::zero_mail_counters();
 }
 
 /// The Kafka consumer's handler (case 2): the shared consumer loop stores the offset only
@@ -183,4 +183,4 @@ impl EventHandler for MailEvents {
     }
 }
 
-pub use crate::pipeline::outcome_label;
+pub use notifier::pipeline::outcome_label;

@@ -3,7 +3,7 @@
 //! dialogue.
 //!
 //! The MIME message is built by the notifier's SMTP adapter
-//! ([`crate::transport::SmtpTransport::build_message`]), so both mail services send the
+//! ([`notifier::transport::SmtpTransport::build_message`]), so both mail services send the
 //! same bytes.
 //!
 //! Why not lettre's `SmtpTransport` as it is: it writes the message body and the closing
@@ -16,13 +16,13 @@
 //! as one write. Messages that are not plain ASCII (the builder encodes bodies as
 //! quoted-printable or base64, so in practice none) take lettre's own path.
 
-use crate::render::Mail;
-use crate::transport::{SendError, SendReceipt, SmtpSettings};
 use lettre::address::Envelope;
 use lettre::transport::smtp::client::SmtpConnection;
 use lettre::transport::smtp::commands::{Data, Mail as MailFrom, Rcpt};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::response::Response;
+use notifier::render::Mail;
+use notifier::transport::{classify, SendError, SendReceipt, SmtpSettings};
 use std::fmt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -41,7 +41,7 @@ pub struct BlockingSmtp {
     idle: Mutex<Vec<(SmtpConnection, Instant)>>,
     pool_size: usize,
     /// Builds the MIME message (no I/O).
-    builder: crate::transport::SmtpTransport,
+    builder: notifier::transport::SmtpTransport,
 }
 
 impl BlockingSmtp {
@@ -53,7 +53,7 @@ impl BlockingSmtp {
             hello: ClientId::default(),
             idle: Mutex::new(Vec::new()),
             pool_size: settings.pool_size.max(1) as usize,
-            builder: crate::transport::SmtpTransport::new(settings)?,
+            builder: notifier::transport::SmtpTransport::new(settings)?,
         })
     }
 
@@ -167,26 +167,6 @@ impl fmt::Display for Body {
     }
 }
 
-/// 5xx replies and client-side errors are permanent; 4xx replies, timeouts and
-/// connection trouble are transient.
-fn classify(error: &lettre::transport::smtp::Error) -> SendError {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(inner) = source {
-        let part = inner.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = inner.source();
-    }
-    if error.is_permanent() || error.is_client() {
-        SendError::Permanent(text)
-    } else {
-        SendError::Transient(text)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,8 +191,8 @@ mod tests {
         let mail = Mail {
             event_id: uuid::Uuid::now_v7(),
             order_id: uuid::Uuid::now_v7(),
-            kind: crate::domain::MailKind::OrderCompleted,
-            locale: crate::render::Locale::En,
+            kind: notifier::domain::MailKind::OrderCompleted,
+            locale: notifier::render::Locale::En,
             recipient: "kim@example.com".into(),
             subject: "s".into(),
             text: "t".into(),

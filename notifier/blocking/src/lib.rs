@@ -1,7 +1,7 @@
 //! The blocking mail service of cases 1 and 2 (binary `mailer-blocking`).
 //!
-//! The same mails as the Tokio notifier — [`crate::domain`] decides which events call for
-//! which mail and to whom, [`crate::render`] renders them from the same templates — but
+//! The same mails as the Tokio notifier — [`notifier::domain`] decides which events call for
+//! which mail and to whom, [`notifier::render`] renders them from the same templates — but
 //! every mail is handled start to finish on one thread of a blocking pool: Diesel over
 //! r2d2 for the history (PostgreSQL, one row per (event, recipient), unique), lettre's
 //! synchronous SMTP connection in a small pool ([`smtp`]), `thread::sleep` between retries.
@@ -12,7 +12,7 @@
 //! * case 1: the events come over HTTP (`POST /internal/events`) from order-service and
 //!   payment-service, inside the shopper's request; no Kafka.
 //!
-//! The history API is the notifier's ([`crate::api::notifications`]): same JSON, filters,
+//! The history API is the notifier's ([`notifier::api::notifications`]): same JSON, filters,
 //! pagination and bearer token.
 
 pub mod service;

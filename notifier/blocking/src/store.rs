@@ -2,19 +2,19 @@
 //! history ([`Notification`]), one row per (event, recipient), unique.
 //!
 //! The functions taking a `&mut PgConnection` are the blocking worker's: it runs them on
-//! a thread of the blocking pool (see [`super::service`]). [`PgHistoryStore`] is the
+//! a thread of the blocking pool (see [`crate::service`]). [`PgHistoryStore`] is the
 //! history API's adapter of the notifier's [`HistoryStore`] port: every call goes through
 //! [`shared_events::db::run_blocking`], so the API shares the notifier's handlers (same
 //! JSON, filters, cursor and token) and never blocks the async executor.
 
-use crate::domain::{DeliveryStatus, MailKind, Notification};
-use crate::store::{
-    percentile_rank, Attempt, Claim, Cursor, HistoryStore, LatencyStats, ListQuery,
-    NewNotification, Page, Stats, StoreError,
-};
 use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
+use notifier::domain::{DeliveryStatus, MailKind, Notification};
+use notifier::store::{
+    percentile_rank, Attempt, Claim, Cursor, HistoryStore, LatencyStats, ListQuery,
+    NewNotification, Page, Stats, StoreError,
+};
 use shared_events::db::{run_blocking, DbError, PgPool};
 use uuid::Uuid;
 

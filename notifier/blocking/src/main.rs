@@ -1,9 +1,9 @@
 //! The blocking mail service of cases 1 and 2: settings from the environment (see
-//! `mailer-blocking --help`), logs, then [`notifier::blocking::MailerApp`] until SIGTERM
+//! `mailer-blocking --help`), logs, then [`mailer_blocking::MailerApp`] until SIGTERM
 //! or Ctrl-C.
 
 use clap::Parser;
-use notifier::blocking::{MailerApp, MailerSettings};
+use mailer_blocking::{MailerApp, MailerSettings};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -4,15 +4,15 @@
 //! are retried until their servers answer, and `/readyz` says what it waits for
 //! ([`shared_events::readiness`]).
 
-use super::service::{outcome_label, BlockingMailer, MailEvents, MailerError};
-use super::settings::MailerSettings;
-use super::smtp::BlockingSmtp;
-use super::store::PgHistoryStore;
-use crate::api::{self, ApiState};
-use crate::render::Renderer;
+use crate::service::{outcome_label, BlockingMailer, MailEvents, MailerError};
+use crate::settings::MailerSettings;
+use crate::smtp::BlockingSmtp;
+use crate::store::PgHistoryStore;
 use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use anyhow::Context;
+use notifier::api::{self, ApiState};
+use notifier::render::Renderer;
 use secrecy::ExposeSecret;
 use shared_events::chain::{self, EventSigner};
 use shared_events::db::{self, run_blocking, DbError, PgPool};
@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 /// The mail history's migrations (`diesel-migrations/mail`).
 pub const MIGRATIONS: diesel_migrations::EmbeddedMigrations =
-    diesel_migrations::embed_migrations!("../diesel-migrations/mail");
+    diesel_migrations::embed_migrations!("../../diesel-migrations/mail");
 
 /// What the case-1 input and `/readyz` share.
 pub struct MailerState {
@@ -83,14 +83,14 @@ impl MailerApp {
     /// consumers.
     pub async fn build(settings: MailerSettings) -> anyhow::Result<Self> {
         let _ = shared_events::telemetry::metrics();
-        super::service::describe_metrics();
+        crate::service::describe_metrics();
         if !settings.case.blocking_mail() {
             anyhow::bail!(
                 "the blocking mail service runs cases 1 and 2, not {}",
                 settings.case
             );
         }
-        let api_token = crate::api::auth::required_token(settings.api_token.as_ref())?;
+        let api_token = notifier::api::auth::required_token(settings.api_token.as_ref())?;
         let signer = event_signer(&settings)?;
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))
             .with_context(|| format!("could not bind {}:{}", settings.host, settings.port))?;
