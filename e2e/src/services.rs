@@ -308,9 +308,9 @@ fn mailer_settings(plan: &Plan) -> anyhow::Result<mailer_blocking::MailerSetting
     settings.port = plan.notifier_port;
     settings.database_url = database_url(&plan.infra, "mail", &plan.id).into();
     settings.consumer_group = plan.group("mailer");
-    settings.smtp_host = plan.infra.smtp_host.clone();
-    settings.smtp_port = plan.infra.smtp_port;
-    settings.api_token = Some(plan.notifier_token.clone().into());
+    settings.mail.smtp_host = plan.infra.smtp_host.clone();
+    settings.mail.smtp_port = plan.infra.smtp_port;
+    settings.mail.api_token = Some(plan.notifier_token.clone().into());
     settings.internal_events_secret = Some(plan.internal_secret.clone().into());
     settings.kafka = plan.infra.kafka(&plan.topic_prefix());
     Ok(settings)
@@ -322,9 +322,9 @@ fn notifier_settings(plan: &Plan) -> anyhow::Result<notifier::settings::Settings
     settings.consumer_group = plan.group("notifier");
     settings.mongodb_uri = plan.infra.mongodb_uri.clone();
     settings.mongodb_database = format!("notifier_{}", plan.id);
-    settings.smtp_host = plan.infra.smtp_host.clone();
-    settings.smtp_port = plan.infra.smtp_port;
-    settings.api_token = Some(plan.notifier_token.clone().into());
+    settings.mail.smtp_host = plan.infra.smtp_host.clone();
+    settings.mail.smtp_port = plan.infra.smtp_port;
+    settings.mail.api_token = Some(plan.notifier_token.clone().into());
     settings.kafka = plan.infra.kafka(&plan.topic_prefix());
     Ok(settings)
 }

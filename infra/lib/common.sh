@@ -18,6 +18,10 @@ SAGA_CACHE_DIR="${SAGA_CACHE_DIR:-$HOME/.cache/saga-shop}"
 VENV="$SAGA_CACHE_DIR/venv"
 TANSU_VERSION="0.6.0"
 TANSU_BIN="${TANSU_BIN:-${CARGO_HOME:-$HOME/.cargo}/bin/tansu}"
+# diesel print-schema generates the schema files (infra/lib/schema.sh); the same Diesel
+# release as Cargo.lock's.
+DIESEL_CLI_VERSION="2.3.14"
+DIESEL_BIN="${DIESEL_BIN:-${CARGO_HOME:-$HOME/.cargo}/bin/diesel}"
 CARGO_TARGET="${CARGO_TARGET_DIR:-$STACK_ROOT/target}"
 
 # Names of the processes this script manages, in start order. The mail service depends

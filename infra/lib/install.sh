@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # Installs what the local stack needs, idempotently: Debian packages, the Python venv
-# (nx-27017 + aiosmtpd, pinned in infra/requirements.txt) and the tansu broker.
+# (nx-27017 + aiosmtpd, pinned in infra/requirements.txt), the tansu broker and
+# diesel_cli (infra/lib/schema.sh).
 
 # Debian packages: the C toolchain bits rdkafka's cmake-build needs, Prometheus (to
 # check dashboards' queries), Postfix (for its smtp-sink/smtp-source load tools), and
@@ -74,4 +75,5 @@ install_all() {
     install_apt_packages
     install_venv
     install_tansu
+    install_diesel_cli
 }

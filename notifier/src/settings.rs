@@ -72,28 +72,8 @@ pub struct Settings {
     /// MongoDB database holding the `notifications` collection.
     #[arg(long, env = "NOTIFIER_MONGODB_DATABASE", default_value = "notifier")]
     pub mongodb_database: String,
-    /// SMTP relay host (plain SMTP: no TLS, no authentication).
-    #[arg(long, env = "SMTP_HOST", default_value = "127.0.0.1")]
-    pub smtp_host: String,
-    /// SMTP relay port.
-    #[arg(long, env = "SMTP_PORT", default_value_t = 2525)]
-    pub smtp_port: u16,
-    /// `From` of every mail; its domain also ends the Message-IDs.
-    #[arg(
-        long,
-        env = "MAIL_FROM",
-        default_value = "Saga Shop <shop@example.com>"
-    )]
-    pub mail_from: String,
-    /// Bearer token clients must send to read `GET /notifications…` (secret; required:
-    /// without it the notifier refuses to start).
-    #[arg(
-        long,
-        env = "NOTIFIER_API_TOKEN",
-        hide_env_values = true,
-        value_parser = parse_secret
-    )]
-    pub api_token: Option<SecretString>,
+    #[command(flatten)]
+    pub mail: MailSettings,
     /// Mails handled at once (messages fetched from Kafka and not yet finished); the
     /// notifier's own name for the engine's in-flight bound (KAFKA_MAX_IN_FLIGHT is not
     /// read by the notifier).
@@ -137,7 +117,50 @@ pub struct Settings {
     pub mongodb_batch_window_ms: u64,
 }
 
-fn parse_secret(value: &str) -> Result<SecretString, Infallible> {
+/// Where mails go, whom they are from, and who may read their history: the options
+/// the Tokio notifier and the blocking mail service (`mailer-blocking`) share, under the
+/// same names.
+#[derive(clap::Args, Debug, Clone)]
+pub struct MailSettings {
+    /// SMTP relay host (plain SMTP: no TLS, no authentication).
+    #[arg(long, env = "SMTP_HOST", default_value = "127.0.0.1")]
+    pub smtp_host: String,
+    /// SMTP relay port.
+    #[arg(long, env = "SMTP_PORT", default_value_t = 2525)]
+    pub smtp_port: u16,
+    /// `From` of every mail; its domain also ends the Message-IDs.
+    #[arg(
+        long,
+        env = "MAIL_FROM",
+        default_value = "Saga Shop <shop@example.com>"
+    )]
+    pub mail_from: String,
+    /// Bearer token clients must send to read `GET /notifications…` (secret; required:
+    /// without it the service refuses to start).
+    #[arg(
+        long,
+        env = "NOTIFIER_API_TOKEN",
+        hide_env_values = true,
+        value_parser = parse_secret
+    )]
+    pub api_token: Option<SecretString>,
+}
+
+impl MailSettings {
+    /// The SMTP pool's settings, with the service's own timeout and pool size.
+    pub fn smtp(&self, timeout: Duration, pool_size: u32) -> crate::transport::SmtpSettings {
+        crate::transport::SmtpSettings {
+            host: self.smtp_host.clone(),
+            port: self.smtp_port,
+            timeout,
+            pool_size: pool_size.max(1),
+            from: self.mail_from.clone(),
+        }
+    }
+}
+
+/// A secret option's value, kept out of `Debug` and logs.
+pub fn parse_secret(value: &str) -> Result<SecretString, Infallible> {
     Ok(SecretString::from(value))
 }
 
@@ -194,8 +217,8 @@ mod tests {
         let settings = Settings::parse_from(["notifier", "--api-token", "a-token-of-mine"]);
         assert_eq!(settings.port, 8083);
         assert_eq!(settings.consumer_group, "notifier");
-        assert_eq!(settings.smtp_port, 2525);
-        let token = settings.api_token.as_ref().expect("given");
+        assert_eq!(settings.mail.smtp_port, 2525);
+        let token = settings.mail.api_token.as_ref().expect("given");
         assert_eq!(token.expose_secret(), "a-token-of-mine");
         assert!(!format!("{settings:?}").contains("a-token-of-mine"));
         // The default is the one clap would show: there is none.

@@ -8,7 +8,7 @@ use crate::render::Renderer;
 use crate::service::MailService;
 use crate::settings::Settings;
 use crate::store::{HistoryStore, MongoHistoryStore};
-use crate::transport::{SmtpSettings, SmtpTransport};
+use crate::transport::SmtpTransport;
 use actix_web::web;
 use anyhow::Context;
 use shared_events::http::{HttpApi, RunningService};
@@ -33,7 +33,7 @@ impl Application {
         crate::service::describe_metrics();
         metrics::counter!("saga_dead_letters_total", "consumer" => crate::pipeline::CONSUMER)
             .increment(0);
-        let api_token = crate::api::auth::required_token(settings.api_token.as_ref())?;
+        let api_token = crate::api::auth::required_token(settings.mail.api_token.as_ref())?;
 
         // Parses the URI only; the driver connects when first used.
         let mongo = MongoHistoryStore::connect(
@@ -75,13 +75,11 @@ impl Application {
 
 /// The mail service and the consumer pipeline around it, not yet running.
 fn pipeline(settings: &Settings, store: Arc<dyn HistoryStore>) -> anyhow::Result<Pipeline> {
-    let transport = SmtpTransport::new(&SmtpSettings {
-        host: settings.smtp_host.clone(),
-        port: settings.smtp_port,
-        timeout: settings.smtp_timeout(),
-        pool_size: settings.smtp_pool_size,
-        from: settings.mail_from.clone(),
-    })?;
+    let transport = SmtpTransport::new(
+        &settings
+            .mail
+            .smtp(settings.smtp_timeout(), settings.smtp_pool_size),
+    )?;
     let renderer = Renderer::new(&transport.from_domain()).context("mail templates")?;
     let service = MailService::new(
         Arc::new(renderer),

@@ -3,7 +3,7 @@
 //! Input is parsed into [`NewOrder`] at the HTTP edge; past that point every order is
 //! valid by construction. Each refused field is reported with its JSON path.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use shared_events::db::DbError;
 use shared_events::http::InvalidParam;
 use shared_events::{CancelReason, LineItem, PaymentCloseOutcome};
@@ -193,7 +193,11 @@ fn total(items: &[LineItem]) -> Option<i64> {
 /// answers it was approved, `CANCELLED` (`deadline_expired`) if nothing was charged. A
 /// completed order the shopper cancels goes through `CANCELLING` while its payment is
 /// refunded, then `CANCELLED`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, diesel::AsExpression, diesel::FromSqlRow,
+)]
+#[diesel(sql_type = diesel::sql_types::Text)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OrderStatus {
     PendingPayment,
     ClosingPayment,

@@ -30,6 +30,9 @@ pub mod payment_events;
 pub mod persistence;
 pub mod routes;
 pub mod saga;
+/// The tables, as `infra/stack schema` generates them from the migrations (not edited).
+#[rustfmt::skip]
+pub mod schema;
 pub mod startup;
 pub mod state;
 pub mod store;

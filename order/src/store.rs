@@ -2,6 +2,7 @@
 //! decides the transaction; nothing here commits on its own.
 
 use crate::domain::{NewOrder, OrderStatus};
+use crate::schema::{order_items, orders, saga_steps};
 use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
@@ -9,54 +10,7 @@ use serde::Serialize;
 use shared_events::{CancelReason, LineItem, OrderSnapshot, PaymentReady};
 use uuid::Uuid;
 
-diesel::table! {
-    orders (id) {
-        id -> Uuid,
-        customer_id -> Text,
-        customer_email -> Text,
-        locale -> Text,
-        status -> Text,
-        total_amount -> Int8,
-        cancel_reason -> Nullable<Text>,
-        refunded_amount -> Nullable<Int8>,
-        payment_deadline -> Timestamptz,
-        payment_id -> Nullable<Uuid>,
-        payment_tid -> Nullable<Text>,
-        payment_status -> Nullable<Text>,
-        payment_redirect_url -> Nullable<Text>,
-        created_at -> Timestamptz,
-        updated_at -> Timestamptz,
-        completed_at -> Nullable<Timestamptz>,
-        cancelled_at -> Nullable<Timestamptz>,
-        traceparent -> Nullable<Text>,
-        access_token_hash -> Nullable<Binary>,
-    }
-}
-
-diesel::table! {
-    order_items (order_id, line_no) {
-        order_id -> Uuid,
-        line_no -> Int4,
-        name -> Text,
-        quantity -> Int4,
-        unit_price -> Int8,
-    }
-}
-
-diesel::table! {
-    saga_steps (id) {
-        id -> Int8,
-        order_id -> Uuid,
-        event_id -> Uuid,
-        event_type -> Text,
-        service -> Text,
-        outcome -> Text,
-        at -> Timestamptz,
-    }
-}
-
-diesel::joinable!(order_items -> orders (order_id));
-diesel::allow_tables_to_appear_in_same_query!(orders, order_items);
+shared_events::text_column_enum!(OrderStatus);
 
 /// One step of an order's saga, for the timeline.
 #[derive(Debug, Clone, Queryable, Selectable, Serialize)]
@@ -76,7 +30,7 @@ pub struct OrderRow {
     pub customer_id: String,
     pub customer_email: String,
     pub locale: String,
-    pub status: String,
+    pub status: OrderStatus,
     pub total_amount: i64,
     pub cancel_reason: Option<String>,
     pub refunded_amount: Option<i64>,
@@ -114,10 +68,7 @@ pub struct Order {
 
 impl Order {
     pub fn status(&self) -> OrderStatus {
-        self.row
-            .status
-            .parse()
-            .expect("the status column only holds known statuses (CHECK constraint)")
+        self.row.status
     }
 
     pub fn cancel_reason(&self) -> Option<CancelReason> {
@@ -236,7 +187,7 @@ macro_rules! order_statements {
                         orders::customer_id.eq(&order.customer_id),
                         orders::customer_email.eq(&order.customer_email),
                         orders::locale.eq(order.locale.as_str()),
-                        orders::status.eq(OrderStatus::PendingPayment.as_str()),
+                        orders::status.eq(OrderStatus::PendingPayment),
                         orders::total_amount.eq(order.total_amount),
                         orders::payment_deadline.eq(deadline),
                         orders::traceparent.eq(shared_events::telemetry::current_traceparent()),
@@ -305,7 +256,7 @@ macro_rules! order_statements {
                 let conn = self;
                 $run!(diesel::update(orders::table.find(id))
                     .set((
-                        orders::status.eq(OrderStatus::Completed.as_str()),
+                        orders::status.eq(OrderStatus::Completed),
                         orders::payment_id.eq(payment_id),
                         orders::payment_status.eq("APPROVED"),
                         orders::completed_at.eq(diesel::dsl::now),
@@ -319,7 +270,7 @@ macro_rules! order_statements {
                 let conn = self;
                 $run!(diesel::update(orders::table.find(id))
                     .set((
-                        orders::status.eq(OrderStatus::Cancelled.as_str()),
+                        orders::status.eq(OrderStatus::Cancelled),
                         orders::cancel_reason.eq(reason_text(reason)),
                         orders::cancelled_at.eq(diesel::dsl::now),
                         orders::updated_at.eq(diesel::dsl::now),
@@ -333,7 +284,7 @@ macro_rules! order_statements {
                 let conn = self;
                 $run!(diesel::update(orders::table.find(id))
                     .set((
-                        orders::status.eq(OrderStatus::ClosingPayment.as_str()),
+                        orders::status.eq(OrderStatus::ClosingPayment),
                         orders::updated_at.eq(diesel::dsl::now),
                     ))
                     .execute(conn))
@@ -360,7 +311,7 @@ macro_rules! order_statements {
                 let conn = self;
                 $run!(diesel::update(orders::table.find(id))
                     .set((
-                        orders::status.eq(OrderStatus::Cancelling.as_str()),
+                        orders::status.eq(OrderStatus::Cancelling),
                         orders::cancel_reason.eq(reason_text(reason)),
                         orders::updated_at.eq(diesel::dsl::now),
                     ))
@@ -373,7 +324,7 @@ macro_rules! order_statements {
                 let conn = self;
                 $run!(diesel::update(orders::table.find(id))
                     .set((
-                        orders::status.eq(OrderStatus::Cancelled.as_str()),
+                        orders::status.eq(OrderStatus::Cancelled),
                         orders::refunded_amount.eq(amount),
                         orders::payment_status.eq("REFUNDED"),
                         orders::cancelled_at.eq(diesel::dsl::sql::<
@@ -476,7 +427,7 @@ mod nonblocking {
 /// locked (skipping rows another instance is expiring right now).
 pub fn overdue(conn: &mut PgConnection, limit: i64) -> QueryResult<Vec<(Uuid, Option<String>)>> {
     orders::table
-        .filter(orders::status.eq(OrderStatus::PendingPayment.as_str()))
+        .filter(orders::status.eq(OrderStatus::PendingPayment))
         .filter(orders::payment_deadline.lt(diesel::dsl::now))
         .order(orders::payment_deadline)
         .limit(limit)
@@ -497,7 +448,7 @@ pub fn count_by_status(conn: &mut PgConnection) -> QueryResult<Vec<(String, i64)
 /// Unpaid orders whose deadline has passed: the deadline sweep should leave none.
 pub fn count_overdue(conn: &mut PgConnection) -> QueryResult<i64> {
     orders::table
-        .filter(orders::status.eq(OrderStatus::PendingPayment.as_str()))
+        .filter(orders::status.eq(OrderStatus::PendingPayment))
         .filter(orders::payment_deadline.lt(diesel::dsl::now))
         .count()
         .get_result(conn)

@@ -18,7 +18,7 @@ use uuid::Uuid;
 #[derive(Serialize)]
 pub(crate) struct OrderView {
     id: Uuid,
-    status: String,
+    status: OrderStatus,
     customer_id: String,
     customer_email: String,
     locale: String,
@@ -47,7 +47,7 @@ struct PaymentView {
 #[derive(Serialize)]
 struct PublicView {
     id: Uuid,
-    status: String,
+    status: OrderStatus,
     total_amount: i64,
     currency: &'static str,
     cancel_reason: Option<String>,

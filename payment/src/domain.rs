@@ -1,5 +1,6 @@
 //! The payment domain: statuses, and how an order becomes a Kakao Pay request.
 
+use serde::Serialize;
 use shared_events::OrderSnapshot;
 use std::fmt;
 use std::str::FromStr;
@@ -10,7 +11,11 @@ use std::str::FromStr;
 /// → `APPROVING` (approve sent; at most one caller gets here per payment) → `APPROVED`.
 /// Any step before `APPROVED` may end in `FAILED`. A refund goes `APPROVED` →
 /// `REFUNDING` (at most one caller) → `REFUNDED`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, diesel::AsExpression, diesel::FromSqlRow,
+)]
+#[diesel(sql_type = diesel::sql_types::Text)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum PaymentStatus {
     Requested,
     Ready,

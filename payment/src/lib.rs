@@ -22,6 +22,9 @@ pub mod gateway;
 pub mod gauges;
 pub mod persistence;
 pub mod routes;
+/// The tables, as `infra/stack schema` generates them from the migrations (not edited).
+#[rustfmt::skip]
+pub mod schema;
 pub mod startup;
 pub mod store;
 

@@ -6,6 +6,7 @@
 //! for both drivers: a statement's signature, its guard and its SQL are read together.
 
 use crate::domain::PaymentStatus;
+use crate::schema::{gateway_calls, payments};
 use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
@@ -13,58 +14,14 @@ use serde::Serialize;
 use shared_events::OrderSnapshot;
 use uuid::Uuid;
 
-diesel::table! {
-    payments (id) {
-        id -> Uuid,
-        order_id -> Uuid,
-        status -> Text,
-        amount -> Int8,
-        item_name -> Text,
-        quantity -> Int4,
-        partner_user_id -> Text,
-        order_snapshot -> Jsonb,
-        tid -> Nullable<Text>,
-        redirect_url -> Nullable<Text>,
-        mobile_redirect_url -> Nullable<Text>,
-        payment_method -> Nullable<Text>,
-        failure_reason -> Nullable<Text>,
-        error_code -> Nullable<Int4>,
-        created_at -> Timestamptz,
-        updated_at -> Timestamptz,
-        ready_at -> Nullable<Timestamptz>,
-        approved_at -> Nullable<Timestamptz>,
-        failed_at -> Nullable<Timestamptz>,
-        refunded_amount -> Nullable<Int8>,
-        refunded_at -> Nullable<Timestamptz>,
-        traceparent -> Nullable<Text>,
-        order_cancelled_at -> Nullable<Timestamptz>,
-        close_requested_at -> Nullable<Timestamptz>,
-        approval_unclear_at -> Nullable<Timestamptz>,
-        checks -> Int4,
-        last_checked_at -> Nullable<Timestamptz>,
-        next_check_at -> Nullable<Timestamptz>,
-    }
-}
-
-diesel::table! {
-    gateway_calls (id) {
-        id -> Int8,
-        payment_id -> Uuid,
-        kind -> Text,
-        outcome -> Text,
-        error_code -> Nullable<Int4>,
-        http_status -> Nullable<Int4>,
-        latency_ms -> Float8,
-        called_at -> Timestamptz,
-    }
-}
+shared_events::text_column_enum!(PaymentStatus);
 
 #[derive(Debug, Clone, Queryable, Selectable, Serialize)]
 #[diesel(table_name = payments)]
 pub struct Payment {
     pub id: Uuid,
     pub order_id: Uuid,
-    pub status: String,
+    pub status: PaymentStatus,
     pub amount: i64,
     pub item_name: String,
     pub quantity: i32,
@@ -103,8 +60,6 @@ pub struct Payment {
 impl Payment {
     pub fn status(&self) -> PaymentStatus {
         self.status
-            .parse()
-            .expect("the status column only holds known statuses (CHECK constraint)")
     }
 
     pub fn snapshot(&self) -> OrderSnapshot {
@@ -245,7 +200,7 @@ macro_rules! payment_statements {
                     .values((
                         payments::id.eq(Uuid::now_v7()),
                         payments::order_id.eq(order_id),
-                        payments::status.eq(PaymentStatus::Requested.as_str()),
+                        payments::status.eq(PaymentStatus::Requested),
                         payments::amount.eq(order.total_amount),
                         payments::item_name.eq(item_name),
                         payments::quantity.eq(i32::try_from(quantity).unwrap_or(i32::MAX)),
@@ -289,21 +244,19 @@ macro_rules! payment_statements {
                 to: PaymentStatus,
             ) -> QueryResult<Option<Payment>> {
                 let conn = self;
-                $run!(diesel::update(
-                    payments::table
-                        .find(id)
-                        .filter(payments::status.eq(from.as_str())),
+                $run!(
+                    diesel::update(payments::table.find(id).filter(payments::status.eq(from)),)
+                        .set((
+                            payments::status.eq(to),
+                            payments::updated_at.eq(diesel::dsl::now),
+                            // A new status starts the reconciler's schedule afresh.
+                            payments::checks.eq(0),
+                            payments::last_checked_at.eq(None::<DateTime<Utc>>),
+                            payments::next_check_at.eq(None::<DateTime<Utc>>),
+                        ))
+                        .returning(Payment::as_returning())
+                        .get_result::<Payment>(conn)
                 )
-                .set((
-                    payments::status.eq(to.as_str()),
-                    payments::updated_at.eq(diesel::dsl::now),
-                    // A new status starts the reconciler's schedule afresh.
-                    payments::checks.eq(0),
-                    payments::last_checked_at.eq(None::<DateTime<Utc>>),
-                    payments::next_check_at.eq(None::<DateTime<Utc>>),
-                ))
-                .returning(Payment::as_returning())
-                .get_result::<Payment>(conn))
                 .optional()
             }
 
@@ -406,20 +359,17 @@ macro_rules! payment_statements {
                 let conn = self;
                 use diesel::{BoolExpressionMethods, PgSortExpressionMethods};
                 let mid_call = payments::status
-                    .eq_any([
-                        PaymentStatus::Approving.as_str(),
-                        PaymentStatus::Refunding.as_str(),
-                    ])
+                    .eq_any([PaymentStatus::Approving, PaymentStatus::Refunding])
                     .and(payments::updated_at.lt(cutoff));
-                let ready = payments::status.eq(PaymentStatus::Ready.as_str());
+                let ready = payments::status.eq(PaymentStatus::Ready);
                 let unclear = ready
                     .and(payments::approval_unclear_at.is_not_null())
                     .and(payments::updated_at.lt(cutoff));
                 let closing = payments::status
-                    .eq(PaymentStatus::Ready.as_str())
+                    .eq(PaymentStatus::Ready)
                     .and(payments::close_requested_at.is_not_null());
                 let to_refund = payments::status
-                    .eq(PaymentStatus::Approved.as_str())
+                    .eq(PaymentStatus::Approved)
                     .and(payments::order_cancelled_at.is_not_null());
                 $run!(payments::table
                     .filter(mid_call.or(unclear).or(closing).or(to_refund))

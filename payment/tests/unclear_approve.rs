@@ -98,7 +98,11 @@ async fn a_timeout_then_a_refused_connection_leaves_the_approval_unknown() {
         "the shopper is told to wait: {answer:?}"
     );
     let payment = db.find(payment_id).await.expect("reads").expect("exists");
-    assert_eq!(payment.status, "APPROVING", "still unknown, not READY");
+    assert_eq!(
+        payment.status,
+        payment::domain::PaymentStatus::Approving,
+        "still unknown, not READY"
+    );
     assert!(payment.approval_unclear_at.is_some(), "marked unclear");
     let outcomes: Vec<(String, String)> = checkout
         .gateway_calls(payment_id)

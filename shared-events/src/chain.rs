@@ -35,7 +35,8 @@
 //! before it finishes, so nothing committed meanwhile is left behind.
 
 use crate::db::{run_blocking, DbError, PgPool};
-use crate::outbox::{outbox, InRequestDelivery};
+use crate::outbox::InRequestDelivery;
+use crate::schema::outbox;
 pub use crate::signing::{EventSigner, SignerError, MIN_SECRET_LEN, SECRET_ENV, SIGNATURE_HEADER};
 use chrono::Utc;
 use diesel::prelude::*;

@@ -179,3 +179,53 @@ pub fn create_database(server_url: &str, name: &str) -> Result<(), DbError> {
     }
     Ok(())
 }
+
+/// Maps a status enum to its `TEXT` column, both ways, through the enum's `as_str` and
+/// `FromStr` (the spellings the column's CHECK constraint lists). The enum derives
+/// `diesel::AsExpression` and `diesel::FromSqlRow` with `sql_type = Text`. A value the
+/// enum does not know is a deserialization error of the query, never a panic.
+#[macro_export]
+macro_rules! text_column_enum {
+    ($enum:ty) => {
+        impl
+            $crate::db::__diesel::serialize::ToSql<
+                $crate::db::__diesel::sql_types::Text,
+                $crate::db::__diesel::pg::Pg,
+            > for $enum
+        {
+            fn to_sql<'b>(
+                &'b self,
+                out: &mut $crate::db::__diesel::serialize::Output<
+                    'b,
+                    '_,
+                    $crate::db::__diesel::pg::Pg,
+                >,
+            ) -> $crate::db::__diesel::serialize::Result {
+                <str as $crate::db::__diesel::serialize::ToSql<
+                    $crate::db::__diesel::sql_types::Text,
+                    $crate::db::__diesel::pg::Pg,
+                >>::to_sql(self.as_str(), out)
+            }
+        }
+
+        impl
+            $crate::db::__diesel::deserialize::FromSql<
+                $crate::db::__diesel::sql_types::Text,
+                $crate::db::__diesel::pg::Pg,
+            > for $enum
+        {
+            fn from_sql(
+                value: $crate::db::__diesel::pg::PgValue<'_>,
+            ) -> $crate::db::__diesel::deserialize::Result<Self> {
+                let text = <String as $crate::db::__diesel::deserialize::FromSql<
+                    $crate::db::__diesel::sql_types::Text,
+                    $crate::db::__diesel::pg::Pg,
+                >>::from_sql(value)?;
+                text.parse::<$enum>().map_err(Into::into)
+            }
+        }
+    };
+}
+
+#[doc(hidden)]
+pub use diesel as __diesel;

@@ -5,15 +5,8 @@
 //! redelivery) and the consumer does nothing.
 
 use crate::event::Event;
+use crate::schema::processed_events;
 use diesel::prelude::*;
-
-diesel::table! {
-    processed_events (event_id) {
-        event_id -> Uuid,
-        event_type -> Text,
-        processed_at -> Timestamptz,
-    }
-}
 
 /// The inbox row of an event; one insert statement for both drivers.
 #[derive(Insertable)]

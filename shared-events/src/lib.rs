@@ -37,6 +37,10 @@ pub mod topics;
 pub mod chain;
 #[cfg(feature = "outbox")]
 pub mod db;
+#[cfg(feature = "outbox")]
+/// The tables, as `infra/stack schema` generates them from the migrations (not edited).
+#[rustfmt::skip]
+pub mod schema;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "async-db")]

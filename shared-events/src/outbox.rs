@@ -19,6 +19,7 @@ use crate::db::{blocking, run_blocking, DbError, PgPool};
 #[cfg(feature = "async-db")]
 use crate::event::Event;
 use crate::kafka::{event_headers, with_trace_context};
+use crate::schema::outbox;
 use crate::topics::Topics;
 use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;
@@ -28,20 +29,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-
-diesel::table! {
-    outbox (id) {
-        id -> Int8,
-        event_id -> Uuid,
-        topic -> Text,
-        message_key -> Text,
-        event_type -> Text,
-        payload -> Text,
-        created_at -> Timestamptz,
-        published_at -> Nullable<Timestamptz>,
-        traceparent -> Nullable<Text>,
-    }
-}
 
 #[derive(Debug, Queryable, Selectable)]
 #[diesel(table_name = outbox)]

@@ -15,6 +15,9 @@
 //! The history API is the notifier's ([`notifier::api::notifications`]): same JSON, filters,
 //! pagination and bearer token.
 
+/// The tables, as `infra/stack schema` generates them from the migrations (not edited).
+#[rustfmt::skip]
+pub mod schema;
 pub mod service;
 pub mod settings;
 pub mod smtp;

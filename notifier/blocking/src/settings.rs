@@ -20,10 +20,10 @@
 //! | `MAILER_MAIL_RETRY_MAX_MS` | `5000` | cap of the wait between attempts |
 //! | `MAILER_HTTP_WORKERS` | `2` | actix-web worker threads |
 
+use notifier::settings::parse_secret;
 use secrecy::SecretString;
 use shared_events::kafka::KafkaSettings;
 use shared_events::Case;
-use std::convert::Infallible;
 use std::time::Duration;
 
 #[derive(clap::Parser, Debug, Clone)]
@@ -67,28 +67,8 @@ pub struct MailerSettings {
     pub consumer_group: String,
     #[command(flatten)]
     pub kafka: KafkaSettings,
-    /// SMTP relay host (plain SMTP: no TLS, no authentication).
-    #[arg(long, env = "SMTP_HOST", default_value = "127.0.0.1")]
-    pub smtp_host: String,
-    /// SMTP relay port.
-    #[arg(long, env = "SMTP_PORT", default_value_t = 2525)]
-    pub smtp_port: u16,
-    /// `From` of every mail; its domain also ends the Message-IDs.
-    #[arg(
-        long,
-        env = "MAIL_FROM",
-        default_value = "Saga Shop <shop@example.com>"
-    )]
-    pub mail_from: String,
-    /// Bearer token clients must send to read `GET /notifications…` (secret; required:
-    /// without it the service refuses to start).
-    #[arg(
-        long,
-        env = "NOTIFIER_API_TOKEN",
-        hide_env_values = true,
-        value_parser = parse_secret
-    )]
-    pub api_token: Option<SecretString>,
+    #[command(flatten)]
+    pub mail: notifier::settings::MailSettings,
     /// Case 1: the secret order and payment sign `POST /internal/events` with
     /// (HMAC-SHA256; secret). Required in case 1, unused in case 2; no default.
     #[arg(long, env = "INTERNAL_EVENTS_SECRET", hide_env_values = true)]
@@ -115,10 +95,6 @@ pub struct MailerSettings {
     pub http_workers: usize,
 }
 
-fn parse_secret(value: &str) -> Result<SecretString, Infallible> {
-    Ok(SecretString::from(value))
-}
-
 impl MailerSettings {
     pub fn delivery_policy(&self) -> notifier::service::DeliveryPolicy {
         notifier::service::DeliveryPolicy {
@@ -135,13 +111,8 @@ impl MailerSettings {
     }
 
     pub fn smtp(&self) -> notifier::transport::SmtpSettings {
-        notifier::transport::SmtpSettings {
-            host: self.smtp_host.clone(),
-            port: self.smtp_port,
-            timeout: Duration::from_secs(self.smtp_timeout_secs.max(1)),
-            pool_size: self.smtp_pool_size.max(1),
-            from: self.mail_from.clone(),
-        }
+        let timeout = Duration::from_secs(self.smtp_timeout_secs.max(1));
+        self.mail.smtp(timeout, self.smtp_pool_size)
     }
 }
 

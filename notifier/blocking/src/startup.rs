@@ -90,7 +90,7 @@ impl MailerApp {
                 settings.case
             );
         }
-        let api_token = notifier::api::auth::required_token(settings.api_token.as_ref())?;
+        let api_token = notifier::api::auth::required_token(settings.mail.api_token.as_ref())?;
         let signer = event_signer(&settings)?;
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))
             .with_context(|| format!("could not bind {}:{}", settings.host, settings.port))?;

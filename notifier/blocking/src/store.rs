@@ -7,6 +7,7 @@
 //! [`shared_events::db::run_blocking`], so the API shares the notifier's handlers (same
 //! JSON, filters, cursor and token) and never blocks the async executor.
 
+use crate::schema::mail_history;
 use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
@@ -17,27 +18,6 @@ use notifier::store::{
 };
 use shared_events::db::{run_blocking, DbError, PgPool};
 use uuid::Uuid;
-
-diesel::table! {
-    mail_history (id) {
-        id -> Uuid,
-        event_id -> Uuid,
-        event_type -> Text,
-        order_id -> Uuid,
-        recipient -> Text,
-        kind -> Text,
-        locale -> Text,
-        status -> Text,
-        attempts -> Int4,
-        last_error -> Nullable<Text>,
-        subject -> Text,
-        smtp_message_id -> Text,
-        created_at -> Timestamptz,
-        updated_at -> Timestamptz,
-        sent_at -> Nullable<Timestamptz>,
-        event_occurred_at -> Timestamptz,
-    }
-}
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = mail_history)]

@@ -56,9 +56,9 @@ async fn start_mailer(case: Case, customize: impl FnOnce(&mut MailerSettings)) -
     settings.database_url = format!("{}/{database}", postgres_url()).into();
     settings.consumer_group = format!("mailer-{id}");
     settings.kafka = KafkaSettings::local(&kafka_brokers(), &format!("b{id}."));
-    settings.smtp_host = smtp_host();
-    settings.smtp_port = smtp_port();
-    settings.api_token = Some(TOKEN.into());
+    settings.mail.smtp_host = smtp_host();
+    settings.mail.smtp_port = smtp_port();
+    settings.mail.api_token = Some(TOKEN.into());
     settings.internal_events_secret = Some(INTERNAL_SECRET.into());
     settings.mail_retry_initial_ms = 100;
     settings.mail_retry_max_ms = 400;
@@ -371,7 +371,7 @@ async fn case_1_without_a_secret_refuses_to_start() {
     let mut settings = MailerSettings::try_parse_from(["mailer-blocking"]).expect("defaults");
     settings.case = Case::SyncChain;
     settings.port = 0;
-    settings.api_token = Some(TOKEN.into());
+    settings.mail.api_token = Some(TOKEN.into());
     settings.internal_events_secret = None;
     let error = match MailerApp::build(settings).await {
         Ok(_) => panic!("case 1 started without INTERNAL_EVENTS_SECRET"),
@@ -506,7 +506,7 @@ const PAST_THE_OLD_BUDGET: i64 = 6;
 #[tokio::test(flavor = "multi_thread")]
 async fn case_2_a_mail_waits_out_an_smtp_outage_and_is_sent_once() {
     let mut outage = SmtpOutage::begin();
-    let mailer = spawn_mailer(Case::KafkaBlockingMail, |s| s.smtp_port = outage.port).await;
+    let mailer = spawn_mailer(Case::KafkaBlockingMail, |s| s.mail.smtp_port = outage.port).await;
     let email = unique_recipient("outage2");
     let order_id = Uuid::now_v7();
     mailer
@@ -533,7 +533,7 @@ async fn case_2_a_mail_waits_out_an_smtp_outage_and_is_sent_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn case_1_a_mail_waits_out_an_smtp_outage_and_is_sent_once() {
     let mut outage = SmtpOutage::begin();
-    let mailer = spawn_mailer(Case::SyncChain, |s| s.smtp_port = outage.port).await;
+    let mailer = spawn_mailer(Case::SyncChain, |s| s.mail.smtp_port = outage.port).await;
     let email = unique_recipient("outage1");
     let order_id = Uuid::now_v7();
     let body = order_completed(order_id, &snapshot(&email, "en", "Pie")).to_json();

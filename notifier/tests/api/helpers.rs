@@ -107,9 +107,9 @@ pub fn test_settings() -> Settings {
     settings.consumer_group = format!("notifier-test-{id}");
     settings.mongodb_uri = mongodb_uri();
     settings.mongodb_database = format!("notifier_test_{}", &id[..16]);
-    settings.smtp_host = smtp_host();
-    settings.smtp_port = smtp_port();
-    settings.api_token = Some(TOKEN.into());
+    settings.mail.smtp_host = smtp_host();
+    settings.mail.smtp_port = smtp_port();
+    settings.mail.api_token = Some(TOKEN.into());
     settings.mail_retry_initial_ms = 100;
     settings.mail_retry_max_ms = 400;
     settings.shutdown_timeout_secs = 10;
