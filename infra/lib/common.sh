@@ -158,6 +158,9 @@ set_defaults() {
     : "${ORDER_HOST:=127.0.0.1}"
     : "${ORDER_PORT:=8081}"
     : "${ORDER_DATABASE_URL:=$POSTGRES_URL/orders}"
+    # The load generators and curl examples send free-form lines (name + unit_price);
+    # a shop's own deployment leaves this off (the service's default, and compose's).
+    : "${ORDER_ALLOW_CUSTOM_ITEMS:=true}"
     : "${PAYMENT_HOST:=127.0.0.1}"
     # A port list names every instance's port; the first is the service's own.
     if [[ -n "${PAYMENT_PORTS:-}" ]]; then PAYMENT_PORT=${PAYMENT_PORTS%%,*}; fi
@@ -204,7 +207,7 @@ set_defaults() {
     : "${PAYMENT_INSTANCES:=1}"
     : "${NOTIFIER_INSTANCES:=1}"
     export KAFKA_PORT KAFKA_BROKERS KAFKA_TOPIC_PREFIX KAFKA_PARTITIONS POSTGRES_URL \
-        ORDER_HOST ORDER_PORT ORDER_DATABASE_URL \
+        ORDER_HOST ORDER_PORT ORDER_DATABASE_URL ORDER_ALLOW_CUSTOM_ITEMS \
         PAYMENT_HOST PAYMENT_PORT PAYMENT_DATABASE_URL PAYMENT_PUBLIC_URL \
         KAKAOPAY_SIM_HOST KAKAOPAY_SIM_PORT KAKAOPAY_SIM_MODE KAKAOPAY_BASE_URL \
         KAKAOPAY_SECRET_KEY KAKAOPAY_SIM_SECRET_KEY KAKAOPAY_CID \

@@ -65,15 +65,18 @@ cmd_demo() {
         customer_id: "demo-customer",
         customer_email: $email,
         items: [
-            {name: "Rust in Action", quantity: 1, unit_price: 35000},
-            {name: "Sticker pack", quantity: 2, unit_price: 2500}
+            {sku: "house-blend-200g", quantity: 1},
+            {sku: "paper-filters-100", quantity: 2}
         ]}')"
     hdr="$STATE/demo-response-headers.txt"
 
     demo_step "1. POST $order_url/orders"
     printf '%s\n' "$body"
     local resp
-    resp="$(curl -sS -m 10 -D "$hdr" -H 'Content-Type: application/json' -d "$body" "$order_url/orders")" ||
+    # One key per checkout: retrying this request can never place a second order.
+    resp="$(curl -sS -m 10 -D "$hdr" -H 'Content-Type: application/json' \
+        -H "Idempotency-Key: demo-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')" \
+        -d "$body" "$order_url/orders")" ||
         die "POST /orders failed"
     code="$(awk 'toupper($1) ~ /^HTTP/ {c=$2} END {print c}' "$hdr")"
     location="$(awk 'tolower($1) == "location:" {print $2}' "$hdr" | tr -d '\r')"

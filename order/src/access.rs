@@ -40,6 +40,16 @@ impl OrderToken {
         Self(bytes.iter().map(|b| format!("{b:02x}")).collect())
     }
 
+    /// The token of an order placed with an `Idempotency-Key`: HMAC-SHA256(key, salt), so
+    /// a retry with the key shows it again (see `crate::idempotency`).
+    pub fn derived(key: &[u8], salt: &[u8]) -> Self {
+        use hmac::{KeyInit, Mac};
+        let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+        mac.update(salt);
+        let bytes = mac.finalize().into_bytes();
+        Self(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
     /// What is stored: the SHA-256 of the token's text.
     pub fn hash(&self) -> Vec<u8> {
         digest(&self.0)

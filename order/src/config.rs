@@ -19,6 +19,8 @@
 //! | `ORDER_MAX_OPEN_WAITS` | `10000` | waiting requests (long polls and `/orders/{id}/events` streams) per instance; beyond it a 503 with `Retry-After` |
 //! | `ORDER_EVENTS_MAX_SECS` | `300` | longest life of one `/orders/{id}/events` stream (the client reconnects) |
 //! | `ORDER_EVENTS_KEEPALIVE_SECS` | `15` | a `: keep-alive` comment on each `/orders/{id}/events` stream this often; also how soon a stream whose client left is noticed and its wait given back |
+//! | `ORDER_ALLOW_CUSTOM_ITEMS` | `false` | accept free-form order lines priced by the client (`name` + `unit_price`); the local stack, tests and benchmarks set it, nothing else should |
+//! | `ORDER_IDEMPOTENCY_KEY_TTL_SECS` | `86400` | how long an `Idempotency-Key` of `POST /orders` is remembered |
 //! | `KAFKA_BROKERS`, `KAFKA_TOPIC_PREFIX`, `KAFKA_PARTITIONS` | | see `shared_events::kafka` (cases 2–4) |
 //! | `ORDER_PAYMENT_URL` | `http://127.0.0.1:8082` | case 1: payment-service, which receives order events at `POST /internal/events` |
 //! | `ORDER_MAILER_URL` | `http://127.0.0.1:8083` | case 1: the mail service, which receives order events at `POST /internal/events` |
@@ -96,6 +98,20 @@ pub struct Settings {
     /// soon a stream whose client left is noticed and freed.
     #[arg(long, env = "ORDER_EVENTS_KEEPALIVE_SECS", default_value_t = 15)]
     pub events_keepalive_secs: u64,
+    /// Accept free-form order lines whose price the client sets (`name` + `unit_price`)
+    /// besides catalog products: for the local stack, the tests and the load generators
+    /// only — a shop must not let its customers set prices.
+    #[arg(
+        long,
+        env = "ORDER_ALLOW_CUSTOM_ITEMS",
+        default_value_t = false,
+        action = clap::ArgAction::Set
+    )]
+    pub allow_custom_items: bool,
+    /// Seconds an `Idempotency-Key` of `POST /orders` is remembered (a retry with it
+    /// within this time gets the first order).
+    #[arg(long, env = "ORDER_IDEMPOTENCY_KEY_TTL_SECS", default_value_t = 86_400)]
+    pub idempotency_key_ttl_secs: u64,
     /// Which architecture to run as (1–4): 1 sends events over synchronous HTTP instead of
     /// Kafka, 4 serves requests and events on the async database driver.
     #[arg(long, env = "SAGA_CASE", default_value = "3")]
@@ -126,6 +142,15 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Who may price an order line.
+    pub fn pricing(&self) -> crate::domain::Pricing {
+        if self.allow_custom_items {
+            crate::domain::Pricing::CustomItemsAllowed
+        } else {
+            crate::domain::Pricing::CatalogOnly
+        }
+    }
+
     /// Blocking threads of the runtime and of each HTTP worker: the setting, or by
     /// default one per pooled connection and a few spare.
     pub fn blocking_threads(&self) -> usize {

@@ -31,12 +31,20 @@ pub enum OrderError {
     /// Every wait (long poll or change stream) this instance may hold is taken.
     #[error("too many open waits")]
     TooManyWaits,
+    /// The order cannot be placed as asked: each field at fault is named (an unknown or
+    /// out-of-stock product, a total the shop cannot take).
+    #[error("invalid order")]
+    Invalid(Vec<InvalidParam>),
+    /// The `Idempotency-Key` was first used with another request.
+    #[error("the idempotency key was used with another request")]
+    IdempotencyKeyReused,
     #[error(transparent)]
     Store(#[from] DbError),
 }
 
-/// The body of `POST /orders`, as sent.
-#[derive(Debug, Deserialize)]
+/// The body of `POST /orders`, as sent. `Serialize` gives the request's canonical form
+/// (fields in one order, no whitespace), which an `Idempotency-Key` is bound to.
+#[derive(Debug, Deserialize, Serialize)]
 pub struct PlaceOrder {
     pub customer_id: String,
     pub customer_email: String,
@@ -46,20 +54,59 @@ pub struct PlaceOrder {
     pub locale: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A line as sent: a product of the catalog (`sku`) or, where the shop allows it
+/// ([`Pricing::CustomItemsAllowed`]), a free-form `name` with its own `unit_price`.
+#[derive(Debug, Deserialize, Serialize)]
 pub struct PlaceOrderItem {
-    pub name: String,
+    #[serde(default)]
+    pub sku: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
     pub quantity: i64,
-    pub unit_price: i64,
+    #[serde(default)]
+    pub unit_price: Option<i64>,
 }
 
-/// A valid order, ready to be stored.
+/// Who may set a line's price.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pricing {
+    /// Every line names a product; the shop prices it (the default).
+    CatalogOnly,
+    /// Free-form lines priced by the client are accepted too (`ORDER_ALLOW_CUSTOM_ITEMS`:
+    /// the local stack, tests and benchmarks, whose load generators send them).
+    CustomItemsAllowed,
+}
+
+/// One valid line, not yet priced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Line {
+    Product { sku: String, quantity: u32 },
+    Custom(LineItem),
+}
+
+/// A valid request, its product lines still to be priced (`catalog::price`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderRequest {
+    pub customer_id: String,
+    pub customer_email: String,
+    pub locale: Locale,
+    pub lines: Vec<Line>,
+}
+
+/// A line as stored: what was sold, and which product it was (`None`: free-form).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderLine {
+    pub sku: Option<String>,
+    pub item: LineItem,
+}
+
+/// A valid, priced order, ready to be stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewOrder {
     pub customer_id: String,
     pub customer_email: String,
     pub locale: Locale,
-    pub items: Vec<LineItem>,
+    pub items: Vec<OrderLine>,
     pub total_amount: i64,
 }
 
@@ -78,10 +125,9 @@ impl Locale {
     }
 }
 
-impl TryFrom<PlaceOrder> for NewOrder {
-    type Error = Vec<InvalidParam>;
-
-    fn try_from(request: PlaceOrder) -> Result<Self, Self::Error> {
+impl OrderRequest {
+    /// Checks every field of `request`; each one refused is named.
+    pub fn parse(request: PlaceOrder, pricing: Pricing) -> Result<Self, Vec<InvalidParam>> {
         let mut invalid = Vec::new();
         let customer_id = request.customer_id.trim().to_owned();
         check_text("customer_id", &customer_id, &mut invalid);
@@ -98,31 +144,31 @@ impl TryFrom<PlaceOrder> for NewOrder {
                 Locale::Ko
             }
         };
-        let items = parse_items(request.items, &mut invalid);
-        let total_amount = total(&items);
-        if invalid.is_empty() {
-            match total_amount {
-                Some(total) if total > 0 && total <= MAX_TOTAL => {}
-                Some(0) => invalid.push(InvalidParam::new(
-                    "items",
-                    "the order total must be above 0",
-                )),
-                _ => invalid.push(InvalidParam::new(
-                    "items",
-                    format!("the order total must not exceed {MAX_TOTAL}"),
-                )),
-            }
-        }
+        let lines = parse_items(request.items, pricing, &mut invalid);
         if !invalid.is_empty() {
             return Err(invalid);
         }
-        Ok(NewOrder {
+        Ok(Self {
             customer_id,
             customer_email,
             locale,
-            items,
-            total_amount: total_amount.unwrap_or_default(),
+            lines,
         })
+    }
+
+    /// The skus the request names, each once.
+    pub fn skus(&self) -> Vec<String> {
+        let mut skus: Vec<String> = self
+            .lines
+            .iter()
+            .filter_map(|line| match line {
+                Line::Product { sku, .. } => Some(sku.clone()),
+                Line::Custom(_) => None,
+            })
+            .collect();
+        skus.sort();
+        skus.dedup();
+        skus
     }
 }
 
@@ -137,7 +183,11 @@ fn check_text(name: &str, value: &str, invalid: &mut Vec<InvalidParam>) {
     }
 }
 
-fn parse_items(items: Vec<PlaceOrderItem>, invalid: &mut Vec<InvalidParam>) -> Vec<LineItem> {
+fn parse_items(
+    items: Vec<PlaceOrderItem>,
+    pricing: Pricing,
+    invalid: &mut Vec<InvalidParam>,
+) -> Vec<Line> {
     if items.is_empty() {
         invalid.push(InvalidParam::new("items", "must contain at least one item"));
     } else if items.len() > MAX_ITEMS {
@@ -150,37 +200,67 @@ fn parse_items(items: Vec<PlaceOrderItem>, invalid: &mut Vec<InvalidParam>) -> V
         .into_iter()
         .enumerate()
         .filter_map(|(i, item)| {
-            let name = item.name.trim().to_owned();
             let before = invalid.len();
-            check_text(&format!("items[{i}].name"), &name, invalid);
             if !(1..=MAX_QUANTITY).contains(&item.quantity) {
                 invalid.push(InvalidParam::new(
                     format!("items[{i}].quantity"),
                     format!("must be between 1 and {MAX_QUANTITY}"),
                 ));
             }
-            if !(0..=MAX_TOTAL).contains(&item.unit_price) {
-                invalid.push(InvalidParam::new(
-                    format!("items[{i}].unit_price"),
-                    format!("must be between 0 and {MAX_TOTAL} (KRW)"),
-                ));
-            }
-            (invalid.len() == before).then(|| LineItem {
-                name,
-                quantity: u32::try_from(item.quantity).unwrap_or_default(),
-                unit_price: item.unit_price,
-            })
+            let quantity = u32::try_from(item.quantity).unwrap_or_default();
+            let line = parse_line(&format!("items[{i}]"), item, quantity, pricing, invalid);
+            line.filter(|_| invalid.len() == before)
         })
         .collect()
 }
 
-/// The order total, or `None` if it overflows.
-fn total(items: &[LineItem]) -> Option<i64> {
-    items.iter().try_fold(0i64, |sum, item| {
-        item.unit_price
-            .checked_mul(i64::from(item.quantity))
-            .and_then(|line| sum.checked_add(line))
-    })
+/// A product line or a free-form one; which fields go together is the rule here.
+fn parse_line(
+    at: &str,
+    item: PlaceOrderItem,
+    quantity: u32,
+    pricing: Pricing,
+    invalid: &mut Vec<InvalidParam>,
+) -> Option<Line> {
+    let refuse = |invalid: &mut Vec<InvalidParam>, field: &str, reason: &str| {
+        invalid.push(InvalidParam::new(format!("{at}.{field}"), reason));
+        None
+    };
+    match (item.sku, item.name, item.unit_price, pricing) {
+        (Some(_), _, Some(_), _) => refuse(
+            invalid,
+            "unit_price",
+            "must not be given: the shop prices its products",
+        ),
+        (Some(_), Some(_), None, _) => refuse(invalid, "name", "must not be given with a sku"),
+        (Some(sku), None, None, _) => {
+            let sku = sku.trim().to_owned();
+            check_text(&format!("{at}.sku"), &sku, invalid);
+            Some(Line::Product { sku, quantity })
+        }
+        (None, _, Some(_), Pricing::CatalogOnly) => refuse(
+            invalid,
+            "unit_price",
+            "is not accepted: name a product by its sku (GET /products); the shop sets prices",
+        ),
+        (None, _, None, Pricing::CatalogOnly) => refuse(invalid, "sku", "is required"),
+        (None, name, unit_price, Pricing::CustomItemsAllowed) => {
+            let name = name.unwrap_or_default().trim().to_owned();
+            check_text(&format!("{at}.name"), &name, invalid);
+            let unit_price = unit_price.filter(|p| (0..=MAX_TOTAL).contains(p));
+            if unit_price.is_none() {
+                invalid.push(InvalidParam::new(
+                    format!("{at}.unit_price"),
+                    format!("must be between 0 and {MAX_TOTAL} (KRW)"),
+                ));
+            }
+            Some(Line::Custom(LineItem {
+                name,
+                quantity,
+                unit_price: unit_price.unwrap_or_default(),
+            }))
+        }
+    }
 }
 
 /// Where an order is in the saga.
@@ -327,13 +407,18 @@ mod tests {
             items: items
                 .into_iter()
                 .map(|(name, quantity, unit_price)| PlaceOrderItem {
-                    name: name.into(),
+                    sku: None,
+                    name: Some(name.into()),
                     quantity,
-                    unit_price,
+                    unit_price: Some(unit_price),
                 })
                 .collect(),
             locale: None,
         }
+    }
+
+    fn parse(request: PlaceOrder) -> Result<OrderRequest, Vec<InvalidParam>> {
+        OrderRequest::parse(request, Pricing::CustomItemsAllowed)
     }
 
     fn names(err: Vec<InvalidParam>) -> Vec<String> {
@@ -341,10 +426,9 @@ mod tests {
     }
 
     #[test]
-    fn a_valid_order_gets_its_total_computed() {
-        let order =
-            NewOrder::try_from(request(vec![("커피", 2, 4500), ("쿠키", 1, 3000)])).expect("valid");
-        assert_eq!(order.total_amount, 12_000);
+    fn a_valid_request_keeps_its_lines() {
+        let order = parse(request(vec![("커피", 2, 4500), ("쿠키", 1, 3000)])).expect("valid");
+        assert_eq!(order.lines.len(), 2);
         assert_eq!(order.locale, Locale::Ko);
     }
 
@@ -352,35 +436,38 @@ mod tests {
     fn each_bad_field_is_named() {
         let mut bad = request(vec![("", 0, -1)]);
         bad.customer_email = "not-an-email".into();
-        let err = NewOrder::try_from(bad).expect_err("invalid");
+        let err = parse(bad).expect_err("invalid");
         assert_eq!(
             names(err),
             [
                 "customer_email",
-                "items[0].name",
                 "items[0].quantity",
+                "items[0].name",
                 "items[0].unit_price"
             ]
         );
     }
 
     #[test]
-    fn empty_items_and_zero_totals_are_refused() {
+    fn an_empty_cart_is_refused() {
         assert_eq!(
-            names(NewOrder::try_from(request(vec![])).expect_err("no items")),
-            ["items"]
-        );
-        assert_eq!(
-            names(NewOrder::try_from(request(vec![("free", 1, 0)])).expect_err("zero")),
+            names(parse(request(vec![])).expect_err("no items")),
             ["items"]
         );
     }
 
     #[test]
-    fn totals_that_overflow_are_refused() {
-        let err =
-            NewOrder::try_from(request(vec![("gold", 1000, MAX_TOTAL)])).expect_err("too much");
-        assert_eq!(names(err), ["items"]);
+    fn a_sku_with_a_name_or_price_is_refused() {
+        let mut order = request(vec![("beans", 1, 100)]);
+        order.items[0].sku = Some("beans".into());
+        assert_eq!(
+            names(parse(order).expect_err("priced")),
+            ["items[0].unit_price"]
+        );
+        let mut named = request(vec![("beans", 1, 1)]);
+        named.items[0].sku = Some("beans".into());
+        named.items[0].unit_price = None;
+        assert_eq!(names(parse(named).expect_err("named")), ["items[0].name"]);
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub enum ApiError {
     /// A token was presented, but it is not this order's.
     #[error("wrong order token")]
     WrongToken,
+    /// The `Idempotency-Key` was first used with another request.
+    #[error("idempotency key reused")]
+    IdempotencyKeyReused,
     #[error("database unavailable: {0}")]
     Unavailable(#[source] DbError),
     #[error("internal error: {0}")]
@@ -60,6 +63,8 @@ impl From<crate::domain::OrderError> for ApiError {
             E::TokenRequired => ApiError::TokenRequired,
             E::WrongToken => ApiError::WrongToken,
             E::TooManyWaits => ApiError::TooManyWaits,
+            E::Invalid(params) => ApiError::Invalid(params),
+            E::IdempotencyKeyReused => ApiError::IdempotencyKeyReused,
             E::Store(error) => error.into(),
         }
     }
@@ -103,6 +108,12 @@ impl ApiError {
                 format!("The body must be at most {limit} bytes."),
             ),
             ApiError::NotFound(what) => Problem::not_found(what),
+            ApiError::IdempotencyKeyReused => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "/problems/idempotency-key-reused",
+                "Idempotency key reused",
+                "This Idempotency-Key was first sent with another request; use a new key for a new order.",
+            ),
             ApiError::TokenRequired => Problem::new(
                 StatusCode::UNAUTHORIZED,
                 "/problems/token-required",

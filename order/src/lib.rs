@@ -18,6 +18,7 @@
 //! change; see [`watch`] and [`changes`].
 
 pub mod access;
+pub mod catalog;
 pub mod changes;
 pub mod config;
 pub mod deadline;
@@ -25,9 +26,11 @@ pub mod domain;
 pub mod email;
 pub mod error;
 pub mod gauges;
+pub mod idempotency;
 pub mod orders;
 pub mod payment_events;
 pub mod persistence;
+pub mod retention;
 pub mod routes;
 pub mod saga;
 /// The tables, as `infra/stack schema` generates them from the migrations (not edited).

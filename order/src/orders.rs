@@ -1,26 +1,46 @@
 //! Placing and reading orders: the use cases behind the REST API.
 
 use crate::access::{self, OrderToken, Presented};
+use crate::catalog::{self, Product};
 use crate::changes::Changes;
-use crate::domain::{NewOrder, OrderError, Trigger};
-use crate::persistence::OrderDb;
+use crate::domain::{NewOrder, OrderError, OrderRequest, Trigger};
+use crate::idempotency::{KeyRecord, Retry};
+use crate::persistence::{OrderDb, Placing, Stored};
 use crate::saga::{Facts, SagaError};
 use crate::store::{self, Order};
 use chrono::Utc;
 use shared_events::outbox::Outbox;
+use std::collections::HashMap;
 use std::time::Duration;
 use tracing::Instrument;
 use uuid::Uuid;
 
-/// Stores the order `PENDING_PAYMENT` (with its token's hash) and its `OrderPlaced`
-/// event in one transaction. The token is returned, to be shown once.
+/// A placed order as the shopper is answered: the order, its token (shown with it), and
+/// whether this is a replay of the idempotency key's first request.
+pub struct Placed {
+    pub order: Order,
+    pub token: OrderToken,
+    pub replayed: bool,
+}
+
+/// Prices `request` from the catalog and stores the order `PENDING_PAYMENT` (with its
+/// token's hash) and its `OrderPlaced` event in one transaction. The token is returned,
+/// to be shown once — or again to a retry with the same `Idempotency-Key`, which gets
+/// the first request's order instead of a new one.
 #[tracing::instrument(name = "Placing an order", skip_all, fields(order_id, trace_id))]
 pub async fn place(
     db: &OrderDb,
     outbox: &Outbox,
-    order: NewOrder,
+    request: OrderRequest,
+    retry: Option<Retry>,
     deadline: Duration,
-) -> Result<(Order, OrderToken), OrderError> {
+) -> Result<Placed, OrderError> {
+    if let Some(retry) = &retry {
+        if let Some(first) = db.key_record(retry.key.hash()).await? {
+            return replay(db, retry, first).await;
+        }
+    }
+    let order = price(db, request).await?;
     let id = Uuid::now_v7();
     let span = tracing::Span::current();
     span.record("order_id", tracing::field::display(id));
@@ -29,10 +49,27 @@ pub async fn place(
     }
     let payment_deadline =
         Utc::now() + chrono::Duration::from_std(deadline).unwrap_or(chrono::Duration::minutes(15));
-    let token = OrderToken::generate();
-    let placed = db
-        .place(outbox, id, order, token.hash(), payment_deadline)
-        .await?;
+    let key = retry.as_ref().map(|retry| KeyRecord::new(retry, id));
+    let token = match (&retry, &key) {
+        (Some(retry), Some(key)) => retry.key.token(&key.token_salt),
+        _ => OrderToken::generate(),
+    };
+    let placing = Placing {
+        id,
+        order,
+        token_hash: token.hash(),
+        payment_deadline,
+        key,
+    };
+    let placed = match db.place(outbox, placing).await? {
+        Stored::Placed(placed) => placed,
+        Stored::KeyTaken(first) => {
+            let retry = retry
+                .as_ref()
+                .expect("only a keyed request finds its key taken");
+            return replay(db, retry, first).await;
+        }
+    };
     outbox.notify();
     metrics::counter!("order_orders_placed_total").increment(1);
     tracing::info!(
@@ -40,7 +77,42 @@ pub async fn place(
         total_amount = placed.row.total_amount,
         "Order placed; waiting for its payment."
     );
-    Ok((after_delivery(db, outbox, placed).await?, token))
+    Ok(Placed {
+        order: after_delivery(db, outbox, placed).await?,
+        token,
+        replayed: false,
+    })
+}
+
+/// The catalog, in the storefront's order.
+pub async fn products(db: &OrderDb) -> Result<Vec<Product>, OrderError> {
+    Ok(db.products(None).await?)
+}
+
+/// The order `request` asks for, priced from the catalog.
+async fn price(db: &OrderDb, request: OrderRequest) -> Result<NewOrder, OrderError> {
+    let skus = request.skus();
+    let catalog: HashMap<String, Product> = if skus.is_empty() {
+        HashMap::new()
+    } else {
+        let products = db.products(Some(skus)).await?;
+        products.into_iter().map(|p| (p.sku.clone(), p)).collect()
+    };
+    catalog::price(request, &catalog).map_err(OrderError::Invalid)
+}
+
+/// The order the key's first request placed, if `retry` asks for the same.
+async fn replay(db: &OrderDb, retry: &Retry, first: KeyRecord) -> Result<Placed, OrderError> {
+    if first.request_hash != retry.fingerprint {
+        return Err(OrderError::IdempotencyKeyReused);
+    }
+    metrics::counter!("order_idempotent_replays_total").increment(1);
+    tracing::info!(order_id = %first.order_id, "Same request with the same idempotency key: the first order answers.");
+    Ok(Placed {
+        order: get(db, first.order_id).await?,
+        token: retry.key.token(&first.token_salt),
+        replayed: true,
+    })
 }
 
 /// Case 1: the request waits while the order's events go down the HTTP chain, and then

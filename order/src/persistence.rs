@@ -9,7 +9,9 @@
 //! half-open). The deadline sweep and the gauges stay on the blocking pool in every case
 //! (`deadline`, `gauges`).
 
+use crate::catalog::Product;
 use crate::domain::{NewOrder, Trigger};
+use crate::idempotency::KeyRecord;
 use crate::saga::{self, Applied, Facts, SagaError};
 use crate::store::{Order, OrderStatements, SagaStep};
 use chrono::{DateTime, Utc};
@@ -36,25 +38,44 @@ fn placed_event(stored: &Order, payment_deadline: DateTime<Utc>) -> Event {
 }
 
 /// What a new order is stored with.
-struct Placing {
-    id: Uuid,
-    order: NewOrder,
-    token_hash: Vec<u8>,
-    payment_deadline: DateTime<Utc>,
+pub struct Placing {
+    pub id: Uuid,
+    pub order: NewOrder,
+    pub token_hash: Vec<u8>,
+    pub payment_deadline: DateTime<Utc>,
+    /// The request's idempotency key, recorded with the order.
+    pub key: Option<KeyRecord>,
 }
 
-/// The order, its `OrderPlaced` and its first timeline step, in the caller's transaction.
+/// What placing stored.
+pub enum Stored {
+    Placed(Order),
+    /// Nothing: the idempotency key was taken, by the request of this record.
+    KeyTaken(KeyRecord),
+}
+
+/// The order, its `OrderPlaced` and its first timeline step, in the caller's transaction;
+/// nothing if its idempotency key is taken (claimed first, so a concurrent twin waits).
 async fn store_placed<C: OrderStatements>(
     conn: &mut C,
     outbox: &Outbox,
     placing: &Placing,
-) -> Result<Order, DbError> {
+) -> Result<Stored, DbError> {
     let Placing {
         id,
         order,
         token_hash,
         payment_deadline,
+        key,
     } = placing;
+    if let Some(key) = key {
+        if !conn.claim_key(key).await? {
+            let taken = conn.key_record(&key.key_hash).await?;
+            return Ok(Stored::KeyTaken(
+                taken.ok_or(diesel::result::Error::NotFound)?,
+            ));
+        }
+    }
     conn.insert(*id, order, token_hash, *payment_deadline)
         .await?;
     let stored = conn
@@ -64,7 +85,7 @@ async fn store_placed<C: OrderStatements>(
     let event = placed_event(&stored, *payment_deadline);
     outbox.enqueue(conn, &event).await?;
     conn.record_step(&event, "order", "published").await?;
-    Ok(stored)
+    Ok(Stored::Placed(stored))
 }
 
 /// The order with its timeline, or `None`.
@@ -80,24 +101,26 @@ async fn with_steps<C: OrderStatements>(
 }
 
 impl OrderDb {
-    /// Stores the order (with its token's hash), its lines, its `OrderPlaced` event
-    /// (outbox) and the first timeline step in one transaction; returns the order as stored.
-    pub async fn place(
-        &self,
-        outbox: &Outbox,
-        id: Uuid,
-        order: NewOrder,
-        token_hash: Vec<u8>,
-        payment_deadline: DateTime<Utc>,
-    ) -> Result<Order, DbError> {
+    /// Stores the order (with its token's hash and idempotency key), its lines, its
+    /// `OrderPlaced` event (outbox) and the first timeline step in one transaction;
+    /// returns the order as stored, or the key's earlier request.
+    pub async fn place(&self, outbox: &Outbox, placing: Placing) -> Result<Stored, DbError> {
         let outbox = outbox.clone();
-        let placing = Placing {
-            id,
-            order,
-            token_hash,
-            payment_deadline,
-        };
         transaction!(&self.0, |conn| store_placed(conn, &outbox, &placing))
+    }
+
+    /// The catalog; only the products `skus` when given.
+    pub async fn products(&self, skus: Option<Vec<String>>) -> Result<Vec<Product>, DbError> {
+        with_connection!(&self.0, |conn| async {
+            Ok::<_, DbError>(conn.products(skus.as_deref()).await?)
+        })
+    }
+
+    /// The record of an idempotency key, by its hash.
+    pub async fn key_record(&self, key_hash: Vec<u8>) -> Result<Option<KeyRecord>, DbError> {
+        with_connection!(&self.0, |conn| async {
+            Ok::<_, DbError>(conn.key_record(&key_hash).await?)
+        })
     }
 
     /// The order, or `None`.

@@ -2,8 +2,9 @@
 //! `orders` (and the waits in `watch`); no SQL here.
 
 use crate::access::{Access, Presented};
-use crate::domain::{NewOrder, PlaceOrder};
+use crate::domain::{OrderRequest, PlaceOrder};
 use crate::error::ApiError;
+use crate::idempotency::{self, IdempotencyKey, Retry};
 use crate::payment_events::PaymentEvents;
 use crate::state::AppState;
 use crate::view::{ETag, Rendered};
@@ -23,6 +24,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.configure(shared_events::http::configure_common)
         .route("/readyz", web::get().to(readyz))
+        .route("/products", web::get().to(list_products))
         .route("/orders", web::post().to(place_order))
         .route("/orders/{id}", web::get().to(get_order))
         .route("/orders/{id}/events", web::get().to(order_events))
@@ -37,18 +39,44 @@ pub fn configure_with_event_input(cfg: &mut web::ServiceConfig) {
         .configure(configure);
 }
 
+/// The catalog: what an order may name by `sku`, at the shop's prices.
+async fn list_products(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(orders::products(&state.db).await?))
+}
+
+/// Places an order (`202`, `Location`); with an `Idempotency-Key`, a retry of the same
+/// request answers the first order again (`Idempotent-Replayed: true`).
 async fn place_order(
     state: web::Data<AppState>,
+    request: HttpRequest,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let key = IdempotencyKey::from_request(&request)
+        .map_err(|refused| ApiError::InvalidParameter(vec![refused]))?;
     let bytes = read_limited(body, MAX_BODY_BYTES).await?;
-    let request: PlaceOrder = parse_json(&bytes)?;
-    let order = NewOrder::try_from(request).map_err(ApiError::Invalid)?;
-    let (placed, token) =
-        orders::place(&state.db, &state.outbox, order, state.payment_deadline).await?;
+    let sent: PlaceOrder = parse_json(&bytes)?;
+    let retry = key.map(|key| Retry {
+        key,
+        fingerprint: idempotency::fingerprint(&sent),
+    });
+    let order = OrderRequest::parse(sent, state.pricing).map_err(ApiError::Invalid)?;
+    let placed = orders::place(
+        &state.db,
+        &state.outbox,
+        order,
+        retry,
+        state.payment_deadline,
+    )
+    .await?;
     let mut response = HttpResponse::Accepted();
-    response.insert_header((header::LOCATION, format!("/orders/{}", placed.row.id)));
-    Ok(order_body(response, &Rendered::placed(placed, &token)))
+    response.insert_header((header::LOCATION, format!("/orders/{}", placed.order.row.id)));
+    if placed.replayed {
+        response.insert_header((idempotency::REPLAYED, "true"));
+    }
+    Ok(order_body(
+        response,
+        &Rendered::placed(placed.order, &placed.token),
+    ))
 }
 
 /// The order; with a wait (`Prefer: wait=N` or `?wait=N`), once it differs from the

@@ -1,12 +1,23 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    order_idempotency_keys (key_hash) {
+        key_hash -> Bytea,
+        request_hash -> Bytea,
+        order_id -> Uuid,
+        token_salt -> Bytea,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     order_items (order_id, line_no) {
         order_id -> Uuid,
         line_no -> Int4,
         name -> Text,
         quantity -> Int4,
         unit_price -> Int8,
+        sku -> Nullable<Text>,
     }
 }
 
@@ -35,6 +46,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    products (sku) {
+        sku -> Text,
+        name_ko -> Text,
+        name_en -> Text,
+        price -> Int8,
+        in_stock -> Bool,
+        position -> Int4,
+    }
+}
+
+diesel::table! {
     saga_steps (id) {
         id -> Int8,
         order_id -> Uuid,
@@ -46,6 +68,13 @@ diesel::table! {
     }
 }
 
+diesel::joinable!(order_idempotency_keys -> orders (order_id));
 diesel::joinable!(order_items -> orders (order_id));
 
-diesel::allow_tables_to_appear_in_same_query!(order_items, orders, saga_steps,);
+diesel::allow_tables_to_appear_in_same_query!(
+    order_idempotency_keys,
+    order_items,
+    orders,
+    products,
+    saga_steps,
+);

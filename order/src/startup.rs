@@ -69,6 +69,7 @@ impl Application {
                 payment_deadline: Duration::from_secs(settings.payment_deadline_secs),
                 changes,
                 waits: crate::watch::WaitLimits::from(&settings),
+                pricing: settings.pricing(),
             }),
             readiness,
             configure: if settings.case.uses_kafka() {
@@ -135,6 +136,12 @@ impl Work {
                 self.pool.clone(),
                 self.outbox.clone(),
                 Duration::from_millis(self.settings.deadline_check_ms),
+                self.shutdown.clone(),
+            )),
+            tokio::spawn(crate::retention::run(
+                self.pool.clone(),
+                Duration::from_secs(self.settings.idempotency_key_ttl_secs),
+                Duration::from_secs(300),
                 self.shutdown.clone(),
             )),
             tokio::spawn(crate::gauges::run(

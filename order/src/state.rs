@@ -18,4 +18,6 @@ pub struct AppState {
     /// Who waits for which order (long polls, change streams).
     pub changes: Changes,
     pub waits: crate::watch::WaitLimits,
+    /// Who may price an order line (`ORDER_ALLOW_CUSTOM_ITEMS`).
+    pub pricing: crate::domain::Pricing,
 }

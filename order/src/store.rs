@@ -1,8 +1,10 @@
 //! The order tables and every query on them. Functions take a connection so the caller
 //! decides the transaction; nothing here commits on its own.
 
-use crate::domain::{NewOrder, OrderStatus};
-use crate::schema::{order_items, orders, saga_steps};
+use crate::catalog::{Product, ProductName};
+use crate::domain::{NewOrder, OrderLine, OrderStatus};
+use crate::idempotency::KeyRecord;
+use crate::schema::{order_idempotency_keys, order_items, orders, products, saga_steps};
 use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
@@ -57,6 +59,45 @@ pub struct ItemRow {
     pub name: String,
     pub quantity: i32,
     pub unit_price: i64,
+    /// The product sold (`None`: a free-form line).
+    pub sku: Option<String>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = products)]
+struct ProductRow {
+    sku: String,
+    name_ko: String,
+    name_en: String,
+    price: i64,
+    in_stock: bool,
+}
+
+impl From<ProductRow> for Product {
+    fn from(row: ProductRow) -> Self {
+        Product {
+            sku: row.sku,
+            name: ProductName {
+                ko: row.name_ko,
+                en: row.name_en,
+            },
+            price: row.price,
+            currency: "KRW",
+            in_stock: row.in_stock,
+        }
+    }
+}
+
+/// A key's row as selected: hash, request hash, order, salt.
+type KeyColumns = (Vec<u8>, Vec<u8>, Uuid, Vec<u8>);
+
+fn key_record((key_hash, request_hash, order_id, token_salt): KeyColumns) -> KeyRecord {
+    KeyRecord {
+        key_hash,
+        request_hash,
+        order_id,
+        token_salt,
+    }
 }
 
 /// An order with its lines.
@@ -165,6 +206,14 @@ pub trait OrderStatements: shared_events::sql::Connection {
     async fn traceparent(&mut self, id: Uuid) -> QueryResult<Option<String>>;
     /// Makes the row change a saga decision asks for (see [`Change`]).
     async fn apply_change(&mut self, id: Uuid, change: &Change) -> QueryResult<()>;
+    /// The catalog in the storefront's order; only the products `skus` when given.
+    async fn products(&mut self, skus: Option<&[String]>) -> QueryResult<Vec<Product>>;
+    /// Records a new order's idempotency key; `false` when the key is taken. A twin
+    /// request placing the same key concurrently makes this wait until the twin's
+    /// transaction ends (`false` if it committed).
+    async fn claim_key(&mut self, record: &KeyRecord) -> QueryResult<bool>;
+    /// The record of the key whose SHA-256 is `key_hash`.
+    async fn key_record(&mut self, key_hash: &[u8]) -> QueryResult<Option<KeyRecord>>;
 }
 
 /// [`OrderStatements`] for one driver's connection `$conn`: the Diesel query values are
@@ -198,14 +247,15 @@ macro_rules! order_statements {
                     .items
                     .iter()
                     .zip(1..)
-                    .map(|(item, line_no): (&LineItem, i32)| {
+                    .map(|(line, line_no): (&OrderLine, i32)| {
                         (
                             order_items::order_id.eq(id),
                             order_items::line_no.eq(line_no),
-                            order_items::name.eq(&item.name),
+                            order_items::name.eq(&line.item.name),
                             order_items::quantity
-                                .eq(i32::try_from(item.quantity).unwrap_or(i32::MAX)),
-                            order_items::unit_price.eq(item.unit_price),
+                                .eq(i32::try_from(line.item.quantity).unwrap_or(i32::MAX)),
+                            order_items::unit_price.eq(line.item.unit_price),
+                            order_items::sku.eq(line.sku.as_deref()),
                         )
                     })
                     .collect();
@@ -387,6 +437,48 @@ macro_rules! order_statements {
                     Change::Nothing => Ok(()),
                 }
             }
+
+            async fn products(&mut self, skus: Option<&[String]>) -> QueryResult<Vec<Product>> {
+                let conn = self;
+                let mut query = products::table
+                    .order((products::position, products::sku))
+                    .select(ProductRow::as_select())
+                    .into_boxed();
+                if let Some(skus) = skus {
+                    query = query.filter(products::sku.eq_any(skus));
+                }
+                let rows = $run!(query.load::<ProductRow>(conn))?;
+                Ok(rows.into_iter().map(Product::from).collect())
+            }
+
+            async fn claim_key(&mut self, record: &KeyRecord) -> QueryResult<bool> {
+                let conn = self;
+                let inserted = $run!(diesel::insert_into(order_idempotency_keys::table)
+                    .values((
+                        order_idempotency_keys::key_hash.eq(&record.key_hash),
+                        order_idempotency_keys::request_hash.eq(&record.request_hash),
+                        order_idempotency_keys::order_id.eq(record.order_id),
+                        order_idempotency_keys::token_salt.eq(&record.token_salt),
+                    ))
+                    .on_conflict_do_nothing()
+                    .execute(conn))?;
+                Ok(inserted == 1)
+            }
+
+            async fn key_record(&mut self, key_hash: &[u8]) -> QueryResult<Option<KeyRecord>> {
+                let conn = self;
+                let row = $run!(order_idempotency_keys::table
+                    .find(key_hash)
+                    .select((
+                        order_idempotency_keys::key_hash,
+                        order_idempotency_keys::request_hash,
+                        order_idempotency_keys::order_id,
+                        order_idempotency_keys::token_salt,
+                    ))
+                    .first::<KeyColumns>(conn))
+                .optional()?;
+                Ok(row.map(key_record))
+            }
         }
     };
 }
@@ -403,14 +495,16 @@ order_statements!(PgConnection, blocking);
 /// The same statements on the async driver (case 4).
 mod nonblocking {
     use super::{
-        order_items, orders, reason_text, saga_steps, Change, ItemRow, Order, OrderRow,
-        OrderStatements, SagaStep,
+        key_record, order_idempotency_keys, order_items, orders, products, reason_text, saga_steps,
+        Change, ItemRow, KeyColumns, Order, OrderRow, OrderStatements, ProductRow, SagaStep,
     };
-    use crate::domain::{NewOrder, OrderStatus};
+    use crate::catalog::Product;
+    use crate::domain::{NewOrder, OrderLine, OrderStatus};
+    use crate::idempotency::KeyRecord;
     use chrono::{DateTime, Utc};
     use diesel::{ExpressionMethods, OptionalExtension, QueryDsl, QueryResult, SelectableHelper};
     use diesel_async::{AsyncPgConnection, RunQueryDsl};
-    use shared_events::{CancelReason, LineItem, PaymentReady};
+    use shared_events::{CancelReason, PaymentReady};
     use uuid::Uuid;
 
     /// Runs a statement on the async driver.
@@ -452,4 +546,12 @@ pub fn count_overdue(conn: &mut PgConnection) -> QueryResult<i64> {
         .filter(orders::payment_deadline.lt(diesel::dsl::now))
         .count()
         .get_result(conn)
+}
+
+/// Forgets the idempotency keys recorded before `before`; returns how many.
+pub fn forget_keys(conn: &mut PgConnection, before: DateTime<Utc>) -> QueryResult<usize> {
+    diesel::delete(
+        order_idempotency_keys::table.filter(order_idempotency_keys::created_at.lt(before)),
+    )
+    .execute(conn)
 }

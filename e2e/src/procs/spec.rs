@@ -160,6 +160,9 @@ impl ProcStack {
         env.set("ORDER_PORT", self.ports.order.to_string());
         env.set("ORDER_DATABASE_URL", self.database_url("orders"));
         env.set("ORDER_CONSUMER_GROUP", self.group(Part::Order));
+        // The shoppers of the tests send free-form lines (name + unit_price) as the
+        // load generators do; the catalog's own tests run the default.
+        env.set("ORDER_ALLOW_CUSTOM_ITEMS", "true");
         (self.bins.join("order"), vec![], self.dir.clone())
     }
 

@@ -9,7 +9,8 @@ use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-fn count(url: &str, table: &str) -> i64 {
+/// `SELECT count(*) FROM <table>` (a table, or a table with a `WHERE`).
+pub(crate) fn count(url: &str, table: &str) -> i64 {
     #[derive(diesel::QueryableByName)]
     struct Count {
         #[diesel(sql_type = diesel::sql_types::BigInt)]
@@ -23,7 +24,7 @@ fn count(url: &str, table: &str) -> i64 {
 }
 
 /// Messages ever written to the stack's orders topic (sum of high watermarks).
-fn published_order_events(stack: &Stack) -> i64 {
+pub(crate) fn published_order_events(stack: &Stack) -> i64 {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &stack.infra.kafka_brokers)
         .create()

@@ -12,5 +12,6 @@ mod migrations;
 mod money;
 mod rejoin;
 mod restart;
+mod retries;
 mod startup;
 mod strangers;

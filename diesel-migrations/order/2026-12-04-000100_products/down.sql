@@ -1,0 +1,2 @@
+ALTER TABLE order_items DROP COLUMN sku;
+DROP TABLE products;
