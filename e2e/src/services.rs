@@ -273,6 +273,8 @@ fn order_settings(plan: &Plan) -> anyhow::Result<order::config::Settings> {
     settings.payment_url = plan.url(plan.payment_port)?;
     settings.mailer_url = plan.url(plan.notifier_port)?;
     settings.internal_events_secret = Some(plan.internal_secret.clone().into());
+    settings.mail_history_url = plan.url(plan.notifier_port)?;
+    settings.mail_history_token = Some(plan.notifier_token.clone().into());
     if let Some(deadline) = plan.options.payment_deadline {
         settings.payment_deadline_secs = deadline.as_secs().max(1);
         settings.deadline_check_ms = 100;
@@ -287,6 +289,7 @@ fn payment_settings(plan: &Plan) -> anyhow::Result<payment::config::Settings> {
         payment::config::Settings::try_parse_from(["payment", "--kakaopay-secret-key", &secret])?;
     settings.port = plan.payment_port;
     settings.public_url = format!("http://127.0.0.1:{}", plan.payment_port).parse()?;
+    settings.storefront_url = plan.url(plan.order_port)?;
     settings.database_url = database_url(&plan.infra, "payments", &plan.id).into();
     settings.consumer_group = plan.group("payment");
     settings.kakaopay_base_url = plan.sim_url.clone();

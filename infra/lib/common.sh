@@ -168,6 +168,7 @@ set_defaults() {
     : "${PAYMENT_PORT:=8082}"
     : "${PAYMENT_DATABASE_URL:=$POSTGRES_URL/payments}"
     : "${PAYMENT_PUBLIC_URL:=http://127.0.0.1:$PAYMENT_PORT}"
+    : "${PAYMENT_STOREFRONT_URL:=http://127.0.0.1:$ORDER_PORT}"
     : "${KAKAOPAY_SIM_HOST:=127.0.0.1}"
     : "${KAKAOPAY_SIM_PORT:=8089}"
     : "${KAKAOPAY_SIM_MODE:=auto}"
@@ -189,6 +190,9 @@ set_defaults() {
     # state folder (kept in $STATE/secrets so every process of the stack shares it).
     : "${NOTIFIER_API_TOKEN:=local-dev-token}"
     : "${INTERNAL_EVENTS_SECRET:=$(local_secret internal-events-secret)}"
+    # The order page shows the shopper's mails from the mail service's history.
+    : "${ORDER_MAIL_HISTORY_URL:=http://$NOTIFIER_HOST:$NOTIFIER_PORT}"
+    : "${ORDER_MAIL_HISTORY_TOKEN:=$NOTIFIER_API_TOKEN}"
     # Cases 1 and 2: the blocking mail service stands where the notifier would.
     : "${MAILER_HOST:=$NOTIFIER_HOST}"
     : "${MAILER_PORT:=$NOTIFIER_PORT}"
@@ -208,7 +212,8 @@ set_defaults() {
     : "${NOTIFIER_INSTANCES:=1}"
     export KAFKA_PORT KAFKA_BROKERS KAFKA_TOPIC_PREFIX KAFKA_PARTITIONS POSTGRES_URL \
         ORDER_HOST ORDER_PORT ORDER_DATABASE_URL ORDER_ALLOW_CUSTOM_ITEMS \
-        PAYMENT_HOST PAYMENT_PORT PAYMENT_DATABASE_URL PAYMENT_PUBLIC_URL \
+        PAYMENT_HOST PAYMENT_PORT PAYMENT_DATABASE_URL PAYMENT_PUBLIC_URL PAYMENT_STOREFRONT_URL \
+        ORDER_MAIL_HISTORY_URL ORDER_MAIL_HISTORY_TOKEN \
         KAKAOPAY_SIM_HOST KAKAOPAY_SIM_PORT KAKAOPAY_SIM_MODE KAKAOPAY_BASE_URL \
         KAKAOPAY_SECRET_KEY KAKAOPAY_SIM_SECRET_KEY KAKAOPAY_CID \
         NOTIFIER_HOST NOTIFIER_PORT MONGODB_PORT MONGODB_URI NOTIFIER_MONGODB_DATABASE \

@@ -4,9 +4,10 @@
 # diesel_cli (infra/lib/schema.sh).
 
 # Debian packages: the C toolchain bits rdkafka's cmake-build needs, Prometheus (to
-# check dashboards' queries), Postfix (for its smtp-sink/smtp-source load tools), and
+# check dashboards' queries), Postfix (for its smtp-sink/smtp-source load tools),
+# Chromium and its WebDriver (the storefront's browser tests: e2e/tests/browser), and
 # the command-line tools this script uses.
-APT_PACKAGES=(cmake libcurl4-openssl-dev libsasl2-dev prometheus postfix jq curl procps)
+APT_PACKAGES=(cmake libcurl4-openssl-dev libsasl2-dev prometheus postfix jq curl procps chromium chromium-driver)
 
 apt_installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'

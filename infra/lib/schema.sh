@@ -6,14 +6,15 @@
 # Each file holds the tables of one owner, from a fresh database migrated the way that
 # service migrates at start-up (the common migrations, then its own):
 #   shared-events/src/schema.rs      outbox, processed_events   (common)
-#   order/src/schema.rs              orders, order_items, saga_steps
+#   order/src/schema.rs              orders, order_items, saga_steps, products,
+#                                    order_idempotency_keys
 #   payment/src/schema.rs            payments, gateway_calls
 #   notifier/blocking/src/schema.rs  mail_history
 
 # owner file | migration folders (after common) | tables (anchored regexes for -o)
 SCHEMA_FILES=(
     "shared-events/src/schema.rs||^outbox$ ^processed_events$"
-    "order/src/schema.rs|order|^orders$ ^order_items$ ^saga_steps$"
+    "order/src/schema.rs|order|^orders$ ^order_items$ ^saga_steps$ ^products$ ^order_idempotency_keys$"
     "payment/src/schema.rs|payment|^payments$ ^gateway_calls$"
     "notifier/blocking/src/schema.rs|mail|^mail_history$"
 )

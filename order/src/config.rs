@@ -21,6 +21,8 @@
 //! | `ORDER_EVENTS_KEEPALIVE_SECS` | `15` | a `: keep-alive` comment on each `/orders/{id}/events` stream this often; also how soon a stream whose client left is noticed and its wait given back |
 //! | `ORDER_ALLOW_CUSTOM_ITEMS` | `false` | accept free-form order lines priced by the client (`name` + `unit_price`); the local stack, tests and benchmarks set it, nothing else should |
 //! | `ORDER_IDEMPOTENCY_KEY_TTL_SECS` | `86400` | how long an `Idempotency-Key` of `POST /orders` is remembered |
+//! | `ORDER_MAIL_HISTORY_URL` | `http://127.0.0.1:8083` | the mail service, whose history (`GET /notifications`) the order page shows |
+//! | `ORDER_MAIL_HISTORY_TOKEN` | (none) | the mail service's `NOTIFIER_API_TOKEN` (secret); without it `GET /orders/{id}/mails` answers 503 |
 //! | `KAFKA_BROKERS`, `KAFKA_TOPIC_PREFIX`, `KAFKA_PARTITIONS` | | see `shared_events::kafka` (cases 2–4) |
 //! | `ORDER_PAYMENT_URL` | `http://127.0.0.1:8082` | case 1: payment-service, which receives order events at `POST /internal/events` |
 //! | `ORDER_MAILER_URL` | `http://127.0.0.1:8083` | case 1: the mail service, which receives order events at `POST /internal/events` |
@@ -112,6 +114,18 @@ pub struct Settings {
     /// within this time gets the first order).
     #[arg(long, env = "ORDER_IDEMPOTENCY_KEY_TTL_SECS", default_value_t = 86_400)]
     pub idempotency_key_ttl_secs: u64,
+    /// Base URL of the mail service (notifier or mailer-blocking), whose history
+    /// (`GET /notifications`) the order page shows the shopper.
+    #[arg(
+        long,
+        env = "ORDER_MAIL_HISTORY_URL",
+        default_value = "http://127.0.0.1:8083"
+    )]
+    pub mail_history_url: Url,
+    /// The mail service's API token (its `NOTIFIER_API_TOKEN`), for the order page's mail
+    /// status; without it `GET /orders/{id}/mails` answers 503.
+    #[arg(long, env = "ORDER_MAIL_HISTORY_TOKEN", hide_env_values = true)]
+    pub mail_history_token: Option<SecretString>,
     /// Which architecture to run as (1–4): 1 sends events over synchronous HTTP instead of
     /// Kafka, 4 serves requests and events on the async database driver.
     #[arg(long, env = "SAGA_CASE", default_value = "3")]

@@ -38,6 +38,9 @@ pub enum OrderError {
     /// The `Idempotency-Key` was first used with another request.
     #[error("the idempotency key was used with another request")]
     IdempotencyKeyReused,
+    /// The order's mails cannot be read now (the mail service is down or not configured).
+    #[error(transparent)]
+    MailHistory(#[from] crate::mail_history::MailHistoryError),
     #[error(transparent)]
     Store(#[from] DbError),
 }

@@ -39,6 +39,9 @@ pub enum ApiError {
     /// The `Idempotency-Key` was first used with another request.
     #[error("idempotency key reused")]
     IdempotencyKeyReused,
+    /// The mail service's history cannot be read now.
+    #[error("mail history unavailable: {0}")]
+    MailHistoryUnavailable(#[source] crate::mail_history::MailHistoryError),
     #[error("database unavailable: {0}")]
     Unavailable(#[source] DbError),
     #[error("internal error: {0}")]
@@ -65,6 +68,7 @@ impl From<crate::domain::OrderError> for ApiError {
             E::TooManyWaits => ApiError::TooManyWaits,
             E::Invalid(params) => ApiError::Invalid(params),
             E::IdempotencyKeyReused => ApiError::IdempotencyKeyReused,
+            E::MailHistory(error) => ApiError::MailHistoryUnavailable(error),
             E::Store(error) => error.into(),
         }
     }
@@ -126,6 +130,12 @@ impl ApiError {
                 "Wrong order token",
                 "The token presented is not this order's.",
             ),
+            ApiError::MailHistoryUnavailable(_) => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "/problems/mail-history-unavailable",
+                "Mail history unavailable",
+                "The mails' status cannot be read right now; the mails themselves are not affected. Try again shortly.",
+            ),
             ApiError::Unavailable(_) => Problem::store_unavailable("order store"),
             ApiError::Internal(_) => Problem::internal(),
         }
@@ -140,6 +150,9 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         if let ApiError::Unavailable(cause) | ApiError::Internal(cause) = self {
             tracing::error!(error.message = %self, error.cause = ?cause, "Request failed.");
+        }
+        if let ApiError::MailHistoryUnavailable(cause) = self {
+            tracing::warn!(error.message = %cause, "The mail history did not answer.");
         }
         let mut response = self.problem().response();
         if let ApiError::TokenRequired = self {

@@ -16,6 +16,7 @@
 
 use crate::access::OrderToken;
 use crate::domain::PlaceOrder;
+use crate::store::KeyRecord;
 use actix_web::http::header::HeaderName;
 use actix_web::HttpRequest;
 use sha2::{Digest, Sha256};
@@ -96,24 +97,15 @@ pub struct Retry {
     pub fingerprint: Vec<u8>,
 }
 
-/// What is stored of a key (with the creation time), found again by its hash.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyRecord {
-    pub key_hash: Vec<u8>,
-    pub request_hash: Vec<u8>,
-    pub order_id: Uuid,
-    pub token_salt: Vec<u8>,
-}
-
-impl KeyRecord {
-    /// A new order's record of `retry`, with a new salt.
-    pub fn new(retry: &Retry, order_id: Uuid) -> Self {
+impl Retry {
+    /// What a new order records of this request's key, with a new salt.
+    pub fn record(&self, order_id: Uuid) -> KeyRecord {
         use rand::RngCore;
         let mut salt = vec![0u8; 32];
         rand::rng().fill_bytes(&mut salt);
-        Self {
-            key_hash: retry.key.hash(),
-            request_hash: retry.fingerprint.clone(),
+        KeyRecord {
+            key_hash: self.key.hash(),
+            request_hash: self.fingerprint.clone(),
             order_id,
             token_salt: salt,
         }

@@ -27,6 +27,7 @@ pub mod email;
 pub mod error;
 pub mod gauges;
 pub mod idempotency;
+pub mod mail_history;
 pub mod orders;
 pub mod payment_events;
 pub mod persistence;
@@ -39,6 +40,7 @@ pub mod schema;
 pub mod startup;
 pub mod state;
 pub mod store;
+pub mod storefront;
 pub mod view;
 pub mod watch;
 

@@ -4,10 +4,11 @@ use crate::access::{self, OrderToken, Presented};
 use crate::catalog::{self, Product};
 use crate::changes::Changes;
 use crate::domain::{NewOrder, OrderError, OrderRequest, Trigger};
-use crate::idempotency::{KeyRecord, Retry};
+use crate::idempotency::Retry;
+use crate::mail_history::{Mail, MailHistory};
 use crate::persistence::{OrderDb, Placing, Stored};
 use crate::saga::{Facts, SagaError};
-use crate::store::{self, Order};
+use crate::store::{self, KeyRecord, Order};
 use chrono::Utc;
 use shared_events::outbox::Outbox;
 use std::collections::HashMap;
@@ -49,7 +50,7 @@ pub async fn place(
     }
     let payment_deadline =
         Utc::now() + chrono::Duration::from_std(deadline).unwrap_or(chrono::Duration::minutes(15));
-    let key = retry.as_ref().map(|retry| KeyRecord::new(retry, id));
+    let key = retry.as_ref().map(|retry| retry.record(id));
     let token = match (&retry, &key) {
         (Some(retry), Some(key)) => retry.key.token(&key.token_salt),
         _ => OrderToken::generate(),
@@ -62,7 +63,7 @@ pub async fn place(
         key,
     };
     let placed = match db.place(outbox, placing).await? {
-        Stored::Placed(placed) => placed,
+        Stored::Placed(placed) => *placed,
         Stored::KeyTaken(first) => {
             let retry = retry
                 .as_ref()
@@ -82,6 +83,17 @@ pub async fn place(
         token,
         replayed: false,
     })
+}
+
+/// The mails of order `id` and what became of them; the shopper's only (`presented`).
+pub async fn mails(
+    db: &OrderDb,
+    history: &MailHistory,
+    id: Uuid,
+    presented: &Presented,
+) -> Result<Vec<Mail>, OrderError> {
+    access::require_owner(&get(db, id).await?, presented)?;
+    Ok(history.of_order(id).await?)
 }
 
 /// The catalog, in the storefront's order.

@@ -11,9 +11,8 @@
 
 use crate::catalog::Product;
 use crate::domain::{NewOrder, Trigger};
-use crate::idempotency::KeyRecord;
 use crate::saga::{self, Applied, Facts, SagaError};
-use crate::store::{Order, OrderStatements, SagaStep};
+use crate::store::{KeyRecord, Order, OrderStatements, SagaStep};
 use chrono::{DateTime, Utc};
 use shared_events::db::{DbError, PgPool};
 use shared_events::outbox::Outbox;
@@ -49,7 +48,7 @@ pub struct Placing {
 
 /// What placing stored.
 pub enum Stored {
-    Placed(Order),
+    Placed(Box<Order>),
     /// Nothing: the idempotency key was taken, by the request of this record.
     KeyTaken(KeyRecord),
 }
@@ -85,7 +84,7 @@ async fn store_placed<C: OrderStatements>(
     let event = placed_event(&stored, *payment_deadline);
     outbox.enqueue(conn, &event).await?;
     conn.record_step(&event, "order", "published").await?;
-    Ok(Stored::Placed(stored))
+    Ok(Stored::Placed(Box::new(stored)))
 }
 
 /// The order with its timeline, or `None`.

@@ -29,7 +29,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/orders/{id}", web::get().to(get_order))
         .route("/orders/{id}/events", web::get().to(order_events))
         .route("/orders/{id}/cancel", web::post().to(cancel_order))
-        .route("/orders/{id}/timeline", web::get().to(get_timeline));
+        .route("/orders/{id}/timeline", web::get().to(get_timeline))
+        .route("/orders/{id}/mails", web::get().to(get_mails))
+        .configure(crate::storefront::configure);
 }
 
 /// Case 1's routes: every route above, and the input of the payment events that
@@ -154,6 +156,20 @@ async fn get_timeline(
         "status": order.row.status,
         "steps": steps,
     })))
+}
+
+/// The order's mails and what became of them (sent, retrying, …), from the mail
+/// service's history. The shopper's only (the order's token); `503` while the history
+/// cannot be read.
+async fn get_mails(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let id = order_id(&id)?;
+    let presented = Presented::from_request(&request);
+    let mails = orders::mails(&state.db, &state.mail_history, id, &presented).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"order_id": id, "mails": mails})))
 }
 
 /// Case 1: a payment event, signed by payment-service (`401` otherwise, nothing changed),

@@ -70,6 +70,10 @@ impl Application {
                 changes,
                 waits: crate::watch::WaitLimits::from(&settings),
                 pricing: settings.pricing(),
+                mail_history: crate::mail_history::MailHistory::new(
+                    settings.mail_history_url.clone(),
+                    settings.mail_history_token.clone(),
+                ),
             }),
             readiness,
             configure: if settings.case.uses_kafka() {

@@ -20,4 +20,6 @@ pub struct AppState {
     pub waits: crate::watch::WaitLimits,
     /// Who may price an order line (`ORDER_ALLOW_CUSTOM_ITEMS`).
     pub pricing: crate::domain::Pricing,
+    /// The mail service's history of the shopper's mails.
+    pub mail_history: crate::mail_history::MailHistory,
 }

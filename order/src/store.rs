@@ -3,7 +3,6 @@
 
 use crate::catalog::{Product, ProductName};
 use crate::domain::{NewOrder, OrderLine, OrderStatus};
-use crate::idempotency::KeyRecord;
 use crate::schema::{order_idempotency_keys, order_items, orders, products, saga_steps};
 use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;
@@ -86,6 +85,15 @@ impl From<ProductRow> for Product {
             in_stock: row.in_stock,
         }
     }
+}
+
+/// What is stored of an idempotency key (`crate::idempotency`), found again by its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub key_hash: Vec<u8>,
+    pub request_hash: Vec<u8>,
+    pub order_id: Uuid,
+    pub token_salt: Vec<u8>,
 }
 
 /// A key's row as selected: hash, request hash, order, salt.
@@ -496,11 +504,11 @@ order_statements!(PgConnection, blocking);
 mod nonblocking {
     use super::{
         key_record, order_idempotency_keys, order_items, orders, products, reason_text, saga_steps,
-        Change, ItemRow, KeyColumns, Order, OrderRow, OrderStatements, ProductRow, SagaStep,
+        Change, ItemRow, KeyColumns, KeyRecord, Order, OrderRow, OrderStatements, ProductRow,
+        SagaStep,
     };
     use crate::catalog::Product;
     use crate::domain::{NewOrder, OrderLine, OrderStatus};
-    use crate::idempotency::KeyRecord;
     use chrono::{DateTime, Utc};
     use diesel::{ExpressionMethods, OptionalExtension, QueryDsl, QueryResult, SelectableHelper};
     use diesel_async::{AsyncPgConnection, RunQueryDsl};

@@ -6,6 +6,7 @@
 //! | `PAYMENT_HOST` | `127.0.0.1` | address to listen on |
 //! | `PAYMENT_PORT` | `8082` | port (0 = any free port) |
 //! | `PAYMENT_PUBLIC_URL` | `http://127.0.0.1:8082` | base of the callback URLs Kakao Pay sends the shopper to |
+//! | `PAYMENT_STOREFRONT_URL` | `http://127.0.0.1:8081` | the storefront (order service) a browser is sent on to from a callback (`/shop/orders/{id}`) |
 //! | `PAYMENT_DATABASE_URL` | `postgres://postgres@127.0.0.1:5432/payments` | PostgreSQL (secret) |
 //! | `PAYMENT_DB_POOL_SIZE` | `10` | r2d2 pool size (in case 4: migrations, outbox relay, gauges) |
 //! | `PAYMENT_ASYNC_DB_POOL_SIZE` | `10` | case 4 only: size of the async (diesel-async + deadpool) pool of the request and event paths |
@@ -51,6 +52,14 @@ pub struct Settings {
         default_value = "http://127.0.0.1:8082"
     )]
     pub public_url: Url,
+    /// Base URL of the storefront (the order service) as the shopper's browser reaches
+    /// it: a browser coming back from Kakao Pay is sent on to its order's page there.
+    #[arg(
+        long,
+        env = "PAYMENT_STOREFRONT_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
+    pub storefront_url: Url,
     /// PostgreSQL database of the payments, as a `postgres://` URL (secret: it may hold
     /// the password).
     #[arg(

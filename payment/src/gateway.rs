@@ -22,15 +22,26 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 use url::Url;
 
-/// Where Kakao Pay sends the shopper back to, per payment.
+/// Where Kakao Pay sends the shopper back to, per payment, and where a shopper's browser
+/// goes from there: the storefront's page of the order.
 #[derive(Debug, Clone)]
 pub struct CallbackUrls {
     public_url: Url,
+    storefront_url: Url,
 }
 
 impl CallbackUrls {
-    pub fn new(public_url: Url) -> Self {
-        Self { public_url }
+    pub fn new(public_url: Url, storefront_url: Url) -> Self {
+        Self {
+            public_url,
+            storefront_url,
+        }
+    }
+
+    /// The storefront's page of the payment's order.
+    pub fn order_page(&self, payment: &Payment) -> String {
+        let base = self.storefront_url.as_str().trim_end_matches('/');
+        format!("{base}/shop/orders/{}", payment.order_id)
     }
 
     pub fn for_payment(&self, payment: &Payment, step: &str) -> String {

@@ -62,6 +62,7 @@ async fn approve(
     checkout: web::Data<Checkout>,
     id: web::Path<String>,
     query: web::Query<ApprovalQuery>,
+    request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id, "payment")?;
     let token = query
@@ -70,13 +71,14 @@ async fn approve(
         .filter(|t| !t.trim().is_empty())
         .ok_or_else(|| ApiError::Invalid(vec![InvalidParam::new("pg_token", "is required")]))?;
     let payment = checkout.approve(id, &token).await?;
-    Ok(HttpResponse::Ok().json(PaymentView::new(payment, None)))
+    Ok(back_from_kakao_pay(&checkout, &request, payment))
 }
 
 /// Kakao Pay's `cancel_url`: the shopper gave up on the payment page.
 async fn shopper_cancelled(
     checkout: web::Data<Checkout>,
     id: web::Path<String>,
+    request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let payment = checkout
         .abandoned(
@@ -84,18 +86,45 @@ async fn shopper_cancelled(
             PaymentFailureReason::ShopperCancelled,
         )
         .await?;
-    Ok(HttpResponse::Ok().json(PaymentView::new(payment, None)))
+    Ok(back_from_kakao_pay(&checkout, &request, payment))
 }
 
 /// Kakao Pay's `fail_url`: the payment failed on Kakao Pay's side.
 async fn payment_failed(
     checkout: web::Data<Checkout>,
     id: web::Path<String>,
+    request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let payment = checkout
         .abandoned(parse_id(&id, "payment")?, PaymentFailureReason::Failed)
         .await?;
-    Ok(HttpResponse::Ok().json(PaymentView::new(payment, None)))
+    Ok(back_from_kakao_pay(&checkout, &request, payment))
+}
+
+/// The answer to a shopper back from Kakao Pay: a browser (it accepts HTML) is sent on to
+/// the storefront's page of the order (`303`); any other client gets the payment as JSON.
+fn back_from_kakao_pay(
+    checkout: &Checkout,
+    request: &HttpRequest,
+    payment: Payment,
+) -> HttpResponse {
+    if accepts_html(request) {
+        return HttpResponse::SeeOther()
+            .insert_header((
+                actix_web::http::header::LOCATION,
+                checkout.urls.order_page(&payment),
+            ))
+            .finish();
+    }
+    HttpResponse::Ok().json(PaymentView::new(payment, None))
+}
+
+fn accepts_html(request: &HttpRequest) -> bool {
+    request
+        .headers()
+        .get_all(actix_web::http::header::ACCEPT)
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| value.contains("text/html"))
 }
 
 async fn get_payment(

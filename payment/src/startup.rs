@@ -62,7 +62,7 @@ impl Application {
                 settings.gateway_max_attempts,
                 Duration::from_millis(settings.gateway_backoff_ms),
             ),
-            urls: CallbackUrls::new(settings.public_url.clone()),
+            urls: CallbackUrls::new(settings.public_url.clone(), settings.storefront_url.clone()),
             recheck: shared_events::retry::Backoff::new(
                 Duration::from_millis(settings.reconcile_ms.max(100)),
                 Duration::from_millis(settings.reconcile_max_backoff_ms.max(100)),

@@ -88,7 +88,10 @@ async fn a_timeout_then_a_refused_connection_leaves_the_approval_unknown() {
         db: db.clone(),
         outbox: Outbox::new(Topics::with_prefix("unclear.")),
         gateway: Gateway::new(client, db.clone(), 2, Duration::from_millis(10)),
-        urls: CallbackUrls::new("http://127.0.0.1:1".parse().expect("a URL")),
+        urls: CallbackUrls::new(
+            "http://127.0.0.1:1".parse().expect("a URL"),
+            "http://127.0.0.1:2".parse().expect("a URL"),
+        ),
         recheck: Backoff::default(),
     };
 

@@ -147,6 +147,7 @@ impl ProcStack {
         env.set("PAYMENT_HOST", "127.0.0.1");
         env.set("PAYMENT_PORT", self.ports.payment.to_string());
         env.set("PAYMENT_PUBLIC_URL", self.url(Part::Payment));
+        env.set("PAYMENT_STOREFRONT_URL", self.url(Part::Order));
         env.set("PAYMENT_DATABASE_URL", self.database_url("payments"));
         env.set("PAYMENT_CONSUMER_GROUP", self.group(Part::Payment));
         env.set("KAKAOPAY_BASE_URL", self.url(Part::KakaoPay));
@@ -163,6 +164,8 @@ impl ProcStack {
         // The shoppers of the tests send free-form lines (name + unit_price) as the
         // load generators do; the catalog's own tests run the default.
         env.set("ORDER_ALLOW_CUSTOM_ITEMS", "true");
+        env.set("ORDER_MAIL_HISTORY_URL", self.url(Part::Notifier));
+        env.set("ORDER_MAIL_HISTORY_TOKEN", self.notifier_token.clone());
         (self.bins.join("order"), vec![], self.dir.clone())
     }
 

@@ -55,14 +55,21 @@ pub(crate) async fn page(
 /// Manual mode: let a human (or a test) pick the outcome.
 fn choice_page(item_name: &str, total: i64) -> HttpResponse {
     let body = format!(
-        "<p>{} &mdash; {total} KRW</p>\n<ul>\n\
-         <li><a href=\"?action=approve\">Approve</a></li>\n\
-         <li><a href=\"?action=cancel\">Cancel</a></li>\n\
-         <li><a href=\"?action=fail\">Fail</a></li>\n</ul>",
+        "<p class=\"item\">{}</p>\n<p class=\"total\">{total} KRW</p>\n<ul>\n\
+         <li><a id=\"approve\" class=\"pay\" href=\"?action=approve\">Approve</a></li>\n\
+         <li><a id=\"cancel\" href=\"?action=cancel\">Cancel</a></li>\n\
+         <li><a id=\"fail\" href=\"?action=fail\">Fail</a></li>\n</ul>",
         escape(item_name)
     );
     html(200, "Kakao Pay simulator", &body)
 }
+
+/// Enough style to tell the simulator's page from the shop's in a screenshot.
+const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:28rem;margin:3rem auto;\
+padding:2rem;border-radius:1rem;background:#fee500;color:#191919}h1{font-size:1.3rem}\
+.item{font-size:1.1rem}.total{font-size:2rem;font-weight:700}ul{list-style:none;padding:0}\
+li{margin:.6rem 0}a{display:block;padding:.8rem;border-radius:.6rem;background:#fff;\
+color:#191919;text-align:center;text-decoration:none;font-weight:600}a.pay{background:#191919;color:#fee500}";
 
 fn html(status: u16, title: &str, body: &str) -> HttpResponse {
     let status =
@@ -70,7 +77,8 @@ fn html(status: u16, title: &str, body: &str) -> HttpResponse {
     HttpResponse::build(status)
         .content_type("text/html; charset=utf-8")
         .body(format!(
-            "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title></head>\n\
+            "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title>\
+             <style>{STYLE}</style></head>\n\
              <body><h1>{title}</h1>\n{body}\n</body></html>\n"
         ))
 }
