@@ -155,4 +155,8 @@ cmd_demo() {
     demo_step "6. Mails in the Maildir for $email"
     maildir_subjects "$email"
     printf '\nDone: order %s is COMPLETED and mailed (case %s).\n' "$id" "$SAGA_CASE"
+    printf '\nNow shop in a browser: %s/shop\n' "$order_url"
+    printf '  The Kakao Pay simulator approves at once (auto mode); to choose approve or cancel on its page:\n'
+    printf "  curl -X PUT %s/__sim/faults -H 'content-type: application/json' -d '{\"mode\": \"manual\"}'\n" \
+        "$(service_url kakaopay-sim)"
 }

@@ -175,11 +175,12 @@ stop_services() {
 print_urls() {
     cat <<EOF
 Saga shop is up (case $SAGA_CASE):
-  order         $(service_url order)          POST /orders, GET /orders/{id}
+  storefront    $(service_url order)/shop     the shop in a browser
+  order         $(service_url order)          GET /products, POST /orders, GET /orders/{id}
   payment       $(service_url payment)
   mail          $(service_url "$(mail_service)")          $(mail_service): GET /notifications?order_id=ID  (Authorization: Bearer \$NOTIFIER_API_TOKEN)$(print_instances)
   kakaopay-sim  $(service_url kakaopay-sim)          GET /__sim/ledger
-  every service: /healthz /readyz /metrics
+  every service: /healthz /readyz /metrics /openapi.json
   Kafka         $KAFKA_BROKERS   MongoDB $MONGODB_URI   SMTP $SMTP_HOST:$SMTP_PORT (Maildir $SMTP_MAILDIR)
   logs          $LOG_DIR   (infra/stack logs NAME)
 EOF

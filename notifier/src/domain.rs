@@ -9,7 +9,7 @@ use std::str::FromStr;
 use uuid::Uuid;
 
 /// The kinds of mail (the `type` of a history record).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MailKind {
     /// `PaymentApproved`.
@@ -77,7 +77,7 @@ impl FromStr for MailKind {
 }
 
 /// Where a mail's delivery stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum DeliveryStatus {
     /// Recorded, not yet attempted (or the process stopped during the first attempt).
@@ -131,11 +131,13 @@ impl FromStr for DeliveryStatus {
 
 /// One history record: one mail for one (event, recipient). This is also the JSON the
 /// history API returns.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Notification {
     /// A UUIDv7 (time-ordered), assigned when the record is created.
+    #[schema(format = Uuid)]
     pub id: String,
     pub event_id: Uuid,
+    /// The saga event the mail is about (`PaymentApproved`, `OrderCompleted`…).
     pub event_type: String,
     pub order_id: Uuid,
     pub recipient: String,
@@ -145,15 +147,27 @@ pub struct Notification {
     pub status: DeliveryStatus,
     /// Delivery attempts made so far.
     pub attempts: u32,
+    /// Why the last attempt failed; `null` once sent or before any attempt.
+    #[schema(required = true)]
     pub last_error: Option<String>,
     pub subject: String,
-    /// The `Message-ID` header of the mail (see [`message_id`]).
+    /// The `Message-ID` header of the mail, the same for a resend (see `message_id`).
     pub smtp_message_id: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When the SMTP server accepted it; `null` until then.
+    #[schema(required = true)]
     pub sent_at: Option<DateTime<Utc>>,
     /// When the event happened (end-to-end latency = `sent_at - event_occurred_at`).
     pub event_occurred_at: DateTime<Utc>,
+}
+
+/// A UUID in its hyphenated form, the only one the API's `format: uuid` names (a
+/// parser taking the others too would accept what the document forbids).
+pub fn hyphenated_uuid(text: &str) -> Option<Uuid> {
+    (text.len() == 36)
+        .then(|| Uuid::parse_str(text).ok())
+        .flatten()
 }
 
 /// The deterministic `Message-ID` of the mail for (`event_id`, `recipient`): a resend

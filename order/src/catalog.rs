@@ -8,17 +8,20 @@ use shared_events::LineItem;
 use std::collections::HashMap;
 
 /// A product as the catalog lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Product {
+    #[schema(example = "house-blend-200g")]
     pub sku: String,
     pub name: ProductName,
     /// Whole KRW.
     pub price: i64,
+    #[schema(value_type = String, example = "KRW")]
     pub currency: &'static str,
     pub in_stock: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// The product's name in each of the shop's languages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ProductName {
     pub ko: String,
     pub en: String,

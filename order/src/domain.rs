@@ -47,7 +47,7 @@ pub enum OrderError {
 
 /// The body of `POST /orders`, as sent. `Serialize` gives the request's canonical form
 /// (fields in one order, no whitespace), which an `Idempotency-Key` is bound to.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct PlaceOrder {
     pub customer_id: String,
     pub customer_email: String,
@@ -59,7 +59,7 @@ pub struct PlaceOrder {
 
 /// A line as sent: a product of the catalog (`sku`) or, where the shop allows it
 /// ([`Pricing::CustomItemsAllowed`]), a free-form `name` with its own `unit_price`.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct PlaceOrderItem {
     #[serde(default)]
     pub sku: Option<String>,
@@ -277,7 +277,15 @@ fn parse_line(
 /// completed order the shopper cancels goes through `CANCELLING` while its payment is
 /// refunded, then `CANCELLED`.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, diesel::AsExpression, diesel::FromSqlRow,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    diesel::AsExpression,
+    diesel::FromSqlRow,
+    utoipa::ToSchema,
 )]
 #[diesel(sql_type = diesel::sql_types::Text)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

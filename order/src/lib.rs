@@ -31,6 +31,7 @@ pub mod mail_history;
 pub mod orders;
 pub mod payment_events;
 pub mod persistence;
+pub mod request;
 pub mod retention;
 pub mod routes;
 pub mod saga;

@@ -22,7 +22,7 @@ pub struct MailHistory {
 }
 
 /// One mail of an order, as the shopper sees it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Mail {
     /// `payment_completed`, `order_completed`, `order_cancelled`, `order_refunded`.
     #[serde(rename = "type")]

@@ -1,54 +1,92 @@
-//! The HTTP routes. Handlers parse input into domain types and call the use cases in
-//! `orders` (and the waits in `watch`); no SQL here.
+//! The HTTP routes: one table ([`routes`]) that actix-web mounts and the OpenAPI test
+//! lists ([`api_doc`]). Handlers parse input into domain types and call the use
+//! cases in `orders` (and the waits in `watch`); no SQL here. Each handler's
+//! `#[utoipa::path]` is its entry in `/openapi.json`.
+
+pub mod api_doc;
 
 use crate::access::{Access, Presented};
 use crate::domain::{OrderRequest, PlaceOrder};
 use crate::error::ApiError;
 use crate::idempotency::{self, IdempotencyKey, Retry};
 use crate::payment_events::PaymentEvents;
+use crate::request::{
+    if_none_match, order_body, order_id, parse_json, read_limited, requested_wait, Wait,
+    PREFERENCE_APPLIED,
+};
 use crate::state::AppState;
-use crate::view::{ETag, Rendered};
+use crate::view::{MailsView, Rendered, TimelineView};
 use crate::{orders, watch};
-use actix_web::http::header::{self, HeaderName};
-use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
-use futures::StreamExt;
+use actix_web::http::header;
+use actix_web::http::Method;
+use actix_web::{web, HttpRequest, HttpResponse};
 use shared_events::chain::{self, EVENTS_PATH};
-use shared_events::http::InvalidParam;
+use shared_events::http::Problem;
 use shared_events::readiness::Readiness;
-use std::time::Duration;
-use uuid::Uuid;
+use shared_events::routes::Router;
 
 /// Orders are small; anything bigger is a mistake or an attack.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.configure(shared_events::http::configure_common)
-        .route("/readyz", web::get().to(readyz))
-        .route("/products", web::get().to(list_products))
-        .route("/orders", web::post().to(place_order))
-        .route("/orders/{id}", web::get().to(get_order))
-        .route("/orders/{id}/events", web::get().to(order_events))
-        .route("/orders/{id}/cancel", web::post().to(cancel_order))
-        .route("/orders/{id}/timeline", web::get().to(get_timeline))
-        .route("/orders/{id}/mails", web::get().to(get_mails))
-        .configure(crate::storefront::configure);
+/// Every route of the storefront API and pages (cases 2–4).
+pub fn routes<R: Router>(r: &mut R) {
+    shared_events::routes::common_routes(r);
+    r.route(Method::GET, "/readyz", readyz)
+        .route(Method::GET, "/openapi.json", api_doc::openapi_json)
+        .route(Method::GET, "/products", list_products)
+        .route(Method::POST, "/orders", place_order)
+        .route(Method::GET, "/orders/{id}", get_order)
+        .route(Method::GET, "/orders/{id}/events", order_events)
+        .route(Method::POST, "/orders/{id}/cancel", cancel_order)
+        .route(Method::GET, "/orders/{id}/timeline", get_timeline)
+        .route(Method::GET, "/orders/{id}/mails", get_mails);
+    crate::storefront::routes(r);
 }
 
 /// Case 1's routes: every route above, and the input of the payment events that
 /// payment-service's HTTP chain delivers.
+pub fn routes_with_event_input<R: Router>(r: &mut R) {
+    r.route(Method::POST, EVENTS_PATH, receive_event);
+    routes(r);
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    shared_events::routes::mount(cfg, routes);
+}
+
 pub fn configure_with_event_input(cfg: &mut web::ServiceConfig) {
-    cfg.route(EVENTS_PATH, web::post().to(receive_event))
-        .configure(configure);
+    shared_events::routes::mount(cfg, routes_with_event_input);
 }
 
 /// The catalog: what an order may name by `sku`, at the shop's prices.
-async fn list_products(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(
+    get, path = "/products", tag = "catalog",
+    responses(
+        (status = 200, description = "Every product, in the storefront's order", body = Vec<crate::catalog::Product>),
+        (status = 503, description = "The order store is unavailable", content_type = "application/problem+json", body = Problem),
+    )
+)]
+pub(crate) async fn list_products(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(orders::products(&state.db).await?))
 }
 
 /// Places an order (`202`, `Location`); with an `Idempotency-Key`, a retry of the same
 /// request answers the first order again (`Idempotent-Replayed: true`).
-async fn place_order(
+#[utoipa::path(
+    post, path = "/orders", tag = "orders",
+    description = "Places an order PENDING_PAYMENT and answers at once; the payment follows. Lines name catalog products by `sku` (priced by the shop); free-form lines (`name` + `unit_price`) only where the shop allows them. The answer shows the order's `access_token` (the shopper's capability). With an `Idempotency-Key` (16–255 visible ASCII characters, e.g. a UUID), the same request again answers the first order (same id and token, `Idempotent-Replayed: true`); another request with that key is a 422.",
+    params(("Idempotency-Key" = Option<String>, Header, description = "One key per checkout; a retry with it never places a second order")),
+    request_body(content = crate::domain::PlaceOrder, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Placed (or, with a known Idempotency-Key, the first order again)", body = api_doc::PlacedOrder,
+            headers(("Location" = String, description = "The order's address"), ("ETag" = String), ("Idempotent-Replayed" = Option<String>, description = "`true` on a replay"))),
+        (status = 400, description = "Malformed JSON, an invalid field (named in invalid_params), or a bad Idempotency-Key", content_type = "application/problem+json", body = Problem),
+        (status = 413, description = "Body over 64 KiB", content_type = "application/problem+json", body = Problem),
+        (status = 422, description = "The Idempotency-Key was first used with another request", content_type = "application/problem+json", body = Problem),
+        (status = 503, description = "The order store is unavailable; retry with the same key", content_type = "application/problem+json", body = Problem),
+    )
+)]
+pub(crate) async fn place_order(
     state: web::Data<AppState>,
     request: HttpRequest,
     body: web::Payload,
@@ -83,7 +121,26 @@ async fn place_order(
 
 /// The order; with a wait (`Prefer: wait=N` or `?wait=N`), once it differs from the
 /// `If-None-Match` tags (or from what it is now), or unchanged when the wait is over.
-async fn get_order(
+#[utoipa::path(
+    get, path = "/orders/{id}", tag = "orders",
+    params(
+        ("id" = uuid::Uuid, Path, description = "The order's id"),
+        ("wait" = Option<String>, Query, description = "Wait up to N seconds (`10` or `10s`) for a change", pattern = "^[0-9]{1,10}s?$"),
+        ("token" = Option<String>, Query, description = "The order's token, for a link a browser opens (the Authorization header wins)"),
+        ("Prefer" = Option<String>, Header, description = "`wait=N` (RFC 7240): as `?wait=N`, answered with Preference-Applied"),
+        ("If-None-Match" = Option<String>, Header, description = "With a wait: answer once the order differs from these tags"),
+    ),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The order: the shopper's view with its token, else the public view", body = api_doc::OrderAnswer,
+            headers(("ETag" = String), ("Preference-Applied" = Option<String>))),
+        (status = 400, description = "An invalid wait", content_type = "application/problem+json", body = Problem),
+        (status = 403, description = "A token that is not this order's", content_type = "application/problem+json", body = Problem),
+        (status = 404, description = "No such order", content_type = "application/problem+json", body = Problem),
+        (status = 503, description = "Too many open waits (Retry-After), or the store is unavailable", content_type = "application/problem+json", body = Problem),
+    )
+)]
+pub(crate) async fn get_order(
     state: web::Data<AppState>,
     id: web::Path<String>,
     request: HttpRequest,
@@ -111,7 +168,22 @@ async fn get_order(
 }
 
 /// Server-sent events of the order's changes (see `watch::events`).
-async fn order_events(
+#[utoipa::path(
+    get, path = "/orders/{id}/events", tag = "orders",
+    description = "A text/event-stream of the order: one `order` event now and one per change (data: the order's JSON, as GET /orders/{id} shows it), `: keep-alive` comments between; the stream ends once the order is settled (COMPLETED or CANCELLED) or after ORDER_EVENTS_MAX_SECS.",
+    params(
+        ("id" = uuid::Uuid, Path, description = "The order's id"),
+        ("token" = Option<String>, Query, description = "The order's token (EventSource cannot send headers)"),
+    ),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The order's changes", content_type = "text/event-stream", body = String),
+        (status = 403, description = "A token that is not this order's", content_type = "application/problem+json", body = Problem),
+        (status = 404, description = "No such order", content_type = "application/problem+json", body = Problem),
+        (status = 503, description = "Too many open waits (Retry-After), or the store is unavailable", content_type = "application/problem+json", body = Problem),
+    )
+)]
+pub(crate) async fn order_events(
     state: web::Data<AppState>,
     id: web::Path<String>,
     request: HttpRequest,
@@ -127,7 +199,23 @@ async fn order_events(
 }
 
 /// The shopper cancels the order (refunded if it was paid); only with its token.
-async fn cancel_order(
+#[utoipa::path(
+    post, path = "/orders/{id}/cancel", tag = "orders",
+    description = "An unpaid order is CANCELLED at once; a paid one goes CANCELLING while its payment is refunded, then CANCELLED with refunded_amount. Asking again changes nothing.",
+    params(
+        ("id" = uuid::Uuid, Path, description = "The order's id"),
+        ("token" = Option<String>, Query, description = "The order's token, if not in the Authorization header"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "The order as the cancel left it", body = crate::view::OrderView, headers(("ETag" = String))),
+        (status = 401, description = "No token", content_type = "application/problem+json", body = Problem),
+        (status = 403, description = "A token that is not this order's", content_type = "application/problem+json", body = Problem),
+        (status = 404, description = "No such order", content_type = "application/problem+json", body = Problem),
+        (status = 503, description = "The order store is unavailable", content_type = "application/problem+json", body = Problem),
+    )
+)]
+pub(crate) async fn cancel_order(
     state: web::Data<AppState>,
     id: web::Path<String>,
     request: HttpRequest,
@@ -143,7 +231,22 @@ async fn cancel_order(
 
 /// Every step of the order's saga: which event, from which service, when, and what the
 /// order service did with it. The shopper's only (the order's token).
-async fn get_timeline(
+#[utoipa::path(
+    get, path = "/orders/{id}/timeline", tag = "orders",
+    params(
+        ("id" = uuid::Uuid, Path, description = "The order's id"),
+        ("token" = Option<String>, Query, description = "The order's token, if not in the Authorization header"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every step of the order's saga, oldest first", body = TimelineView),
+        (status = 401, description = "No token", content_type = "application/problem+json", body = Problem),
+        (status = 403, description = "A token that is not this order's", content_type = "application/problem+json", body = Problem),
+        (status = 404, description = "No such order", content_type = "application/problem+json", body = Problem),
+        (status = 503, description = "The order store is unavailable", content_type = "application/problem+json", body = Problem),
+    )
+)]
+pub(crate) async fn get_timeline(
     state: web::Data<AppState>,
     id: web::Path<String>,
     request: HttpRequest,
@@ -151,17 +254,32 @@ async fn get_timeline(
     let id = order_id(&id)?;
     let presented = Presented::from_request(&request);
     let (order, steps) = orders::timeline(&state.db, id, &presented).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "order_id": id,
-        "status": order.row.status,
-        "steps": steps,
-    })))
+    Ok(HttpResponse::Ok().json(TimelineView {
+        order_id: id,
+        status: order.row.status,
+        steps,
+    }))
 }
 
 /// The order's mails and what became of them (sent, retrying, …), from the mail
 /// service's history. The shopper's only (the order's token); `503` while the history
 /// cannot be read.
-async fn get_mails(
+#[utoipa::path(
+    get, path = "/orders/{id}/mails", tag = "orders",
+    params(
+        ("id" = uuid::Uuid, Path, description = "The order's id"),
+        ("token" = Option<String>, Query, description = "The order's token, if not in the Authorization header"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The order's mails, newest first", body = MailsView),
+        (status = 401, description = "No token", content_type = "application/problem+json", body = Problem),
+        (status = 403, description = "A token that is not this order's", content_type = "application/problem+json", body = Problem),
+        (status = 404, description = "No such order", content_type = "application/problem+json", body = Problem),
+        (status = 503, description = "The mail history or the order store is unavailable", content_type = "application/problem+json", body = Problem),
+    )
+)]
+pub(crate) async fn get_mails(
     state: web::Data<AppState>,
     id: web::Path<String>,
     request: HttpRequest,
@@ -169,14 +287,29 @@ async fn get_mails(
     let id = order_id(&id)?;
     let presented = Presented::from_request(&request);
     let mails = orders::mails(&state.db, &state.mail_history, id, &presented).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({"order_id": id, "mails": mails})))
+    Ok(HttpResponse::Ok().json(MailsView {
+        order_id: id,
+        mails,
+    }))
 }
 
 /// Case 1: a payment event, signed by payment-service (`401` otherwise, nothing changed),
 /// handled by the Kafka consumer's handler; the events it causes are delivered before the
 /// answer. `200` handled, `400` not an event, `422` refused for good (e.g. an unknown
 /// order), `503` try again.
-async fn receive_event(
+#[utoipa::path(
+    post, path = "/internal/events", tag = "internal",
+    description = "Case 1 only: a payment event from payment-service's HTTP chain, signed with INTERNAL_EVENTS_SECRET (HMAC-SHA256 in X-Saga-Signature).",
+    request_body(content = serde_json::Value, description = "An event envelope (shared_events::Event)", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Handled"),
+        (status = 400, description = "Not an event", content_type = "application/problem+json", body = Problem),
+        (status = 401, description = "Not signed by a service of the shop", content_type = "application/problem+json", body = Problem),
+        (status = 422, description = "Refused for good", content_type = "application/problem+json", body = Problem),
+        (status = 503, description = "Try again shortly", content_type = "application/problem+json", body = Problem),
+    )
+)]
+pub(crate) async fn receive_event(
     state: web::Data<AppState>,
     request: HttpRequest,
     body: web::Bytes,
@@ -196,7 +329,14 @@ async fn receive_event(
 }
 
 /// Ready when start-up is done (migrations, Kafka) and the database answers.
-async fn readyz(
+#[utoipa::path(
+    get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = shared_events::http::Health),
+        (status = 503, description = "Starting (with what it waits for, Retry-After) or the database does not answer", body = shared_events::http::Health),
+    )
+)]
+pub(crate) async fn readyz(
     state: web::Data<AppState>,
     readiness: web::Data<Readiness>,
 ) -> Result<HttpResponse, ApiError> {
@@ -205,226 +345,4 @@ async fn readyz(
     }
     state.db.ping().await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"})))
-}
-
-/// Reads the body, refusing it as soon as it passes `limit` (chunked bodies included).
-pub(crate) async fn read_limited(
-    mut body: web::Payload,
-    limit: usize,
-) -> Result<web::BytesMut, ApiError> {
-    let mut bytes = web::BytesMut::new();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| match e {
-            actix_web::error::PayloadError::Overflow => ApiError::PayloadTooLarge { limit },
-            other => ApiError::MalformedJson(other.to_string()),
-        })?;
-        if bytes.len() + chunk.len() > limit {
-            return Err(ApiError::PayloadTooLarge { limit });
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-    Ok(bytes)
-}
-
-/// Parses JSON, naming the field at fault (`items[0].quantity: invalid type …`).
-pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
-        let path = err.path().to_string();
-        let inner = err.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            return ApiError::MalformedJson(inner.to_string());
-        }
-        let message = inner.to_string();
-        let message = message.split(" at line ").next().unwrap_or(&message);
-        // serde names a missing field in its message, at the path of the enclosing object.
-        let (name, reason) = match message.strip_prefix("missing field `") {
-            Some(rest) => {
-                let field = rest.trim_end_matches('`');
-                let name = if path == "." {
-                    field.to_owned()
-                } else {
-                    format!("{path}.{field}")
-                };
-                (name, "is required".to_owned())
-            }
-            None => (path, message.to_owned()),
-        };
-        ApiError::Invalid(vec![shared_events::http::InvalidParam::new(name, reason)])
-    })
-}
-
-/// An id that is not a UUID names no order.
-pub(crate) fn order_id(id: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(id).map_err(|_| ApiError::NotFound("order"))
-}
-
-/// The order's JSON with its `ETag`.
-pub(crate) fn order_body(mut response: HttpResponseBuilder, view: &Rendered) -> HttpResponse {
-    response
-        .insert_header((header::ETAG, view.etag.header_value()))
-        .content_type(header::ContentType::json())
-        .body(view.body.clone())
-}
-
-const PREFER: HeaderName = HeaderName::from_static("prefer");
-const PREFERENCE_APPLIED: HeaderName = HeaderName::from_static("preference-applied");
-
-/// How long the client asked to wait for a change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Wait {
-    duration: Duration,
-    /// Asked with `Prefer` (answered with `Preference-Applied`), not `?wait=`.
-    preferred: bool,
-}
-
-/// `?wait=N` or else `Prefer: wait=N` (RFC 7240); `None` when neither is given.
-fn requested_wait(request: &HttpRequest, max: Duration) -> Result<Option<Wait>, ApiError> {
-    let (name, value, preferred) = if let Some(value) = query_wait(request) {
-        ("wait", value, false)
-    } else if let Some(value) = prefer_wait(request) {
-        ("Prefer: wait", value, true)
-    } else {
-        return Ok(None);
-    };
-    let duration = parse_wait(&value, max)
-        .map_err(|reason| ApiError::InvalidParameter(vec![InvalidParam::new(name, reason)]))?;
-    Ok(Some(Wait {
-        duration,
-        preferred,
-    }))
-}
-
-fn query_wait(request: &HttpRequest) -> Option<String> {
-    url::form_urlencoded::parse(request.query_string().as_bytes())
-        .find(|(key, _)| key == "wait")
-        .map(|(_, value)| value.into_owned())
-}
-
-/// The value of the `wait` preference in any `Prefer` header (`respond-async, wait=10`).
-fn prefer_wait(request: &HttpRequest) -> Option<String> {
-    request
-        .headers()
-        .get_all(PREFER)
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .find_map(|preference| {
-            let preference = preference.split(';').next().unwrap_or_default();
-            let (name, value) = preference.split_once('=')?;
-            name.trim()
-                .eq_ignore_ascii_case("wait")
-                .then(|| value.trim().trim_matches('"').to_owned())
-        })
-}
-
-/// Whole seconds, `10` or `10s`, at most `max`.
-fn parse_wait(value: &str, max: Duration) -> Result<Duration, String> {
-    let digits = value.strip_suffix('s').unwrap_or(value);
-    let seconds = Some(digits)
-        .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|d| d.parse::<u64>().ok())
-        .ok_or_else(|| "must be a whole number of seconds, such as 10 or 10s".to_owned())?;
-    if seconds > max.as_secs() {
-        return Err(format!("must be at most {} seconds", max.as_secs()));
-    }
-    Ok(Duration::from_secs(seconds))
-}
-
-/// The tags of `If-None-Match`; `None` without one, or for `*` (any current version).
-fn if_none_match(request: &HttpRequest) -> Option<Vec<ETag>> {
-    let mut tags = Vec::new();
-    for value in request.headers().get_all(header::IF_NONE_MATCH) {
-        for tag in value.to_str().ok()?.split(',') {
-            if tag.trim() == "*" {
-                return None;
-            }
-            tags.extend(ETag::parse(tag));
-        }
-    }
-    (!tags.is_empty()).then_some(tags)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use actix_web::test::TestRequest;
-
-    const MAX: Duration = Duration::from_secs(30);
-
-    fn wait_of(request: TestRequest) -> Result<Option<Wait>, ApiError> {
-        requested_wait(&request.to_http_request(), MAX)
-    }
-
-    #[test]
-    fn waits_are_whole_seconds_up_to_the_maximum() {
-        assert_eq!(parse_wait("10", MAX), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_wait("10s", MAX), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_wait("30", MAX), Ok(MAX));
-        for bad in [
-            "",
-            "abc",
-            "-1",
-            "+1",
-            "1.5",
-            "s",
-            "31",
-            "99999999999999999999",
-        ] {
-            assert!(parse_wait(bad, MAX).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn the_query_wins_over_the_preference() {
-        let request = TestRequest::get()
-            .uri("/orders/x?wait=2")
-            .insert_header(("Prefer", "wait=5"));
-        let wait = wait_of(request).expect("valid").expect("a wait");
-        assert_eq!(wait.duration, Duration::from_secs(2));
-        assert!(!wait.preferred);
-    }
-
-    #[test]
-    fn the_wait_preference_is_found_among_others() {
-        let request = TestRequest::get().insert_header(("Prefer", "respond-async, WAIT=7; x=y"));
-        let wait = wait_of(request).expect("valid").expect("a wait");
-        assert_eq!(
-            wait,
-            Wait {
-                duration: Duration::from_secs(7),
-                preferred: true
-            }
-        );
-        let other = TestRequest::get().insert_header(("Prefer", "return=minimal"));
-        assert_eq!(wait_of(other).expect("valid"), None);
-    }
-
-    #[test]
-    fn a_bad_wait_names_where_it_came_from() {
-        let names = |request: TestRequest| match wait_of(request) {
-            Err(ApiError::InvalidParameter(params)) => {
-                params.into_iter().map(|p| p.name).collect::<Vec<_>>()
-            }
-            other => panic!("not refused: {other:?}"),
-        };
-        assert_eq!(names(TestRequest::get().uri("/o?wait=abc")), ["wait"]);
-        let header = TestRequest::get().insert_header(("Prefer", "wait=abc"));
-        assert_eq!(names(header), ["Prefer: wait"]);
-    }
-
-    #[test]
-    fn if_none_match_lists_tags_and_star_means_now() {
-        let request = TestRequest::get()
-            .insert_header(("If-None-Match", "\"a\", W/\"b\""))
-            .to_http_request();
-        let tags = if_none_match(&request).expect("tags");
-        assert_eq!(
-            tags.iter().map(ETag::opaque).collect::<Vec<_>>(),
-            ["a", "b"]
-        );
-        let star = TestRequest::get()
-            .insert_header(("If-None-Match", "*"))
-            .to_http_request();
-        assert_eq!(if_none_match(&star), None);
-    }
 }

@@ -70,6 +70,7 @@ impl Application {
                 changes,
                 waits: crate::watch::WaitLimits::from(&settings),
                 pricing: settings.pricing(),
+                event_input: !settings.case.uses_kafka(),
                 mail_history: crate::mail_history::MailHistory::new(
                     settings.mail_history_url.clone(),
                     settings.mail_history_token.clone(),

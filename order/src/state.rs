@@ -22,4 +22,7 @@ pub struct AppState {
     pub pricing: crate::domain::Pricing,
     /// The mail service's history of the shopper's mails.
     pub mail_history: crate::mail_history::MailHistory,
+    /// Case 1: payment's events arrive at `POST /internal/events` (and the API document
+    /// says so).
+    pub event_input: bool,
 }

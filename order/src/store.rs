@@ -14,7 +14,7 @@ use uuid::Uuid;
 shared_events::text_column_enum!(OrderStatus);
 
 /// One step of an order's saga, for the timeline.
-#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[derive(Debug, Clone, Queryable, Selectable, Serialize, utoipa::ToSchema)]
 #[diesel(table_name = saga_steps)]
 pub struct SagaStep {
     pub event_id: Uuid,
@@ -50,7 +50,7 @@ pub struct OrderRow {
     pub access_token_hash: Option<Vec<u8>>,
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[derive(Debug, Clone, Queryable, Selectable, Serialize, utoipa::ToSchema)]
 #[diesel(table_name = order_items)]
 pub struct ItemRow {
     #[serde(skip)]

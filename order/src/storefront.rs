@@ -6,7 +6,9 @@
 //! client; an order's token stays in the shopper's browser.
 
 use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::Method;
 use actix_web::{web, HttpResponse};
+use shared_events::routes::Router;
 
 const SHOP_PAGE: &[u8] = include_bytes!("../storefront/shop.html");
 const ORDER_PAGE: &[u8] = include_bytes!("../storefront/order.html");
@@ -48,31 +50,57 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
 /// Only this origin's scripts, styles, images and connections; no frames, no plugins.
 const POLICY: &str = "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'";
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(home))
-        .route("/shop", web::get().to(shop))
-        .route("/shop/orders/{id}", web::get().to(order_page))
-        .route("/shop/assets/{name}", web::get().to(asset));
+/// The pages and their assets, in the service's route table.
+pub fn routes<R: Router>(r: &mut R) {
+    r.route(Method::GET, "/", home)
+        .route(Method::GET, "/shop", shop)
+        .route(Method::GET, "/shop/orders/{id}", order_page)
+        .route(Method::GET, "/shop/assets/{name}", asset);
 }
 
 /// The shop's front door.
-async fn home() -> HttpResponse {
+#[utoipa::path(
+    get, path = "/", tag = "storefront",
+    responses((status = 303, description = "On to the shop", headers(("Location" = String))))
+)]
+pub(crate) async fn home() -> HttpResponse {
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, "/shop"))
         .finish()
 }
 
-async fn shop() -> HttpResponse {
+/// The catalog and the checkout.
+#[utoipa::path(
+    get, path = "/shop", tag = "storefront",
+    responses((status = 200, description = "The shop's page", content_type = "text/html", body = String))
+)]
+pub(crate) async fn shop() -> HttpResponse {
     page(SHOP_PAGE)
 }
 
 /// The same page for every id: its script reads the id from the address and the order's
 /// token from the browser that placed it (an unknown id is the API's 404, shown there).
-async fn order_page(_id: web::Path<String>) -> HttpResponse {
+#[utoipa::path(
+    get, path = "/shop/orders/{id}", tag = "storefront",
+    params(("id" = String, Path, description = "The order's id")),
+    responses((status = 200, description = "The order's page (the order itself comes from the API)", content_type = "text/html", body = String))
+)]
+pub(crate) async fn order_page(_id: web::Path<String>) -> HttpResponse {
     page(ORDER_PAGE)
 }
 
-async fn asset(name: web::Path<String>) -> HttpResponse {
+/// A script, style sheet or image of the pages.
+#[utoipa::path(
+    get, path = "/shop/assets/{name}", tag = "storefront",
+    params(("name" = String, Path, description = "The asset's file name, e.g. shop.js")),
+    responses(
+        (status = 200, description = "The asset (JavaScript, CSS or SVG)", content(
+            (String = "text/javascript"), (String = "text/css"), (String = "image/svg+xml")
+        )),
+        (status = 404, description = "No such asset", content_type = "application/problem+json", body = shared_events::http::Problem),
+    )
+)]
+pub(crate) async fn asset(name: web::Path<String>) -> HttpResponse {
     match ASSETS.iter().find(|(asset, ..)| *asset == name.as_str()) {
         Some((_, media_type, bytes)) => HttpResponse::Ok()
             .insert_header((header::CONTENT_TYPE, *media_type))

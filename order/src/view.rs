@@ -15,7 +15,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-#[derive(Serialize)]
+/// The shopper's view of an order (with the order's token).
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct OrderView {
     id: Uuid,
     status: OrderStatus,
@@ -24,7 +25,9 @@ pub(crate) struct OrderView {
     locale: String,
     items: Vec<crate::store::ItemRow>,
     total_amount: i64,
+    #[schema(value_type = String, example = "KRW")]
     currency: &'static str,
+    /// Why it was cancelled (`payment_declined`, `cancelled_by_shopper`, …).
     cancel_reason: Option<String>,
     refunded_amount: Option<i64>,
     payment_deadline: DateTime<Utc>,
@@ -35,7 +38,7 @@ pub(crate) struct OrderView {
     cancelled_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct PaymentView {
     id: Option<Uuid>,
     tid: Option<String>,
@@ -44,11 +47,12 @@ struct PaymentView {
 }
 
 /// What anyone holding only the order's id sees.
-#[derive(Serialize)]
-struct PublicView {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct PublicView {
     id: Uuid,
     status: OrderStatus,
     total_amount: i64,
+    #[schema(value_type = String, example = "KRW")]
     currency: &'static str,
     cancel_reason: Option<String>,
     refunded_amount: Option<i64>,
@@ -60,7 +64,7 @@ struct PublicView {
     cancelled_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct PublicPaymentView {
     status: Option<String>,
     redirect_url: Option<String>,
@@ -121,6 +125,21 @@ impl From<Order> for OrderView {
             cancelled_at: row.cancelled_at,
         }
     }
+}
+
+/// Every step of an order's saga (`GET /orders/{id}/timeline`).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TimelineView {
+    pub order_id: Uuid,
+    pub status: OrderStatus,
+    pub steps: Vec<crate::store::SagaStep>,
+}
+
+/// The mails of an order and what became of them (`GET /orders/{id}/mails`).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MailsView {
+    pub order_id: Uuid,
+    pub mails: Vec<crate::mail_history::Mail>,
 }
 
 /// An order's view, serialized once: the bytes sent and the tag computed from them.

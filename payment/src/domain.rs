@@ -12,7 +12,15 @@ use std::str::FromStr;
 /// Any step before `APPROVED` may end in `FAILED`. A refund goes `APPROVED` →
 /// `REFUNDING` (at most one caller) → `REFUNDED`.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, diesel::AsExpression, diesel::FromSqlRow,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    diesel::AsExpression,
+    diesel::FromSqlRow,
+    utoipa::ToSchema,
 )]
 #[diesel(sql_type = diesel::sql_types::Text)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

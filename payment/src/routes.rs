@@ -2,33 +2,56 @@
 //! the input of order-service's events. Handlers parse input and call `Checkout`; no SQL
 //! here. In case 1 a return URL answers only after the payment's events went down the
 //! HTTP chain: the approval URL once the order is completed and mailed, the cancel and
-//! fail URLs once the compensation ran.
+//! fail URLs once the compensation ran. One route table ([`routes`]) is mounted by
+//! actix-web and listed by the OpenAPI test ([`api_doc`]).
+
+pub mod api_doc;
 
 use crate::checkout::{Checkout, OrderEvents};
 use crate::error::ApiError;
 use crate::store::{GatewayCall, Payment};
+use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use shared_events::chain::{self, EVENTS_PATH};
-use shared_events::http::InvalidParam;
+use shared_events::http::{InvalidParam, Problem};
+use shared_events::routes::Router;
 use shared_events::PaymentFailureReason;
 use uuid::Uuid;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.configure(shared_events::http::configure_common)
-        .route("/readyz", web::get().to(readyz))
-        .route("/payments", web::get().to(list_payments))
-        .route("/payments/{id}", web::get().to(get_payment))
-        .route("/payments/{id}/approve", web::get().to(approve))
-        .route("/payments/{id}/cancel", web::get().to(shopper_cancelled))
-        .route("/payments/{id}/fail", web::get().to(payment_failed));
+/// Every route of payment-service (cases 2–4).
+pub fn routes<R: Router>(r: &mut R) {
+    r.route(Method::GET, "/openapi.json", api_doc::openapi_json);
+    api_routes(r);
 }
 
 /// Case 1's routes: every route above, and the input of the order events that
 /// order-service's HTTP chain delivers.
+pub fn routes_with_event_input<R: Router>(r: &mut R) {
+    r.route(Method::POST, EVENTS_PATH, receive_event).route(
+        Method::GET,
+        "/openapi.json",
+        api_doc::openapi_json_with_event_input,
+    );
+    api_routes(r);
+}
+
+fn api_routes<R: Router>(r: &mut R) {
+    shared_events::routes::common_routes(r);
+    r.route(Method::GET, "/readyz", readyz)
+        .route(Method::GET, "/payments", list_payments)
+        .route(Method::GET, "/payments/{id}", get_payment)
+        .route(Method::GET, "/payments/{id}/approve", approve)
+        .route(Method::GET, "/payments/{id}/cancel", shopper_cancelled)
+        .route(Method::GET, "/payments/{id}/fail", payment_failed);
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    shared_events::routes::mount(cfg, routes);
+}
+
 pub fn configure_with_event_input(cfg: &mut web::ServiceConfig) {
-    cfg.route(EVENTS_PATH, web::post().to(receive_event))
-        .configure(configure);
+    shared_events::routes::mount(cfg, routes_with_event_input);
 }
 
 /// Case 1: an order event, signed by order-service (`401` otherwise, nothing changed),
@@ -36,7 +59,19 @@ pub fn configure_with_event_input(cfg: &mut web::ServiceConfig) {
 /// `PaymentReady` delivered back before the answer, so the shopper's `POST /orders`
 /// returns with the redirect URL. `200` handled, `400` not an event, `422` refused for
 /// good, `503` try again.
-async fn receive_event(
+#[utoipa::path(
+    post, path = "/internal/events", tag = "internal",
+    description = "Case 1 only: an order event from order-service's HTTP chain, signed with INTERNAL_EVENTS_SECRET (HMAC-SHA256 in X-Saga-Signature).",
+    request_body(content = serde_json::Value, description = "An event envelope (shared_events::Event)", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Handled"),
+        (status = 400, description = "Not an event", content_type = "application/problem+json", body = Problem),
+        (status = 401, description = "Not signed by a service of the shop", content_type = "application/problem+json", body = Problem),
+        (status = 422, description = "Refused for good", content_type = "application/problem+json", body = Problem),
+        (status = 503, description = "Try again shortly", content_type = "application/problem+json", body = Problem),
+    )
+)]
+pub(crate) async fn receive_event(
     checkout: web::Data<Checkout>,
     request: HttpRequest,
     body: web::Bytes,
@@ -52,13 +87,26 @@ async fn receive_event(
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ApprovalQuery {
+    /// Kakao Pay's proof that the shopper authenticated (never logged).
     pub(crate) pg_token: Option<String>,
 }
 
 /// Kakao Pay's `approval_url`: the shopper authenticated; approve with the `pg_token`.
-async fn approve(
+#[utoipa::path(
+    get, path = "/payments/{id}/approve", tag = "kakao-pay-return",
+    params(("id" = uuid::Uuid, Path, description = "The payment's id"), ApprovalQuery),
+    responses(
+        (status = 200, description = "The payment (a client that does not accept HTML)", body = crate::routes::PaymentView),
+        (status = 303, description = "A browser is sent on to the storefront's page of the order", headers(("Location" = String))),
+        (status = 400, description = "No pg_token, or one that is not this payment's (nothing charged)", content_type = "application/problem+json", body = Problem),
+        (status = 404, description = "No such payment", content_type = "application/problem+json", body = Problem),
+        (status = 503, description = "Kakao Pay unreachable (nothing charged), the outcome not yet known, or the store unavailable", content_type = "application/problem+json", body = Problem),
+    )
+)]
+pub(crate) async fn approve(
     checkout: web::Data<Checkout>,
     id: web::Path<String>,
     query: web::Query<ApprovalQuery>,
@@ -75,7 +123,18 @@ async fn approve(
 }
 
 /// Kakao Pay's `cancel_url`: the shopper gave up on the payment page.
-async fn shopper_cancelled(
+#[utoipa::path(
+    get, path = "/payments/{id}/cancel", tag = "kakao-pay-return",
+    description = "Kakao Pay's return URL when the shopper gave up on the payment page: the payment fails and the order is cancelled.",
+    params(("id" = uuid::Uuid, Path, description = "The payment's id")),
+    responses(
+        (status = 200, description = "The payment (a client that does not accept HTML)", body = crate::routes::PaymentView),
+        (status = 303, description = "A browser is sent on to the storefront's page of the order", headers(("Location" = String))),
+        (status = 404, description = "No such payment", content_type = "application/problem+json", body = Problem),
+        (status = 503, description = "The payment store is unavailable", content_type = "application/problem+json", body = Problem),
+    )
+)]
+pub(crate) async fn shopper_cancelled(
     checkout: web::Data<Checkout>,
     id: web::Path<String>,
     request: HttpRequest,
@@ -90,7 +149,18 @@ async fn shopper_cancelled(
 }
 
 /// Kakao Pay's `fail_url`: the payment failed on Kakao Pay's side.
-async fn payment_failed(
+#[utoipa::path(
+    get, path = "/payments/{id}/fail", tag = "kakao-pay-return",
+    description = "Kakao Pay's return URL when the payment failed at Kakao Pay: the payment fails and the order is cancelled.",
+    params(("id" = uuid::Uuid, Path, description = "The payment's id")),
+    responses(
+        (status = 200, description = "The payment (a client that does not accept HTML)", body = crate::routes::PaymentView),
+        (status = 303, description = "A browser is sent on to the storefront's page of the order", headers(("Location" = String))),
+        (status = 404, description = "No such payment", content_type = "application/problem+json", body = Problem),
+        (status = 503, description = "The payment store is unavailable", content_type = "application/problem+json", body = Problem),
+    )
+)]
+pub(crate) async fn payment_failed(
     checkout: web::Data<Checkout>,
     id: web::Path<String>,
     request: HttpRequest,
@@ -127,7 +197,17 @@ fn accepts_html(request: &HttpRequest) -> bool {
         .any(|value| value.contains("text/html"))
 }
 
-async fn get_payment(
+/// A payment with every call made to Kakao Pay for it.
+#[utoipa::path(
+    get, path = "/payments/{id}", tag = "payments",
+    params(("id" = uuid::Uuid, Path, description = "The payment's id")),
+    responses(
+        (status = 200, description = "The payment and its gateway calls", body = PaymentView),
+        (status = 404, description = "No such payment", content_type = "application/problem+json", body = Problem),
+        (status = 503, description = "The payment store is unavailable", content_type = "application/problem+json", body = Problem),
+    )
+)]
+pub(crate) async fn get_payment(
     checkout: web::Data<Checkout>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -137,12 +217,24 @@ async fn get_payment(
     Ok(HttpResponse::Ok().json(PaymentView::new(payment, Some(calls))))
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListQuery {
+    /// The order whose payments to list (a UUID; required).
     order_id: Option<String>,
 }
 
-async fn list_payments(
+/// The payments of an order.
+#[utoipa::path(
+    get, path = "/payments", tag = "payments",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The order's payments", body = Vec<PaymentView>),
+        (status = 400, description = "No order_id, or not a UUID", content_type = "application/problem+json", body = Problem),
+        (status = 503, description = "The payment store is unavailable", content_type = "application/problem+json", body = Problem),
+    )
+)]
+pub(crate) async fn list_payments(
     checkout: web::Data<Checkout>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -163,7 +255,14 @@ async fn list_payments(
 }
 
 /// Ready when start-up is done (migrations, Kafka) and the database answers.
-async fn readyz(
+#[utoipa::path(
+    get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = shared_events::http::Health),
+        (status = 503, description = "Starting (with what it waits for, Retry-After) or the database does not answer", body = shared_events::http::Health),
+    )
+)]
+pub(crate) async fn readyz(
     checkout: web::Data<Checkout>,
     readiness: web::Data<shared_events::readiness::Readiness>,
 ) -> Result<HttpResponse, ApiError> {
@@ -178,7 +277,8 @@ pub(crate) fn parse_id(raw: &str, what: &'static str) -> Result<Uuid, ApiError> 
     Uuid::parse_str(raw).map_err(|_| ApiError::NotFound(what))
 }
 
-#[derive(Serialize)]
+/// A payment as the API shows it.
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct PaymentView {
     #[serde(flatten)]
     payment: Payment,

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 shared_events::text_column_enum!(PaymentStatus);
 
-#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[derive(Debug, Clone, Queryable, Selectable, Serialize, utoipa::ToSchema)]
 #[diesel(table_name = payments)]
 pub struct Payment {
     pub id: Uuid,
@@ -72,7 +72,7 @@ impl Payment {
     }
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[derive(Debug, Clone, Queryable, Selectable, Serialize, utoipa::ToSchema)]
 #[diesel(table_name = gateway_calls)]
 pub struct GatewayCall {
     pub kind: String,

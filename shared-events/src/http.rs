@@ -6,7 +6,7 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
 /// One invalid input field: its JSON path (`items[0].quantity`) and why it was refused.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct InvalidParam {
     pub name: String,
     pub reason: String,
@@ -22,14 +22,18 @@ impl InvalidParam {
 }
 
 /// A problem-details body. `type` is a stable, relative URI naming the kind of problem.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
+    #[schema(value_type = String, example = "/problems/invalid-order")]
     pub kind: &'static str,
+    #[schema(value_type = String)]
     pub title: &'static str,
     pub status: u16,
     pub detail: String,
+    /// The fields (or parameters) at fault, each with its reason; absent when none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(required = false)]
     pub invalid_params: Vec<InvalidParam>,
 }
 
@@ -103,11 +107,34 @@ impl Problem {
 }
 
 /// `GET /healthz`: the process is up.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "The process is up", body = Health))
+)]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
+/// What `/healthz` and `/readyz` answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok`, `ready`, or `starting` (with `waiting_for`).
+    #[schema(example = "ok")]
+    pub status: String,
+    /// While starting: the dependency or step it waits for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
+}
+
 /// `GET /metrics`: Prometheus text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String))
+)]
 pub async fn metrics() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
@@ -119,12 +146,6 @@ pub fn starting(waiting_for: &str) -> HttpResponse {
     HttpResponse::ServiceUnavailable()
         .insert_header((actix_web::http::header::RETRY_AFTER, "1"))
         .json(serde_json::json!({"status": "starting", "waiting_for": waiting_for}))
-}
-
-/// Mounts `/healthz` and `/metrics`.
-pub fn configure_common(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/metrics", web::get().to(metrics));
 }
 
 /// Runs `server` until it stops or `shutdown` is cancelled, then stops the service's

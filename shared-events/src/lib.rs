@@ -51,6 +51,8 @@ pub mod kafka;
 pub mod outbox;
 #[cfg(feature = "http")]
 pub mod request_span;
+#[cfg(feature = "http")]
+pub mod routes;
 #[cfg(feature = "outbox")]
 pub mod signing;
 #[cfg(feature = "async-db")]

@@ -125,6 +125,9 @@ impl Stack {
             ("ORDER_MAILER_URL", url("NOTIFIER_PORT")),
             ("PAYMENT_ORDER_URL", url("ORDER_PORT")),
             ("PAYMENT_MAILER_URL", url("NOTIFIER_PORT")),
+            // The storefront's links between the services.
+            ("ORDER_MAIL_HISTORY_URL", url("NOTIFIER_PORT")),
+            ("PAYMENT_STOREFRONT_URL", url("ORDER_PORT")),
             (
                 "KAFKA_BROKERS",
                 format!("127.0.0.1:{}", self.ports["KAFKA_PORT"]),

@@ -13,7 +13,7 @@ use super::SimMode;
 
 /// Faults applied to the API endpoints (`/online/v1/payment/*`); the shopper
 /// page, ledger and health endpoints are never affected.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct Faults {
     /// Fixed delay added to every API call.
@@ -21,15 +21,18 @@ pub struct Faults {
     /// Extra uniform delay in `0..=jitter_ms`.
     pub jitter_ms: u64,
     /// Fraction (0.0–1.0) of otherwise valid approves declined with `-780`.
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub decline_rate: f64,
     /// `extras.method_result_code` of a decline; `None` = `DECLINED`.
     /// `USER_LOCKED` leaves the payment approvable (the client treats it as
     /// transient); any other code fails the payment (`FAIL_PAYMENT`).
     pub decline_code: Option<String>,
     /// Fraction of API calls answered HTTP 500 `-500` without any effect.
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub error_rate: f64,
     /// Fraction of API calls that take effect but whose answer is replaced by
     /// HTTP 500 `-500` (a lost response: the caller cannot tell it worked).
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub lost_response_rate: f64,
     /// While true every API call answers HTTP 503 `-9798` without effect.
     pub outage: bool,
@@ -47,12 +50,16 @@ pub struct Faults {
 pub const LOST_ANSWER_HOLD: Duration = Duration::from_secs(15);
 
 /// A fraction (0.0–1.0) of the calls of each API endpoint; absent endpoints are 0.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct PerEndpoint {
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub ready: f64,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub approve: f64,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub cancel: f64,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub order: f64,
 }
 
@@ -115,15 +122,18 @@ pub struct OutageWindow {
     pub duration: Option<Duration>,
 }
 
-/// Body of `PUT /__sim/faults`: only the fields present change.
-#[derive(Debug, Default, Deserialize)]
+/// Body of `PUT /__sim/faults`: only the fields present change (`null`: unchanged).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)] // a typo in a test's knob must fail loudly
 pub struct FaultsPatch {
     pub latency_ms: Option<u64>,
     pub jitter_ms: Option<u64>,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub decline_rate: Option<f64>,
     pub decline_code: Option<String>,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub error_rate: Option<f64>,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub lost_response_rate: Option<f64>,
     /// Replaces all four endpoints' rates (absent endpoints: 0).
     pub dropped_connection: Option<PerEndpoint>,
@@ -136,7 +146,7 @@ pub struct FaultsPatch {
 }
 
 /// Body of `GET /__sim/faults`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FaultsView {
     #[serde(flatten)]
     pub faults: Faults,

@@ -19,9 +19,10 @@ pub struct Ledger {
 }
 
 /// One payment as the simulator saw it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LedgerEntry {
     pub partner_order_id: String,
+    #[schema(inline, value_type = super::schema::SimStatus)]
     pub status: PaymentStatus,
     /// Approve calls that reached this tid, successful or not (calls rejected
     /// by an injected outage/error never reach a tid and are not counted).
@@ -35,11 +36,14 @@ pub struct LedgerEntry {
     /// Amount requested at ready (KRW).
     pub total_amount: i64,
     #[serde(default)]
+    #[schema(required = true)]
     pub partner_user_id: String,
     /// `ready` time, Kakao format (KST, no offset).
     #[serde(default)]
+    #[schema(required = true)]
     pub created_at: Option<String>,
     #[serde(default)]
+    #[schema(required = true)]
     pub approved_at: Option<String>,
 }
 

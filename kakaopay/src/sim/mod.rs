@@ -10,16 +10,20 @@
 //!   ([`Faults`] plus `mode` and `tid_ttl_secs`).
 //! - `POST /__sim/clock/advance` `{"secs": N}`: move the simulator's clock.
 //! - `GET /healthz`.
+//! - `GET /openapi.json`: the OpenAPI 3.1 document of all of these ([`routes()`] is
+//!   their one table, which `api_doc`'s tests hold it against).
 //!
 //! Use [`spawn`] to run it inside a test; the `kakaopay-sim` binary runs it
 //! standalone.
 
+mod api_doc;
 mod error;
 mod faults;
 mod ids;
 mod ledger;
 mod payment;
 mod routes;
+mod schema;
 mod shopper;
 mod state;
 mod validate;
@@ -28,6 +32,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
+use actix_web::http::Method as HttpMethod;
 use actix_web::{web, App, HttpServer};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -39,6 +44,40 @@ pub use ledger::{Ledger, LedgerEntry};
 use crate::client::{KakaoPayConfig, DEFAULT_TIMEOUT, TEST_CID};
 use faults::Knobs;
 use state::SimState;
+
+/// Every route of the simulator, in one table that actix-web mounts ([`configure`]) and
+/// the document's test lists.
+pub fn routes<R: shared_events::routes::Router>(r: &mut R) {
+    r.route(HttpMethod::POST, "/online/v1/payment/ready", routes::ready)
+        .route(
+            HttpMethod::POST,
+            "/online/v1/payment/approve",
+            routes::approve,
+        )
+        .route(
+            HttpMethod::POST,
+            "/online/v1/payment/cancel",
+            routes::cancel,
+        )
+        .route(HttpMethod::POST, "/online/v1/payment/order", routes::order)
+        .route(HttpMethod::GET, "/__sim/pay/{tid}", shopper::page)
+        .route(HttpMethod::GET, "/__sim/ledger", routes::ledger)
+        .route(HttpMethod::GET, "/__sim/faults", routes::get_faults)
+        .route(HttpMethod::PUT, "/__sim/faults", routes::put_faults)
+        .route(
+            HttpMethod::POST,
+            "/__sim/clock/advance",
+            routes::advance_clock,
+        )
+        .route(HttpMethod::GET, "/healthz", shared_events::http::healthz)
+        .route(HttpMethod::GET, "/openapi.json", api_doc::openapi_json);
+}
+
+/// The routes, and Kakao's `-404` for every other request.
+fn configure(cfg: &mut web::ServiceConfig) {
+    shared_events::routes::mount(cfg, routes);
+    cfg.default_service(web::to(routes::not_found));
+}
 
 /// Secret key the simulator accepts unless configured otherwise. It is a
 /// simulator-only value; it must never be a real Kakao key.
@@ -64,7 +103,18 @@ impl Method {
 }
 
 /// What the shopper page does when opened without `?action=`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum SimMode {
     /// Approve immediately (302 to `approval_url?pg_token=…`).
@@ -155,17 +205,14 @@ pub async fn spawn(config: SimConfig) -> std::io::Result<SimHandle> {
         knobs,
     ));
     let app_state = state.clone();
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(app_state.clone())
-            .configure(routes::configure)
-    })
-    .workers(config.workers.max(1))
-    // The embedding program owns signal handling.
-    .disable_signals()
-    .shutdown_timeout(1)
-    .listen(listener)?
-    .run();
+    let server =
+        HttpServer::new(move || App::new().app_data(app_state.clone()).configure(configure))
+            .workers(config.workers.max(1))
+            // The embedding program owns signal handling.
+            .disable_signals()
+            .shutdown_timeout(1)
+            .listen(listener)?
+            .run();
     let handle = server.handle();
     // tokio::spawn rather than actix_web::rt::spawn: the latter needs a
     // LocalSet, which #[tokio::test] does not provide.

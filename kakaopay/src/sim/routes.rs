@@ -5,29 +5,21 @@
 //! The state is only touched in synchronous code after the last `.await`.
 
 use actix_web::http::header;
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::Value;
+use shared_events::http::Problem;
 
 use super::error::ApiError;
-use super::faults::{CallPlan, FaultsPatch};
+use super::faults::{CallPlan, FaultsPatch, FaultsView};
+use super::ledger::LedgerEntry;
 use super::payment::{ApproveInput, CancelInput, Payment, ReadyInput};
-use super::shopper;
+use super::schema::{
+    ApproveRequest, ApproveResponse, CancelRequest, CancelResponse, KakaoError, KakaoErrors,
+    OrderRequest, OrderResponse, ReadyRequest, ReadyResponse,
+};
 use super::state::{Data, SimState};
 use super::validate::{Body, MAX_ID_LEN};
-
-pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/online/v1/payment/ready", web::post().to(ready))
-        .route("/online/v1/payment/approve", web::post().to(approve))
-        .route("/online/v1/payment/cancel", web::post().to(cancel))
-        .route("/online/v1/payment/order", web::post().to(order))
-        .route("/__sim/pay/{tid}", web::get().to(shopper::page))
-        .route("/__sim/ledger", web::get().to(ledger))
-        .route("/__sim/faults", web::get().to(get_faults))
-        .route("/__sim/faults", web::put().to(put_faults))
-        .route("/__sim/clock/advance", web::post().to(advance_clock))
-        .route("/healthz", web::get().to(healthz))
-        .default_service(web::to(not_found));
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {
@@ -48,19 +40,63 @@ impl Op {
     }
 }
 
-async fn ready(state: Data, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+#[utoipa::path(
+    post, path = "/online/v1/payment/ready", tag = "kakao-pay", operation_id = "ready",
+    description = "Readies a payment: a new tid and the shopper page's URLs (all `/__sim/pay/{tid}`). Creates the payment. Answers are Kakao's (errors `{error_code, error_message}`, application/json, not problems). Injected faults may also drop the connection unanswered.",
+    request_body(content = ReadyRequest, content_type = "application/json"),
+    security(("secret_key" = [])),
+    responses(
+        (status = 200, description = "Done", body = ReadyResponse),
+        (status = 400, description = "`-2` a field missing, ill-typed or too long; `-722` inconsistent amounts; `-731` another cid", body = KakaoError),
+        KakaoErrors,
+    )
+)]
+pub(crate) async fn ready(state: Data, req: HttpRequest, body: web::Bytes) -> HttpResponse {
     api_call(&state, &req, &body, Op::Ready).await
 }
 
-async fn approve(state: Data, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+#[utoipa::path(
+    post, path = "/online/v1/payment/approve", tag = "kakao-pay", operation_id = "approve",
+    description = "Approves a payment the shopper authenticated on the page (at most once). A decline (`decline_rate`) is a 400 `-780` that fails the payment (but `USER_LOCKED`, which leaves it approvable); every call that reaches a tid counts in the ledger's `approve_calls`. Answers are Kakao's (errors `{error_code, error_message}`, application/json, not problems). Injected faults may also drop the connection unanswered.",
+    request_body(content = ApproveRequest, content_type = "application/json"),
+    security(("secret_key" = [])),
+    responses(
+        (status = 200, description = "Done", body = ApproveResponse),
+        (status = 400, description = "`-2` invalid field; `-7xx` a payment rule (`-702` approved already, `-701` not authenticated, `-706`/`-707` ids differ, `-708` pg_token, `-721` no such tid, `-723` expired, `-725` amount, `-731` cid, `-780` declined with `extras`, `-783` failed payment)", body = KakaoError),
+        KakaoErrors,
+    )
+)]
+pub(crate) async fn approve(state: Data, req: HttpRequest, body: web::Bytes) -> HttpResponse {
     api_call(&state, &req, &body, Op::Approve).await
 }
 
-async fn cancel(state: Data, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+#[utoipa::path(
+    post, path = "/online/v1/payment/cancel", tag = "kakao-pay", operation_id = "cancel",
+    description = "Refunds all or part of an approved payment. Every call that reaches a tid counts in the ledger's `cancel_calls`. Answers are Kakao's (errors `{error_code, error_message}`, application/json, not problems). Injected faults may also drop the connection unanswered.",
+    request_body(content = CancelRequest, content_type = "application/json"),
+    security(("secret_key" = [])),
+    responses(
+        (status = 200, description = "Done", body = CancelResponse),
+        (status = 400, description = "`-2` invalid field; `-7xx` a payment rule (`-710` more than refundable, `-721` no such tid, `-722` amounts, `-731` cid, `-784` not refundable in its state)", body = KakaoError),
+        KakaoErrors,
+    )
+)]
+pub(crate) async fn cancel(state: Data, req: HttpRequest, body: web::Bytes) -> HttpResponse {
     api_call(&state, &req, &body, Op::Cancel).await
 }
 
-async fn order(state: Data, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+#[utoipa::path(
+    post, path = "/online/v1/payment/order", tag = "kakao-pay", operation_id = "order",
+    description = "The payment's state and history (expires an unapproved tid past its lifetime). Answers are Kakao's (errors `{error_code, error_message}`, application/json, not problems). Injected faults may also drop the connection unanswered.",
+    request_body(content = OrderRequest, content_type = "application/json"),
+    security(("secret_key" = [])),
+    responses(
+        (status = 200, description = "Done", body = OrderResponse),
+        (status = 400, description = "`-2` invalid field; `-721` no such tid; `-731` another cid", body = KakaoError),
+        KakaoErrors,
+    )
+)]
+pub(crate) async fn order(state: Data, req: HttpRequest, body: web::Bytes) -> HttpResponse {
     api_call(&state, &req, &body, Op::Order).await
 }
 
@@ -192,15 +228,34 @@ fn authorize(state: &SimState, req: &HttpRequest) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn ledger(state: Data) -> HttpResponse {
+#[utoipa::path(
+    get, path = "/__sim/ledger", tag = "simulator", operation_id = "ledger",
+    description = "What the simulator saw, per tid (a contract of other test suites: fields are added, never renamed or removed).",
+    responses((status = 200, description = "Every payment, by tid", body = std::collections::BTreeMap<String, LedgerEntry>))
+)]
+pub(crate) async fn ledger(state: Data) -> HttpResponse {
     HttpResponse::Ok().json(state.ledger())
 }
 
-async fn get_faults(state: Data) -> HttpResponse {
+#[utoipa::path(
+    get, path = "/__sim/faults", tag = "simulator", operation_id = "get_faults",
+    description = "The fault knobs, the shopper page's mode, the tid lifetime, and whether an outage is in effect.",
+    responses((status = 200, description = "The knobs", body = FaultsView))
+)]
+pub(crate) async fn get_faults(state: Data) -> HttpResponse {
     HttpResponse::Ok().json(state.with_knobs(|k| k.view()))
 }
 
-async fn put_faults(state: Data, body: web::Bytes) -> HttpResponse {
+#[utoipa::path(
+    put, path = "/__sim/faults", tag = "simulator", operation_id = "put_faults",
+    description = "Changes the knobs present (a per-endpoint knob replaces its four rates; `outage` also clears a scheduled window); nothing changes if any value is invalid. They act on every later Kakao API call: a fuzzer should leave this operation alone.",
+    request_body(content = FaultsPatch, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The knobs now", body = FaultsView),
+        (status = 400, description = "Not a patch (malformed JSON, an unknown knob, a rate outside 0.0–1.0); nothing changed", content_type = "application/problem+json", body = Problem),
+    )
+)]
+pub(crate) async fn put_faults(state: Data, body: web::Bytes) -> HttpResponse {
     let patch: FaultsPatch = match serde_json::from_slice(&body) {
         Ok(patch) => patch,
         Err(e) => return bad_admin_request(&e.to_string()),
@@ -214,31 +269,52 @@ async fn put_faults(state: Data, body: web::Bytes) -> HttpResponse {
     }
 }
 
-#[derive(serde::Deserialize)]
+/// Body of `POST /__sim/clock/advance`.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AdvanceClock {
+pub(crate) struct AdvanceClock {
+    /// Seconds to move the clock forward, at most 100 years a call.
+    #[schema(minimum = 0, maximum = 3_155_760_000_u64)]
     secs: u64,
 }
 
+/// The most one call moves the clock: far enough to expire anything, and far from the
+/// end of chrono's calendar however often it is called (`SimState::advance_clock`).
+const MAX_ADVANCE_SECS: u64 = 3_155_760_000;
+
 /// Moves the simulator's clock forward (for TID expiry without waiting).
-async fn advance_clock(state: Data, body: web::Bytes) -> HttpResponse {
+#[utoipa::path(
+    post, path = "/__sim/clock/advance", tag = "simulator", operation_id = "advance_clock",
+    description = "Moves the simulator's clock forward, e.g. past the tid lifetime, without waiting.",
+    request_body(content = AdvanceClock, content_type = "application/json"),
+    responses(
+        (status = 204, description = "Moved"),
+        (status = 400, description = "Not `{\"secs\": 0 to 3155760000}`; the clock did not move", content_type = "application/problem+json", body = Problem),
+    )
+)]
+pub(crate) async fn advance_clock(state: Data, body: web::Bytes) -> HttpResponse {
     match serde_json::from_slice::<AdvanceClock>(&body) {
-        Ok(a) => {
+        Ok(a) if a.secs <= MAX_ADVANCE_SECS => {
             state.advance_clock(std::time::Duration::from_secs(a.secs));
             HttpResponse::NoContent().finish()
         }
+        Ok(_) => bad_admin_request(&format!("secs must be at most {MAX_ADVANCE_SECS}")),
         Err(e) => bad_admin_request(&e.to_string()),
     }
 }
 
+/// The simulator's own endpoints answer problems, like the shop's services (the Kakao
+/// API answers Kakao's errors).
 fn bad_admin_request(message: &str) -> HttpResponse {
-    HttpResponse::BadRequest().json(serde_json::json!({ "error": message }))
+    Problem::new(
+        StatusCode::BAD_REQUEST,
+        "/problems/invalid-sim-request",
+        "Invalid simulator request",
+        message,
+    )
+    .response()
 }
 
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
-}
-
-async fn not_found() -> HttpResponse {
+pub(crate) async fn not_found() -> HttpResponse {
     ApiError::not_found().response()
 }

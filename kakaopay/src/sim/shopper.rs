@@ -3,24 +3,52 @@
 //! `approval_url?pg_token=…`, `cancel_url` or `fail_url`.
 
 use actix_web::http::header;
-use actix_web::{web, HttpResponse};
-use serde::Deserialize;
+use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::error::ApiError;
 use super::payment::{ShopperAction, ShopperOutcome};
 use super::state::Data;
 
-#[derive(Debug, Deserialize)]
-pub(crate) struct PageQuery {
-    action: Option<String>,
+/// The page's `action` as the document names it: approve, cancel, fail, or empty (as if
+/// absent). Written by hand: the derive has no way to name an empty variant.
+pub(crate) struct PageAction;
+
+impl utoipa::PartialSchema for PageAction {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(["approve", "cancel", "fail", ""]))
+            .description(Some("What the shopper does; empty: as if absent"))
+            .into()
+    }
 }
 
-pub(crate) async fn page(
-    state: Data,
-    tid: web::Path<String>,
-    query: web::Query<PageQuery>,
-) -> HttpResponse {
-    let action = match query.action.as_deref() {
+impl utoipa::ToSchema for PageAction {}
+
+#[utoipa::path(
+    get, path = "/__sim/pay/{tid}", tag = "simulator", operation_id = "shopper_page",
+    description = "The page the shopper's browser opens instead of Kakao Pay's (a `next_redirect_*_url`). Without `action`, auto mode approves at once and manual mode shows approve / cancel / fail links; it ends with a 302 to the merchant's `approval_url?pg_token=…`, `cancel_url` or `fail_url`. A payment decided already (or expired) redirects as it was decided.",
+    params(
+        ("tid" = String, Path, description = "The payment's tid"),
+        ("action" = Option<PageAction>, Query, description = "What the shopper does; absent or empty: the mode decides"),
+        ("via" = Option<String>, Query, description = "Which redirect URL the shopper used (`mobile`, `app`); only informative"),
+    ),
+    responses(
+        (status = 200, description = "Manual mode: the choice page", content_type = "text/html", body = String),
+        (status = 302, description = "To the merchant's approval, cancel or fail URL",
+            headers(("Location" = String, description = "`approval_url?pg_token=…`, `cancel_url` or `fail_url`"))),
+        (status = 400, description = "`action` is none of approve, cancel, fail", content_type = "text/html", body = String),
+        (status = 404, description = "No payment has this tid", content_type = "text/html", body = String),
+    )
+)]
+pub(crate) async fn page(state: Data, tid: web::Path<String>, req: HttpRequest) -> HttpResponse {
+    // Read by hand rather than with `web::Query`, whose refusals (a repeated `action`)
+    // are plain-text 400s outside this page's answers.
+    let action = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(name, _)| name == "action")
+        .map(|(_, value)| value.into_owned());
+    let action = match action.as_deref() {
         None | Some("") => None,
         Some("approve") => Some(ShopperAction::Approve),
         Some("cancel") => Some(ShopperAction::Cancel),

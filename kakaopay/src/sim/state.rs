@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
@@ -16,6 +16,10 @@ use super::faults::{CallPlan, Knobs};
 use super::ids::new_id;
 use super::ledger::Ledger;
 use super::payment::{Ctx, Payment};
+
+/// How far the clock may be moved: ten thousand years, far from chrono's end of time
+/// (year 262143) so formatting a moved instant in KST never overflows.
+const MAX_CLOCK_OFFSET: chrono::Duration = chrono::Duration::days(3_652_425);
 
 /// The simulator's state as the handlers receive it.
 pub(crate) type Data = actix_web::web::Data<SimState>;
@@ -55,17 +59,24 @@ impl SimState {
 
     pub fn ctx(&self) -> Ctx {
         let knobs = lock(&self.knobs);
+        let offset = *lock(&self.clock_offset);
         Ctx {
-            now: Utc::now() + *lock(&self.clock_offset),
+            now: Utc::now()
+                .checked_add_signed(offset)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
             tid_ttl: knobs.tid_ttl,
             mode: knobs.mode,
         }
     }
 
+    /// Moves the clock forward by `by`, at most to [`MAX_CLOCK_OFFSET`] in all: a clock
+    /// past chrono's calendar would make every later call fail.
     pub fn advance_clock(&self, by: Duration) {
-        let by = chrono::Duration::from_std(by).unwrap_or(chrono::Duration::MAX);
+        let by = chrono::Duration::from_std(by).unwrap_or(MAX_CLOCK_OFFSET);
         let mut offset = lock(&self.clock_offset);
-        *offset = offset.checked_add(&by).unwrap_or(chrono::Duration::MAX);
+        *offset = offset
+            .checked_add(&by)
+            .map_or(MAX_CLOCK_OFFSET, |sum| sum.min(MAX_CLOCK_OFFSET));
     }
 
     pub fn with_knobs<R>(&self, f: impl FnOnce(&mut Knobs) -> R) -> R {

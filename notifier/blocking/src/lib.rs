@@ -13,8 +13,11 @@
 //!   payment-service, inside the shopper's request; no Kafka.
 //!
 //! The history API is the notifier's ([`notifier::api::notifications`]): same JSON, filters,
-//! pagination and bearer token.
+//! pagination and bearer token. Every route is in one table per case ([`routes`],
+//! [`routes_with_event_input`]), which `GET /openapi.json` describes ([`api_doc`]).
 
+pub mod api_doc;
+pub mod handlers;
 /// The tables, as `infra/stack schema` generates them from the migrations (not edited).
 #[rustfmt::skip]
 pub mod schema;
@@ -27,3 +30,40 @@ pub mod store;
 pub use service::BlockingMailer;
 pub use settings::MailerSettings;
 pub use startup::MailerApp;
+
+use actix_web::http::Method;
+use shared_events::routes::Router;
+
+/// Case 2's routes: `/healthz`, `/readyz`, `/metrics`, `/openapi.json` and the
+/// notifier's history routes (same JSON, filters and token), in one table that
+/// actix-web mounts ([`startup::configure`]) and the document's test lists ([`api_doc`]).
+pub fn routes<R: Router>(r: &mut R) {
+    shared_events::routes::common_routes(r);
+    r.route(Method::GET, "/readyz", handlers::readyz)
+        .route(Method::GET, "/openapi.json", api_doc::openapi_json)
+        .route(
+            Method::GET,
+            "/notifications",
+            notifier::api::notifications::list,
+        )
+        .route(
+            Method::GET,
+            "/notifications/stats",
+            notifier::api::notifications::stats,
+        )
+        .route(
+            Method::GET,
+            "/notifications/{id}",
+            notifier::api::notifications::get,
+        );
+}
+
+/// Case 1's routes: every route above, and the event input.
+pub fn routes_with_event_input<R: Router>(r: &mut R) {
+    routes(r);
+    r.route(
+        Method::POST,
+        shared_events::chain::EVENTS_PATH,
+        handlers::receive_event,
+    );
+}

@@ -4,22 +4,22 @@
 //! are retried until their servers answer, and `/readyz` says what it waits for
 //! ([`shared_events::readiness`]).
 
-use crate::service::{outcome_label, BlockingMailer, MailEvents, MailerError};
+use crate::handlers::MailerState;
+use crate::service::{BlockingMailer, MailEvents};
 use crate::settings::MailerSettings;
 use crate::smtp::BlockingSmtp;
 use crate::store::PgHistoryStore;
-use actix_web::http::StatusCode;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpServer};
 use anyhow::Context;
-use notifier::api::{self, ApiState};
+use notifier::api::ApiState;
 use notifier::render::Renderer;
 use secrecy::ExposeSecret;
-use shared_events::chain::{self, EventSigner};
+use shared_events::chain::EventSigner;
 use shared_events::db::{self, run_blocking, DbError, PgPool};
-use shared_events::http::{HttpMetrics, Problem};
+use shared_events::http::HttpMetrics;
 use shared_events::kafka::{ConsumerLoop, DeadLetterPublisher, EngineConfig, KafkaSettings};
 use shared_events::readiness::{retry_until_done, Readiness};
-use shared_events::{Case, Event};
+use shared_events::Case;
 use std::net::TcpListener;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
@@ -28,15 +28,6 @@ use tokio_util::sync::CancellationToken;
 /// The mail history's migrations (`diesel-migrations/mail`).
 pub const MIGRATIONS: diesel_migrations::EmbeddedMigrations =
     diesel_migrations::embed_migrations!("../../diesel-migrations/mail");
-
-/// What the case-1 input and `/readyz` share.
-pub struct MailerState {
-    pub mailer: Arc<BlockingMailer>,
-    pub pool: PgPool,
-    /// Case 1: checks that `POST /internal/events` comes from order or payment.
-    pub signer: Option<EventSigner>,
-    pub readiness: Readiness,
-}
 
 /// The blocking mail service, running.
 pub struct MailerApp {
@@ -131,6 +122,7 @@ impl MailerApp {
             pool,
             signer,
             readiness,
+            case: settings.case,
         });
         let case = settings.case;
         let server = HttpServer::new(move || {
@@ -263,92 +255,11 @@ async fn start_then_consume(
     }
 }
 
-/// `/healthz`, `/readyz`, `/metrics`, the notifier's history routes (same JSON, filters
-/// and token) and, in case 1, the event input.
+/// Mounts `case`'s routes.
 pub fn configure(cfg: &mut web::ServiceConfig, case: Case) {
-    cfg.configure(shared_events::http::configure_common)
-        .route("/readyz", web::get().to(readyz))
-        .route("/notifications", web::get().to(api::notifications::list))
-        .route(
-            "/notifications/stats",
-            web::get().to(api::notifications::stats),
-        )
-        .route(
-            "/notifications/{id}",
-            web::get().to(api::notifications::get),
-        );
-    if !case.uses_kafka() {
-        cfg.route("/internal/events", web::post().to(receive_event));
-    }
-}
-
-/// Ready when started and PostgreSQL answers.
-async fn readyz(state: web::Data<MailerState>) -> HttpResponse {
-    if let Some(waiting_for) = state.readiness.waiting_for() {
-        return shared_events::http::starting(&waiting_for);
-    }
-    let ping = run_blocking(&state.pool, |conn| {
-        use diesel::RunQueryDsl;
-        diesel::sql_query("SELECT 1")
-            .execute(conn)
-            .map_err(DbError::from)
-    })
-    .await;
-    match ping {
-        Ok(_) => HttpResponse::Ok().json(serde_json::json!({
-            "status": "ready", "checks": { "postgres": "ok" },
-        })),
-        Err(error) => HttpResponse::ServiceUnavailable().json(serde_json::json!({
-            "status": "unavailable", "checks": { "postgres": error.to_string() },
-        })),
-    }
-}
-
-/// Case 1's input: one event (the envelope JSON), signed by order or payment (`401`
-/// otherwise, nothing mailed), handled by the same [`BlockingMailer`]
-/// the Kafka consumer uses, before the answer: `200` once the mail is sent or recorded
-/// `FAILED` (or needs none), `400`/`422` for an event that cannot be mailed (the sender
-/// should not retry), `503` when the history is unavailable (retry later).
-async fn receive_event(
-    state: web::Data<MailerState>,
-    request: HttpRequest,
-    body: web::Bytes,
-) -> HttpResponse {
-    if let Some(refused) = chain::refuse_unsigned(state.signer.as_ref(), &request, &body) {
-        return refused;
-    }
-    // Until the history is migrated nothing can be recorded: the sender retries.
-    if let Some(waiting_for) = state.readiness.waiting_for() {
-        return shared_events::http::starting(&waiting_for);
-    }
-    let event = match Event::from_json(&body) {
-        Ok(event) => event,
-        Err(error) => return Problem::invalid_event(error.to_string()).response(),
-    };
-    match state.mailer.handle_off_executor(&event).await {
-        Ok(outcome) => {
-            let label = outcome_label(outcome);
-            metrics::counter!("notifier_events_total", "event_type" => event.event_type().as_str(), "outcome" => label).increment(1);
-            HttpResponse::Ok().json(serde_json::json!({
-                "event_id": event.event_id, "outcome": label,
-            }))
-        }
-        Err(error @ MailerError::Render(_)) => Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "/problems/unmailable-event",
-            "Event cannot be mailed",
-            error.to_string(),
-        )
-        .response(),
-        Err(error) => {
-            tracing::warn!(%error, event_id = %event.event_id, "Event not handled; the sender will retry.");
-            Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "/problems/unavailable",
-                "Service unavailable",
-                "The mail could not be sent or recorded now (SMTP or its history unavailable); try again.",
-            )
-            .response()
-        }
+    if case.uses_kafka() {
+        shared_events::routes::mount(cfg, crate::routes);
+    } else {
+        shared_events::routes::mount(cfg, crate::routes_with_event_input);
     }
 }

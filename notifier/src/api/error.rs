@@ -1,11 +1,16 @@
 //! The one error type of the history API, and its mapping to responses: every error is
 //! the workspace's one `application/problem+json` body ([`shared_events::http::Problem`],
 //! RFC 9457, `type` under `/problems/`), bad parameters listed in `invalid_params`.
+//! [`HistoryErrors`] are those every history operation's document entry lists.
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use shared_events::http::{InvalidParam, Problem};
+use std::collections::BTreeMap;
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::response::{Response, ResponseBuilder};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr};
 
 use crate::store::StoreError;
 
@@ -92,4 +97,51 @@ impl ResponseError for ApiError {
         }
         response
     }
+}
+
+/// The failures every history operation can answer, whatever its parameters: no token
+/// (401), a wrong one (403), the store failing (500) or unreachable (503).
+pub struct HistoryErrors;
+
+impl utoipa::IntoResponses for HistoryErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let unauthorized = ResponseBuilder::from(problem(
+            "No usable bearer token (missing, another scheme, or empty)",
+        ))
+        .header(
+            "WWW-Authenticate",
+            HeaderBuilder::new()
+                .description(Some("`Bearer realm=\"notifier\"`"))
+                .build(),
+        )
+        .build();
+        BTreeMap::from([
+            ("401".to_owned(), unauthorized.into()),
+            (
+                "403".to_owned(),
+                problem("The bearer token is not this API's").into(),
+            ),
+            (
+                "500".to_owned(),
+                problem("The history store failed (the cause is logged, never sent)").into(),
+            ),
+            (
+                "503".to_owned(),
+                problem("The history store is unreachable; try again shortly").into(),
+            ),
+        ])
+    }
+}
+
+/// A response of `description` whose body is a [`Problem`].
+pub fn problem(description: &str) -> Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/problem+json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        )
+        .build()
 }

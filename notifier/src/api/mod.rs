@@ -5,6 +5,7 @@
 //! | `GET /healthz` | 200 while the process runs |
 //! | `GET /readyz` | 200 when MongoDB answers a ping, 503 otherwise |
 //! | `GET /metrics` | Prometheus text |
+//! | `GET /openapi.json` | the OpenAPI 3.1 document of these routes (see [`doc`]) |
 //! | `GET /notifications` | history records, newest first, filtered and paginated (see [`notifications`]) |
 //! | `GET /notifications/stats?window=15m` | counts by type and status, send latency percentiles |
 //! | `GET /notifications/{id}` | one record |
@@ -13,13 +14,16 @@
 //! are `application/problem+json` (RFC 9457) — see [`error`].
 
 pub mod auth;
+pub mod doc;
 pub mod error;
 pub mod health;
 pub mod notifications;
 
 use crate::store::HistoryStore;
+use actix_web::http::Method;
 use actix_web::web;
 use secrecy::SecretString;
+use shared_events::routes::Router;
 use std::sync::Arc;
 
 /// What the handlers share.
@@ -29,12 +33,18 @@ pub struct ApiState {
     pub api_token: SecretString,
 }
 
+/// Every route, in one table that actix-web mounts ([`configure`]) and the document's
+/// test lists ([`doc`]).
+pub fn routes<R: Router>(r: &mut R) {
+    shared_events::routes::common_routes(r);
+    r.route(Method::GET, "/readyz", health::readyz)
+        .route(Method::GET, "/openapi.json", doc::openapi_json)
+        .route(Method::GET, "/notifications", notifications::list)
+        .route(Method::GET, "/notifications/stats", notifications::stats)
+        .route(Method::GET, "/notifications/{id}", notifications::get);
+}
+
 /// Registers every route (used by the server and by tests).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz))
-        .route("/metrics", web::get().to(health::metrics))
-        .route("/notifications", web::get().to(notifications::list))
-        .route("/notifications/stats", web::get().to(notifications::stats))
-        .route("/notifications/{id}", web::get().to(notifications::get));
+    shared_events::routes::mount(cfg, routes);
 }

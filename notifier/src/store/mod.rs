@@ -133,10 +133,15 @@ impl Cursor {
         format!("{}_{}", self.created_at.timestamp_millis(), self.id)
     }
 
+    /// Exactly what the document's pattern of `cursor` allows: 1 to 15 digits (every
+    /// such instant is in chrono's range), `_`, a hyphenated UUID.
     pub fn decode(text: &str) -> Option<Self> {
         let (millis, id) = text.split_once('_')?;
+        if !(1..=15).contains(&millis.len()) || !millis.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
         let created_at = DateTime::from_timestamp_millis(millis.parse().ok()?)?;
-        Uuid::parse_str(id).ok()?;
+        crate::domain::hyphenated_uuid(id)?;
         Some(Self {
             created_at,
             id: id.to_owned(),
@@ -167,17 +172,21 @@ pub struct Page {
     pub next_cursor: Option<Cursor>,
 }
 
-/// Send latency percentiles (`created_at` → `sent_at`) in milliseconds.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+/// Send latency percentiles (`created_at` → `sent_at`) in milliseconds; the
+/// percentiles are `null` without any `SENT` record.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct LatencyStats {
     pub count: u64,
+    #[schema(required = true)]
     pub p50: Option<i64>,
+    #[schema(required = true)]
     pub p95: Option<i64>,
+    #[schema(required = true)]
     pub p99: Option<i64>,
 }
 
 /// Counts and latency of the records created since `since`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Stats {
     pub total: u64,
     /// type → status → count (every type and status present, zeros included).
