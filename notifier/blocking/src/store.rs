@@ -163,6 +163,11 @@ pub fn list(conn: &mut PgConnection, query: &ListQuery) -> Result<Page, StoreErr
         sql = sql.filter(mail_history::order_id.eq(order_id));
     }
     if let Some(recipient) = &query.recipient {
+        // PostgreSQL text cannot hold a NUL, so no stored address has one: none matches
+        // (sending it would be a query error).
+        if recipient.contains('\0') {
+            return Ok(Page::default());
+        }
         sql = sql.filter(mail_history::recipient.eq(recipient.clone()));
     }
     if let Some(kind) = query.kind {

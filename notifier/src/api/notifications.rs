@@ -76,7 +76,7 @@ pub struct ListParams {
     pub to: Option<DateTime<Utc>>,
     /// Page size (default 50); larger values are capped at 200.
     #[param(minimum = 1, default = 50)]
-    pub limit: Option<u64>,
+    pub limit: Option<i64>,
     /// The `next_cursor` of the previous page.
     #[param(
         pattern = "^[0-9]{1,15}_[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
@@ -262,13 +262,12 @@ fn parse_limit(text: &str) -> Option<usize> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    if text.bytes().all(|b| b == b'0') {
-        return None;
+    // Any page size the document allows (a 64-bit integer, at least 1) is taken and
+    // capped; a larger number is not one the document allows.
+    match text.parse::<i64>() {
+        Ok(n) if n >= 1 => Some(usize::try_from(n).map_or(MAX_LIMIT, |n| n.min(MAX_LIMIT))),
+        _ => None,
     }
-    Some(
-        text.parse::<usize>()
-            .map_or(MAX_LIMIT, |n| n.min(MAX_LIMIT)),
-    )
 }
 
 /// `text` as a pattern of the document sees it: schemathesis checks patterns with
@@ -396,6 +395,8 @@ mod tests {
             "recipient=".to_owned(),
             format!("recipient={}", "a".repeat(321)),
             "limit=%2B5".to_owned(),
+            // Above the document's 64-bit integer.
+            "limit=9223372036854775808".to_owned(),
             "cursor=-5_0190a5b2-0000-7000-8000-000000000000".to_owned(),
         ] {
             assert_eq!(invalid_names(&query).len(), 1, "{query}");
@@ -405,7 +406,7 @@ mod tests {
     #[test]
     fn what_the_document_allows_is_accepted() {
         let q = parse_list_query(&format!(
-            "recipient=%20&limit=99999999999999999999999&cursor=1700000000000_{}%0A\
+            "recipient=%20&limit=9223372036854775807&cursor=1700000000000_{}%0A\
              &from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z",
             Uuid::now_v7()
         ))

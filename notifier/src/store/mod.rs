@@ -165,7 +165,7 @@ pub struct ListQuery {
     pub after: Option<Cursor>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Page {
     pub items: Vec<Notification>,
     /// Set when more records follow.
