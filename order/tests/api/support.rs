@@ -54,6 +54,14 @@ impl App {
             format!("--mailer-url={nowhere}"),
             "--internal-events-secret=waiting-tests-internal-secret".into(),
         ];
+        // The shipped default, whatever the environment says (`infra/stack test` exports
+        // the local stack's ORDER_ALLOW_CUSTOM_ITEMS=true, which clap would read).
+        if !settings
+            .iter()
+            .any(|s| s.starts_with("--allow-custom-items"))
+        {
+            args.push("--allow-custom-items=false".into());
+        }
         args.extend_from_slice(settings);
         let mut settings = order::config::Settings::try_parse_from(args).expect("settings");
         settings.database_url = format!("{server_url}/{database}").into();
