@@ -100,6 +100,8 @@ pub struct Stack {
     pub notifier: Service,
     pub http: reqwest::Client,
     pub notifier_token: String,
+    /// The operators' token of payment's look-ups (`GET /payments…`).
+    pub payment_token: String,
     /// Case 1: the secret the services sign `POST /internal/events` with.
     pub internal_secret: String,
     /// The token of every order this stack placed (`POST /orders` shows it once).
@@ -135,6 +137,7 @@ impl Stack {
             notifier,
             http: reqwest::Client::new(),
             notifier_token: plan.notifier_token.clone(),
+            payment_token: plan.payment_token.clone(),
             internal_secret: plan.internal_secret.clone(),
             tokens: Default::default(),
             plan,
@@ -334,6 +337,11 @@ impl Stack {
             (order["status"] == status).then(|| order.clone())
         })
         .await
+    }
+
+    /// A GET of payment's operator look-ups (`GET /payments…`), with their token.
+    pub fn payment_lookup(&self, url: impl reqwest::IntoUrl) -> reqwest::RequestBuilder {
+        self.http.get(url).bearer_auth(&self.payment_token)
     }
 
     /// The notifier's history for the order.

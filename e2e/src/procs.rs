@@ -81,6 +81,8 @@ pub struct ProcStack {
     pub ports: Ports,
     pub http: reqwest::Client,
     pub notifier_token: String,
+    /// The operators' token of payment's look-ups (`PAYMENT_API_TOKEN`).
+    pub payment_token: String,
     postgres_url: String,
     bins: PathBuf,
     /// Bumped by [`ProcStack::replay_with_new_groups`]: new consumer groups.

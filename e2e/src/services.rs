@@ -22,6 +22,8 @@ pub(crate) struct Plan {
     payment_port: u16,
     notifier_port: u16,
     pub(crate) notifier_token: String,
+    /// The operators' token of payment's look-ups (`PAYMENT_API_TOKEN`).
+    pub(crate) payment_token: String,
     /// Case 1: the secret order, payment and the mail service sign their events with.
     pub(crate) internal_secret: String,
     pub(crate) options: Options,
@@ -65,6 +67,7 @@ impl Plan {
             payment_port: free_port()?,
             notifier_port: free_port()?,
             notifier_token: format!("token-{id}"),
+            payment_token: format!("payment-token-{id}"),
             internal_secret: format!("internal-{}", uuid::Uuid::new_v4().simple()),
             options,
             generation: 0,
@@ -304,6 +307,7 @@ fn payment_settings(plan: &Plan) -> anyhow::Result<payment::config::Settings> {
     settings.order_url = plan.url(plan.order_port)?;
     settings.mailer_url = plan.url(plan.notifier_port)?;
     settings.internal_events_secret = Some(plan.internal_secret.clone().into());
+    settings.api_token = Some(plan.payment_token.clone().into());
     settings.kafka = plan.infra.kafka(&plan.topic_prefix());
     Ok(settings)
 }

@@ -186,9 +186,11 @@ set_defaults() {
     : "${SMTP_MAILDIR:=$STATE/mail}"
     : "${MAIL_FROM:=Saga Shop <shop@example.com>}"
     # The local stack's own credentials, set explicitly here (the services have no
-    # default): the history API's token, and case 1's event-signing secret, random per
-    # state folder (kept in $STATE/secrets so every process of the stack shares it).
+    # default): the history API's and the payment look-ups' tokens, and case 1's
+    # event-signing secret, random per state folder (kept in $STATE/secrets so every
+    # process of the stack shares it).
     : "${NOTIFIER_API_TOKEN:=local-dev-token}"
+    : "${PAYMENT_API_TOKEN:=local-payment-token}"
     : "${INTERNAL_EVENTS_SECRET:=$(local_secret internal-events-secret)}"
     # The order page shows the shopper's mails from the mail service's history.
     : "${ORDER_MAIL_HISTORY_URL:=http://$NOTIFIER_HOST:$NOTIFIER_PORT}"
@@ -217,7 +219,7 @@ set_defaults() {
         KAKAOPAY_SIM_HOST KAKAOPAY_SIM_PORT KAKAOPAY_SIM_MODE KAKAOPAY_BASE_URL \
         KAKAOPAY_SECRET_KEY KAKAOPAY_SIM_SECRET_KEY KAKAOPAY_CID \
         NOTIFIER_HOST NOTIFIER_PORT MONGODB_PORT MONGODB_URI NOTIFIER_MONGODB_DATABASE \
-        SMTP_HOST SMTP_PORT SMTP_MAILDIR MAIL_FROM NOTIFIER_API_TOKEN \
+        SMTP_HOST SMTP_PORT SMTP_MAILDIR MAIL_FROM NOTIFIER_API_TOKEN PAYMENT_API_TOKEN \
         PROMETHEUS_PORT RUST_LOG SAGA_CASE PAYMENT_INSTANCES NOTIFIER_INSTANCES \
         MAILER_HOST MAILER_PORT MAILER_DATABASE_URL \
         ORDER_PAYMENT_URL ORDER_MAILER_URL PAYMENT_ORDER_URL PAYMENT_MAILER_URL \

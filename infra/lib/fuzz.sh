@@ -7,7 +7,8 @@
 #
 # Every run must find nothing: no 5xx, no answer that breaks the document (status,
 # content type, headers, body schema), invalid input refused, undeclared methods 405,
-# and no refused (4xx) request that changes state (infra/fuzz_hooks.py). Bounded:
+# no refused (4xx) request that changes state (infra/fuzz_hooks.py), and no route the
+# document says needs a token answering without one (ignored_auth). Bounded:
 # FUZZ_EXAMPLES examples per operation (default 50). Output and JUnit reports under
 # target/fuzz/; the last lines of each run are its summary.
 #
@@ -18,7 +19,7 @@
 # state reads: payment before any order exists, the simulator before order makes
 # payment call it.
 
-FUZZ_CHECKS="not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance,negative_data_rejection,unsupported_method,refusals_change_nothing"
+FUZZ_CHECKS="not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance,negative_data_rejection,unsupported_method,refusals_change_nothing,ignored_auth"
 
 # N free loopback ports, one per line.
 free_ports() {
@@ -45,11 +46,13 @@ fuzz_service() {
     local name=$1 url=$2 state=$3 rc=0
     shift 3
     log "fuzzing $name ($url/openapi.json, ${FUZZ_EXAMPLES} examples per operation)"
-    FUZZ_STATE="$state" SCHEMATHESIS_HOOKS="$INFRA_DIR/fuzz_hooks.py" \
+    # From the output folder: schemathesis keeps its cache (.schemathesis/) in the
+    # working directory, and a run starts from none.
+    (cd "$FUZZ_OUT" && FUZZ_STATE="$state" SCHEMATHESIS_HOOKS="$INFRA_DIR/fuzz_hooks.py" \
         "$VENV/bin/schemathesis" run "$url/openapi.json" --checks "$FUZZ_CHECKS" \
         --max-examples "$FUZZ_EXAMPLES" --workers 1 --request-timeout 10 --seed 14 \
         --report junit --report-junit-path "$FUZZ_OUT/$name.junit.xml" \
-        "$@" >"$FUZZ_OUT/$name.txt" 2>&1 || rc=$?
+        "$@" >"$FUZZ_OUT/$name.txt" 2>&1) || rc=$?
     tail -n 12 "$FUZZ_OUT/$name.txt" | grep -E "generated|passed|failure|error" >&2 || true
     ((rc == 0)) || { tail -n 60 "$FUZZ_OUT/$name.txt" >&2; return 1; }
 }
@@ -71,13 +74,14 @@ cmd_fuzz() {
         ORDER_PORT="${ports[0]}" PAYMENT_PORT="${ports[1]}" NOTIFIER_PORT="${ports[2]}" KAKAOPAY_SIM_PORT="${ports[3]}"
         ORDER_DATABASE_URL="$orders" PAYMENT_DATABASE_URL="$payments" MAILER_DATABASE_URL="$POSTGRES_URL/${id}_mail"
         KAFKA_TOPIC_PREFIX="$id." NOTIFIER_MONGODB_DATABASE="${id}_notifier"
+        NOTIFIER_API_TOKEN="$NOTIFIER_API_TOKEN" PAYMENT_API_TOKEN="$PAYMENT_API_TOKEN"
         ORDER_CONSUMER_GROUP="$id-order" PAYMENT_CONSUMER_GROUP="$id-payment" NOTIFIER_CONSUMER_GROUP="$id-notifier")
     trap 'rc=$?; fuzz_stack down >&2 || true; stop_started_now; exit $rc' EXIT
     fuzz_stack up >"$FUZZ_OUT/up.log" 2>&1 || { tail -n 40 "$FUZZ_OUT/up.log" >&2; die "the fuzz stack did not start"; }
     local base=http://127.0.0.1 failed=()
     fuzz_service payment "$base:${ports[1]}" \
-        "sql|$payments|SELECT status, count(*) FROM payments GROUP BY 1 ORDER BY 1; SELECT count(*) FROM gateway_calls" ||
-        failed+=(payment)
+        "sql|$payments|SELECT status, count(*) FROM payments GROUP BY 1 ORDER BY 1; SELECT count(*) FROM gateway_calls" \
+        -H "Authorization: Bearer $PAYMENT_API_TOKEN" || failed+=(payment)
     fuzz_service notifier "$base:${ports[2]}" "" -H "Authorization: Bearer $NOTIFIER_API_TOKEN" || failed+=(notifier)
     fuzz_service kakaopay-sim "$base:${ports[3]}" "http|$base:${ports[3]}/__sim/ledger" \
         --exclude-path /__sim/faults --exclude-path /__sim/clock/advance || failed+=(kakaopay-sim)

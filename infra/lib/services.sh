@@ -177,7 +177,7 @@ print_urls() {
 Saga shop is up (case $SAGA_CASE):
   storefront    $(service_url order)/shop     the shop in a browser
   order         $(service_url order)          GET /products, POST /orders, GET /orders/{id}
-  payment       $(service_url payment)
+  payment       $(service_url payment)          GET /payments?order_id=ID  (Authorization: Bearer \$PAYMENT_API_TOKEN)
   mail          $(service_url "$(mail_service)")          $(mail_service): GET /notifications?order_id=ID  (Authorization: Bearer \$NOTIFIER_API_TOKEN)$(print_instances)
   kakaopay-sim  $(service_url kakaopay-sim)          GET /__sim/ledger
   every service: /healthz /readyz /metrics /openapi.json

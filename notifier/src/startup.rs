@@ -63,8 +63,9 @@ impl Application {
             workers: settings.http_workers,
             // The history API awaits MongoDB; nothing of it blocks a thread.
             blocking_threads: 1,
-            state: web::Data::new(ApiState { store, api_token }),
+            state: web::Data::new(ApiState { store }),
             readiness,
+            operator_token: Some(api_token),
             configure: api::configure,
         };
         let running = RunningService::start(api, shutdown, vec![pipeline_task])?;

@@ -21,6 +21,7 @@
 //! | `PAYMENT_RECONCILE_MAX_BACKOFF_MS` | `300000` | the longest a payment the reconciler could not settle waits before it is checked again (the wait doubles per check, with jitter) |
 //! | `KAKAOPAY_BASE_URL` | `http://127.0.0.1:8089` | Kakao Pay API (the simulator locally) |
 //! | `KAKAOPAY_SECRET_KEY` | — (required) | Kakao Pay secret key (secret) |
+//! | `PAYMENT_API_TOKEN` | — (required) | bearer token of the operators' look-ups `GET /payments` and `GET /payments/{id}` (secret) |
 //! | `KAKAOPAY_CID` | `TC0ONETIME` | merchant id |
 //! | `KAKAOPAY_TIMEOUT_MS` | `12000` | whole-request timeout (Kakao's platform gives up at 11 s) |
 //! | `KAFKA_BROKERS`, `KAFKA_TOPIC_PREFIX`, `KAFKA_PARTITIONS` | | see `shared_events::kafka` (cases 2–4) |
@@ -155,6 +156,10 @@ pub struct Settings {
         default_value = "http://127.0.0.1:8083"
     )]
     pub mailer_url: Url,
+    /// Bearer token the operators' look-ups (`GET /payments`, `GET /payments/{id}`) need
+    /// (secret; required, no default: without it the service refuses to start).
+    #[arg(long, env = "PAYMENT_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<SecretString>,
     /// Case 1: the secret the services share to sign and check `POST /internal/events`
     /// (HMAC-SHA256, at least 16 characters). Required in case 1, unused otherwise; no
     /// default, so a case-1 service without it refuses to start.

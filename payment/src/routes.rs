@@ -2,7 +2,9 @@
 //! the input of order-service's events. Handlers parse input and call `Checkout`; no SQL
 //! here. In case 1 a return URL answers only after the payment's events went down the
 //! HTTP chain: the approval URL once the order is completed and mailed, the cancel and
-//! fail URLs once the compensation ran. One route table ([`routes`]) is mounted by
+//! fail URLs once the compensation ran. The look-ups (`GET /payments…`) are the
+//! operators': they need `Authorization: Bearer <PAYMENT_API_TOKEN>` (a payment's
+//! redirect URL and Kakao Pay record are not a stranger's to read). One route table ([`routes`]) is mounted by
 //! actix-web and listed by the OpenAPI test ([`api_doc`]).
 
 pub mod api_doc;
@@ -13,6 +15,7 @@ use crate::store::{GatewayCall, Payment};
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
+use shared_events::bearer::Operator;
 use shared_events::chain::{self, EVENTS_PATH};
 use shared_events::http::{InvalidParam, Problem};
 use shared_events::routes::Router;
@@ -201,13 +204,17 @@ fn accepts_html(request: &HttpRequest) -> bool {
 #[utoipa::path(
     get, path = "/payments/{id}", tag = "payments",
     params(("id" = uuid::Uuid, Path, description = "The payment's id")),
+    security(("bearer" = [])),
     responses(
         (status = 200, description = "The payment and its gateway calls", body = PaymentView),
+        (status = 401, description = "No usable bearer token (missing, another scheme, or empty)", content_type = "application/problem+json", body = Problem, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"payment\"`"))),
+        (status = 403, description = "The bearer token is not PAYMENT_API_TOKEN", content_type = "application/problem+json", body = Problem),
         (status = 404, description = "No such payment", content_type = "application/problem+json", body = Problem),
         (status = 503, description = "The payment store is unavailable", content_type = "application/problem+json", body = Problem),
     )
 )]
 pub(crate) async fn get_payment(
+    _: Operator,
     checkout: web::Data<Checkout>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -228,13 +235,17 @@ pub(crate) struct ListQuery {
 #[utoipa::path(
     get, path = "/payments", tag = "payments",
     params(ListQuery),
+    security(("bearer" = [])),
     responses(
         (status = 200, description = "The order's payments", body = Vec<PaymentView>),
         (status = 400, description = "No order_id, or not a UUID", content_type = "application/problem+json", body = Problem),
+        (status = 401, description = "No usable bearer token (missing, another scheme, or empty)", content_type = "application/problem+json", body = Problem, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"payment\"`"))),
+        (status = 403, description = "The bearer token is not PAYMENT_API_TOKEN", content_type = "application/problem+json", body = Problem),
         (status = 503, description = "The payment store is unavailable", content_type = "application/problem+json", body = Problem),
     )
 )]
 pub(crate) async fn list_payments(
+    _: Operator,
     checkout: web::Data<Checkout>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {

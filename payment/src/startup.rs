@@ -12,6 +12,7 @@ use actix_web::web;
 use anyhow::Context;
 use kakaopay::{KakaoPayClient, KakaoPayConfig};
 use secrecy::ExposeSecret;
+use shared_events::bearer::ApiToken;
 use shared_events::chain::{self, EventSigner};
 use shared_events::db::{self, PgPool};
 use shared_events::http::{HttpApi, RunningService};
@@ -35,6 +36,12 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<RunningService> {
         let _ = shared_events::telemetry::metrics();
         crate::gauges::describe();
+        let operator_token = ApiToken::required(
+            settings.api_token.as_ref(),
+            "PAYMENT_API_TOKEN",
+            "payment",
+            "the payment look-ups (GET /payments, GET /payments/{id})",
+        )?;
         let pool = db::build_pool(settings.database_url.expose_secret(), settings.db_pool_size);
         let topics = settings.kafka.topics();
         let shutdown = CancellationToken::new();
@@ -85,6 +92,7 @@ impl Application {
             blocking_threads: settings.blocking_threads(),
             state: web::Data::from(checkout),
             readiness,
+            operator_token: Some(operator_token),
             configure: if settings.case.uses_kafka() {
                 routes::configure
             } else {

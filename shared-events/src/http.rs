@@ -351,6 +351,8 @@ pub struct HttpApi<T: ?Sized> {
     pub state: web::Data<T>,
     /// Shared with every handler as app data too (for `/readyz`).
     pub readiness: crate::readiness::Readiness,
+    /// The operators' token, for the routes that take a [`crate::bearer::Operator`].
+    pub operator_token: Option<crate::bearer::ApiToken>,
     pub configure: fn(&mut web::ServiceConfig),
 }
 
@@ -376,13 +378,18 @@ impl RunningService {
         let port = listener.local_addr()?.port();
         let (service, state, configure) = (api.service, api.state, api.configure);
         let readiness = web::Data::new(api.readiness);
+        let operator_token = api.operator_token.map(web::Data::new);
         let server = actix_web::HttpServer::new(move || {
-            actix_web::App::new()
+            let app = actix_web::App::new()
                 .wrap(crate::request_span::tracing_logger())
                 .wrap(HttpMetrics::new(service))
                 .app_data(state.clone())
-                .app_data(readiness.clone())
-                .configure(configure)
+                .app_data(readiness.clone());
+            match &operator_token {
+                Some(token) => app.app_data(token.clone()),
+                None => app,
+            }
+            .configure(configure)
         })
         .listen(listener)?
         .workers(api.workers.max(1))

@@ -21,6 +21,8 @@
 //!   start-up work retried with backoff, instead of exiting.
 //! * `http` (feature `http`): RFC 9457 problem details and the `/healthz` and `/metrics`
 //!   routes every service serves.
+//! * `bearer` (feature `http`): the bearer token of an operators' API (mail history,
+//!   payment look-ups).
 
 #[cfg(feature = "async-db")]
 pub mod async_db;
@@ -33,6 +35,8 @@ pub mod readiness;
 pub mod retry;
 pub mod topics;
 
+#[cfg(feature = "http")]
+pub mod bearer;
 #[cfg(feature = "outbox")]
 pub mod chain;
 #[cfg(feature = "outbox")]

@@ -102,20 +102,14 @@ impl ProcStack {
 
     /// The payment rows of an order (`GET /payments?order_id=`).
     pub async fn payments_of(&self, order_id: Uuid) -> anyhow::Result<Value> {
-        self.get_json(&format!(
-            "{}/payments?order_id={order_id}",
-            self.url(Part::Payment)
-        ))
-        .await
+        let url = format!("{}/payments?order_id={order_id}", self.url(Part::Payment));
+        get_json(&self.http, &url, Some(&self.payment_token)).await
     }
 
     /// One payment with its `gateway_calls`.
     pub async fn payment(&self, payment_id: &str) -> anyhow::Result<Value> {
-        self.get_json(&format!(
-            "{}/payments/{payment_id}",
-            self.url(Part::Payment)
-        ))
-        .await
+        let url = format!("{}/payments/{payment_id}", self.url(Part::Payment));
+        get_json(&self.http, &url, Some(&self.payment_token)).await
     }
 
     /// Every history record of an order (all pages of `GET /notifications?order_id=`).

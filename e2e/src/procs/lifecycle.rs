@@ -47,6 +47,7 @@ impl ProcStack {
         // From here on a failure drops the stack: its Drop stops whatever was started.
         let mut stack = Self {
             notifier_token: format!("token-{id}"),
+            payment_token: format!("payment-token-{id}"),
             ports,
             id,
             dir,

@@ -152,6 +152,7 @@ impl ProcStack {
         env.set("PAYMENT_CONSUMER_GROUP", self.group(Part::Payment));
         env.set("KAKAOPAY_BASE_URL", self.url(Part::KakaoPay));
         env.set("KAKAOPAY_SECRET_KEY", SIM_SECRET);
+        env.set("PAYMENT_API_TOKEN", self.payment_token.clone());
         (self.bins.join("payment"), vec![], self.dir.clone())
     }
 

@@ -87,10 +87,9 @@ fn ledger_entry(stack: &Stack, id: Uuid) -> kakaopay::sim::LedgerEntry {
         .expect("a tid for the order")
 }
 
-async fn get_json(stack: &Stack, url: String) -> Value {
+async fn payment_json(stack: &Stack, url: String) -> Value {
     stack
-        .http
-        .get(url)
+        .payment_lookup(url)
         .send()
         .await
         .expect("the service answers")
@@ -154,7 +153,7 @@ async fn case4_a_paid_order_completes_with_both_mails_and_its_history() {
         ],
         "every step of the saga, written by the async adapter"
     );
-    let detail = get_json(
+    let detail = payment_json(
         &stack,
         format!(
             "{}/payments/{}",
@@ -240,13 +239,13 @@ fn published_events(database_url: &str) -> Vec<Published> {
 /// What a redelivery must not change, as the shopper and the operator see it.
 async fn observable(stack: &Stack, id: Uuid, email: &str) -> Value {
     let timeline = stack.timeline(id).await;
-    let payments = get_json(
+    let payments = payment_json(
         stack,
         format!("{}/payments?order_id={id}", stack.payment.url()),
     )
     .await;
     let payment_id = payments[0]["id"].as_str().expect("a payment").to_owned();
-    let detail = get_json(
+    let detail = payment_json(
         stack,
         format!("{}/payments/{payment_id}", stack.payment.url()),
     )
@@ -410,7 +409,7 @@ async fn case4_an_unpaid_order_cancelled_by_the_shopper_cannot_be_paid_afterward
 
     let payments_url = format!("{}/payments?order_id={id}", stack.payment.url());
     eventually("the payment to be closed", || async {
-        let payments = get_json(&stack, payments_url.clone()).await;
+        let payments = payment_json(&stack, payments_url.clone()).await;
         (payments[0]["status"] == "FAILED").then_some(())
     })
     .await;

@@ -118,8 +118,7 @@ async fn an_unpaid_order_cancelled_by_the_shopper_cannot_be_paid_afterwards() {
     let payments_url = format!("{}/payments?order_id={id}", stack.payment.url());
     eventually("the payment to be closed", || async {
         let payments: Value = stack
-            .http
-            .get(&payments_url)
+            .payment_lookup(&payments_url)
             .send()
             .await
             .ok()?

@@ -72,8 +72,7 @@ async fn observable_state(stack: &Stack, orders: &[(Uuid, String)]) -> Value {
     for (id, email) in orders {
         let order = stack.get_order(*id).await;
         let payments: Value = stack
-            .http
-            .get(format!("{}/payments?order_id={id}", stack.payment.url()))
+            .payment_lookup(format!("{}/payments?order_id={id}", stack.payment.url()))
             .send()
             .await
             .expect("payments")
@@ -83,8 +82,7 @@ async fn observable_state(stack: &Stack, orders: &[(Uuid, String)]) -> Value {
         let mut calls = Vec::new();
         for payment in payments.as_array().into_iter().flatten() {
             let detail: Value = stack
-                .http
-                .get(format!(
+                .payment_lookup(format!(
                     "{}/payments/{}",
                     stack.payment.url(),
                     payment["id"].as_str().unwrap_or_default()

@@ -44,8 +44,7 @@ async fn sent_mails(stack: &Stack, id: Uuid, count: usize) -> Vec<String> {
 /// The order's payment as payment-service shows it (`None` while it has none).
 async fn payment_of(stack: &Stack, id: Uuid) -> Option<Value> {
     let payments: Value = stack
-        .http
-        .get(format!("{}/payments?order_id={id}", stack.payment.url()))
+        .payment_lookup(format!("{}/payments?order_id={id}", stack.payment.url()))
         .send()
         .await
         .ok()?
@@ -254,8 +253,7 @@ async fn an_approve_unclear_on_any_attempt_stays_unknown_until_kakao_pay_settles
         "marked unclear: {payment}"
     );
     let calls: Value = stack
-        .http
-        .get(format!(
+        .payment_lookup(format!(
             "{}/payments/{}",
             stack.payment.url(),
             payment["id"].as_str().expect("id")

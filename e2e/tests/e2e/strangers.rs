@@ -148,8 +148,7 @@ async fn case_1_refuses_forged_internal_events_and_nothing_changes() {
     );
     assert!(paid_now["refunded_amount"].is_null());
     let payment: Value = stack
-        .http
-        .get(format!("{}/payments/{paid_payment}", stack.payment.url()))
+        .payment_lookup(format!("{}/payments/{paid_payment}", stack.payment.url()))
         .send()
         .await
         .expect("payment answers")
@@ -252,6 +251,35 @@ async fn an_order_shows_personal_data_and_can_be_cancelled_only_with_its_token()
     );
     let timeline = get(&stack, &format!("/orders/{id}/timeline"), Some(token)).await;
     assert_eq!(timeline.status(), 200);
+
+    // Payment's look-ups are the operators': the order's id (or its token) shows a
+    // stranger no payment id, tid or gateway record there either.
+    let lookups = [
+        format!("{}/payments?order_id={id}", stack.payment.url()),
+        format!("{}/payments/{payment_id}", stack.payment.url()),
+    ];
+    for url in &lookups {
+        for (authorization, status) in [
+            (None, 401),
+            (Some(token), 403),
+            (Some(stranger.as_str()), 403),
+        ] {
+            let mut request = stack.http.get(url);
+            if let Some(authorization) = authorization {
+                request = request.bearer_auth(authorization);
+            }
+            let refused = request.send().await.expect("payment answers");
+            assert_eq!(refused.status(), status, "{url} with {authorization:?}");
+            assert_eq!(
+                refused.headers()["content-type"],
+                "application/problem+json"
+            );
+            assert_nothing_personal(&refused.text().await.expect("body"), &personal);
+        }
+        let operator = stack.payment_lookup(url).send().await.expect("answers");
+        assert_eq!(operator.status(), 200, "{url} with the operators' token");
+        assert!(operator.text().await.expect("body").contains(&payment_id));
+    }
 
     // Cancelling: 401 without a token, 403 with another, and nothing changes.
     let missing = cancel_with(&stack, id, None).await;

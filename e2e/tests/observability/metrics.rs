@@ -399,8 +399,7 @@ async fn drive_traffic(stack: &Stack) {
         .expect("answers");
     assert_eq!(anonymous.status(), 401);
     let no_payment = stack
-        .http
-        .get(format!(
+        .payment_lookup(format!(
             "{}/payments/{}",
             stack.payment.url(),
             Uuid::new_v4()

@@ -115,8 +115,8 @@ impl MailerApp {
 
         let api_state = web::Data::new(ApiState {
             store: Arc::new(PgHistoryStore::new(pool.clone())),
-            api_token,
         });
+        let api_token = web::Data::new(api_token);
         let mailer_state = web::Data::new(MailerState {
             mailer,
             pool,
@@ -130,6 +130,7 @@ impl MailerApp {
                 .wrap(shared_events::request_span::tracing_logger())
                 .wrap(HttpMetrics::new("mailer"))
                 .app_data(api_state.clone())
+                .app_data(api_token.clone())
                 .app_data(mailer_state.clone())
                 .configure(|cfg| configure(cfg, case))
         })

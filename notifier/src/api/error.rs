@@ -3,7 +3,6 @@
 //! RFC 9457, `type` under `/problems/`), bad parameters listed in `invalid_params`.
 //! [`HistoryErrors`] are those every history operation's document entry lists.
 
-use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use shared_events::http::{InvalidParam, Problem};
@@ -19,18 +18,10 @@ pub enum ApiError {
     /// Query or path parameters that cannot be used, each named with its reason.
     #[error("Invalid parameter(s): {}.", names(.0))]
     InvalidParams(Vec<InvalidParam>),
-    /// No usable bearer token: why, in words for the caller.
-    #[error("authentication required: {0}")]
-    Unauthorized(&'static str),
-    #[error("the bearer token is not valid for this API")]
-    Forbidden,
     #[error("no notification {0}")]
     NotFound(String),
     #[error("history store: {0}")]
     Store(#[source] StoreError),
-    /// The application was assembled without its state (a programming error).
-    #[error("API state missing")]
-    StateMissing,
 }
 
 impl ApiError {
@@ -47,23 +38,11 @@ impl ApiError {
                 self.to_string(),
             )
             .with_invalid_params(params.clone()),
-            ApiError::Unauthorized(detail) => Problem::new(
-                StatusCode::UNAUTHORIZED,
-                "/problems/token-required",
-                "Authentication required",
-                *detail,
-            ),
-            ApiError::Forbidden => Problem::new(
-                StatusCode::FORBIDDEN,
-                "/problems/wrong-token",
-                "Forbidden",
-                "The bearer token is not valid for this API.",
-            ),
             ApiError::NotFound(_) => Problem::not_found("notification"),
             ApiError::Store(error) if error.transient => {
                 Problem::store_unavailable("history store")
             }
-            ApiError::Store(_) | ApiError::StateMissing => Problem::internal(),
+            ApiError::Store(_) => Problem::internal(),
         }
     }
 }
@@ -85,17 +64,10 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        if let ApiError::Store(_) | ApiError::StateMissing = self {
+        if let ApiError::Store(_) = self {
             tracing::warn!(error.message = %self, "History request failed.");
         }
-        let mut response = self.problem().response();
-        if let ApiError::Unauthorized(_) = self {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"notifier\""),
-            );
-        }
-        response
+        self.problem().response()
     }
 }
 

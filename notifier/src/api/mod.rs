@@ -22,7 +22,6 @@ pub mod notifications;
 use crate::store::HistoryStore;
 use actix_web::http::Method;
 use actix_web::web;
-use secrecy::SecretString;
 use shared_events::routes::Router;
 use std::sync::Arc;
 
@@ -30,7 +29,6 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct ApiState {
     pub store: Arc<dyn HistoryStore>,
-    pub api_token: SecretString,
 }
 
 /// Every route, in one table that actix-web mounts ([`configure`]) and the document's

@@ -27,7 +27,6 @@
 //! `by_status`, and `send_latency_ms` (`count`, `p50`, `p95`, `p99`, nearest rank, of
 //! `sent_at - created_at` over the `SENT` records; `null` without any).
 
-use super::auth::Authorized;
 use super::error::{ApiError, HistoryErrors};
 use super::ApiState;
 use crate::domain::{hyphenated_uuid, DeliveryStatus, MailKind, Notification};
@@ -35,6 +34,7 @@ use crate::store::{Cursor, ListQuery, Stats};
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use shared_events::bearer::Operator;
 use shared_events::http::{InvalidParam, Problem};
 use std::collections::HashMap;
 use uuid::Uuid;
@@ -96,7 +96,7 @@ pub struct ListParams {
     )
 )]
 pub async fn list(
-    _: Authorized,
+    _: Operator,
     req: HttpRequest,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -121,7 +121,7 @@ pub async fn list(
     )
 )]
 pub async fn get(
-    _: Authorized,
+    _: Operator,
     id: web::Path<String>,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -159,7 +159,7 @@ pub struct StatsBody {
     )
 )]
 pub async fn stats(
-    _: Authorized,
+    _: Operator,
     req: HttpRequest,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {

@@ -332,9 +332,15 @@ async fn without_mongodb_readiness_fails_and_the_history_is_unavailable() {
     .expect("a lazy client");
     let state = web::Data::new(ApiState {
         store: Arc::new(store),
-        api_token: TOKEN.into(),
     });
-    let app = test::init_service(App::new().app_data(state).configure(configure)).await;
+    let token = notifier::api::auth::required_token(Some(&TOKEN.into())).expect("a token");
+    let app = test::init_service(
+        App::new()
+            .app_data(state)
+            .app_data(web::Data::new(token))
+            .configure(configure),
+    )
+    .await;
 
     let response =
         test::call_service(&app, test::TestRequest::get().uri("/healthz").to_request()).await;

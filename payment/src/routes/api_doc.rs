@@ -3,6 +3,7 @@
 //! table by a test (`shared_events::routes`).
 
 use actix_web::HttpResponse;
+use shared_events::routes::BearerAuth;
 use utoipa::OpenApi;
 
 #[derive(OpenApi)]
@@ -24,14 +25,18 @@ use utoipa::OpenApi;
         crate::routes::receive_event,
     ),
     components(schemas(shared_events::http::Problem, shared_events::http::InvalidParam)),
+    modifiers(&OPERATOR_TOKEN),
     tags(
         (name = "kakao-pay-return", description = "Where Kakao Pay sends the shopper back to"),
-        (name = "payments", description = "Looking payments up"),
+        (name = "payments", description = "Looking payments up (operators: Authorization: Bearer <PAYMENT_API_TOKEN>)"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
         (name = "internal", description = "Between the shop's services (case 1)"),
     )
 )]
 struct ApiDoc;
+
+const OPERATOR_TOKEN: BearerAuth =
+    BearerAuth("The operators' token of the payment look-ups (PAYMENT_API_TOKEN)");
 
 /// The document as served: case 1's event input only where it is mounted.
 pub fn document(event_input: bool) -> utoipa::openapi::OpenApi {
