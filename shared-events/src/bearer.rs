@@ -6,7 +6,7 @@
 //! [`crate::http::HttpApi`]; a handler with an [`Operator`] argument runs only for a caller
 //! that sent it.
 
-use crate::http::Problem;
+use crate::problem::Problem;
 use actix_web::dev::Payload;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;

@@ -30,6 +30,8 @@ pub mod case;
 pub mod cli;
 pub mod event;
 #[cfg(feature = "http")]
+pub mod problem;
+#[cfg(feature = "http")]
 pub mod readiness;
 #[cfg(any(feature = "kafka", feature = "http"))]
 pub mod retry;
