@@ -4,8 +4,8 @@
 //! HTTP chain: the approval URL once the order is completed and mailed, the cancel and
 //! fail URLs once the compensation ran. The look-ups (`GET /payments…`) are the
 //! operators': they need `Authorization: Bearer <PAYMENT_API_TOKEN>` (a payment's
-//! redirect URL and Kakao Pay record are not a stranger's to read). One route table ([`routes`]) is mounted by
-//! actix-web and listed by the OpenAPI test ([`api_doc`]).
+//! redirect URL and Kakao Pay record are not a stranger's to read). One route table
+//! ([`routes`]) is mounted by actix-web and listed by the OpenAPI test ([`api_doc`]).
 
 pub mod api_doc;
 
