@@ -94,6 +94,8 @@ pub(crate) async fn receive_event(
 #[into_params(parameter_in = Query)]
 pub(crate) struct ApprovalQuery {
     /// Kakao Pay's proof that the shopper authenticated (never logged).
+    // An `Option` only so that a missing one is answered with the 400 problem naming it.
+    #[param(required = true, value_type = String, min_length = 1, pattern = r"\S")]
     pub(crate) pg_token: Option<String>,
 }
 
@@ -227,7 +229,9 @@ pub(crate) async fn get_payment(
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
-    /// The order whose payments to list (a UUID; required).
+    /// The order whose payments to list.
+    // An `Option` only so that a missing one is answered with the 400 problem naming it.
+    #[param(required = true, value_type = uuid::Uuid)]
     order_id: Option<String>,
 }
 

@@ -13,7 +13,9 @@
 //! ```
 //!
 //! and mounts them with `mount(cfg, routes)`: one resource per path, so a method a path
-//! does not serve is a `405` problem with `Allow`, not the `404` of an unknown path.
+//! does not serve is a `405` problem with `Allow`, not the `404` of an unknown path; and a
+//! query, path, form or JSON body actix-web's extractors cannot read is a problem too, not
+//! their plain-text answer.
 
 use actix_web::http::Method;
 use actix_web::{web, FromRequest, Handler, Responder};
@@ -60,6 +62,7 @@ impl Router for Mount {
 
 /// Serves `table` in `cfg`.
 pub fn mount(cfg: &mut web::ServiceConfig, table: impl FnOnce(&mut Mount)) {
+    unreadable_input_is_a_problem(cfg);
     let mut mount = Mount::default();
     table(&mut mount);
     for (_, resource, methods) in mount.resources {
@@ -76,9 +79,31 @@ pub fn mount(cfg: &mut web::ServiceConfig, table: impl FnOnce(&mut Mount)) {
     }
 }
 
+/// The extractors' refusals (a duplicated query parameter, a body that is not JSON…) as
+/// problems, with the status the extractor chose.
+fn unreadable_input_is_a_problem(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::QueryConfig::default().error_handler(|e, _| unreadable("query", e)))
+        .app_data(web::PathConfig::default().error_handler(|e, _| unreadable("path", e)))
+        .app_data(web::FormConfig::default().error_handler(|e, _| unreadable("form", e)))
+        .app_data(web::JsonConfig::default().error_handler(|e, _| unreadable("body", e)));
+}
+
+fn unreadable<E>(part: &str, error: E) -> actix_web::Error
+where
+    E: actix_web::ResponseError + 'static,
+{
+    let problem = crate::problem::Problem::new(
+        error.status_code(),
+        "/problems/invalid-request",
+        "Invalid request",
+        format!("The request's {part} cannot be read: {error}."),
+    );
+    actix_web::error::InternalError::from_response(error, problem.response()).into()
+}
+
 /// `405` for a method the path does not serve, with the ones it does.
 fn method_not_allowed(allow: &str) -> actix_web::HttpResponse {
-    let mut response = crate::http::Problem::new(
+    let mut response = crate::problem::Problem::new(
         actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
         "/problems/method-not-allowed",
         "Method not allowed",
@@ -238,6 +263,53 @@ mod tests {
     fn a_route_the_spec_lacks_fails() {
         let spec = serde_json::json!({"paths": {"/orders": {"post": {}}}});
         assert_spec_matches(&RouteList::of(table), &spec);
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Lookup {
+        #[allow(dead_code)]
+        order_id: String,
+    }
+
+    async fn lookup(_: web::Query<Lookup>) -> &'static str {
+        "ok"
+    }
+
+    #[actix_web::test]
+    async fn a_query_the_extractor_cannot_read_is_a_problem() {
+        use actix_web::{test, App};
+        let app = test::init_service(App::new().configure(|cfg| {
+            mount(cfg, |r| {
+                r.route(Method::GET, "/payments", lookup);
+            })
+        }))
+        .await;
+        for uri in ["/payments?order_id=1&order_id=2", "/payments"] {
+            let request = test::TestRequest::get().uri(uri).to_request();
+            let response = test::call_service(&app, request).await;
+            assert_eq!(response.status(), 400, "{uri}");
+            assert_eq!(
+                response
+                    .headers()
+                    .get("content-type")
+                    .expect("a content type"),
+                "application/problem+json",
+                "{uri}"
+            );
+            let body: serde_json::Value = test::read_body_json(response).await;
+            assert_eq!(body["type"], "/problems/invalid-request", "{uri}");
+            assert!(
+                body["detail"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("order_id"),
+                "{body}"
+            );
+        }
+        let read = test::TestRequest::get()
+            .uri("/payments?order_id=1")
+            .to_request();
+        assert_eq!(test::call_service(&app, read).await.status(), 200);
     }
 
     #[test]
